@@ -1,0 +1,3 @@
+from alzmri.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``alzmri`` command line (Typer), generated from each command's pydantic config."""

@@ -1,0 +1,24 @@
+"""``alzmri synth``: the embedded synthetic cohort."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from alzmri.data.synth.config import SynthConfig
+
+
+class SynthCommand(SynthConfig):
+    """SynthConfig plus where to write the cohort."""
+
+    out: Path = Field(description="Output BIDS folder (created; must be new or a previous synth output).", json_schema_extra={"argument": True})
+
+
+def run(config: SynthCommand) -> Path:
+    from alzmri.data.synth import synthesize_cohort
+
+    cohort = SynthConfig(**config.model_dump(exclude={"out"}))
+    out = synthesize_cohort(cohort, config.out, progress=True)
+    print(f"synthetic cohort: {out}")
+    return out

@@ -1,0 +1,92 @@
+"""The ``alzmri`` command line. Heavy libraries are imported only inside commands."""
+
+from __future__ import annotations
+
+import typer
+
+from alzmri import __version__
+from alzmri.cli.builder import add_config_command, run_guarded
+from alzmri.cli.commands.demo import DemoConfig
+from alzmri.cli.commands.preprocess import PreprocessCommand
+from alzmri.cli.commands.synth import SynthCommand
+from alzmri.data.config import AuditConfig, SplitConfig
+from alzmri.evaluation.config import EvaluateConfig, PredictConfig
+from alzmri.training.config import TrainConfig
+
+app = typer.Typer(
+    name="alzmri",
+    help="Alzheimer's disease detection from structural MRI, with honest subject-level evaluation.\n\n"
+    "Typical path: synth (or your BIDS/manifest) → preprocess → split → audit → train → evaluate → predict. "
+    "'alzmri demo' runs it all on a synthetic cohort.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+add_config_command(app, "synth", SynthCommand, "alzmri.cli.commands.synth:run",
+    "Build a synthetic T1w cohort (BIDS) from the MNI152 template shipped with nilearn: per-subject anatomy, "
+    "1–3 sessions, scanner variation and graded AD-like atrophy whose location is recorded.",
+    ["alzmri synth cohort --subjects 60 --classes CN,MCI,AD --seed 1", "alzmri synth small --subjects 20 --voxel-size 2"])
+add_config_command(app, "preprocess", PreprocessCommand, "alzmri.cli.commands.preprocess:run",
+    "Reorient to RAS, resample, crop to the brain, resize to a cube, z-score in the brain; cache arrays "
+    "(parallel, resumable) for memory-mapped training.",
+    ["alzmri preprocess cohort cache --size 128", "alzmri preprocess manifest.tsv cache64 --size 64 --workers 2"])
+add_config_command(app, "split", SplitConfig, "alzmri.cli.commands.split:run_split",
+    "Subject-level splits: round-robin train/val/test by scan count, or stratified group k-fold. "
+    "No subject is ever in two splits.",
+    ["alzmri split cohort split --ratios 0.8,0.1,0.1", "alzmri split manifest.tsv folds --method kfold --folds 5"])
+add_config_command(app, "audit", AuditConfig, "alzmri.cli.commands.split:run_audit",
+    "Exit non-zero and name every subject found in more than one split.",
+    ["alzmri audit split", "alzmri audit folds"])
+add_config_command(app, "train", TrainConfig, "alzmri.cli.commands.train:run",
+    "Train a registered model with Lightning (class-weighted CE, early stopping, 3 checkpoints), "
+    "tracked in MLflow (local SQLite) and a run folder. Refuses a leaky split.",
+    ["alzmri train cache split --epochs 50", "alzmri train cache split --model liu_cnn --width 8 --lr 1e-4 --out runs"])
+add_config_command(app, "evaluate", EvaluateConfig, "alzmri.cli.commands.evaluate:run_evaluate",
+    "Predict on the held-out test subjects and write predictions.tsv, metrics.json, confusion_matrix.png, roc.png.",
+    ["alzmri evaluate runs/RUN/checkpoints/best-loss.ckpt cache split", "alzmri evaluate best.ckpt cache split --subset val --out eval-val"])
+add_config_command(app, "predict", PredictConfig, "alzmri.cli.commands.evaluate:run_predict",
+    "Predict diagnoses for raw scans; the checkpoint alone defines preprocessing and model.",
+    ["alzmri predict best-loss.ckpt scan1.nii.gz scan2.nii.gz --out preds.tsv", "alzmri predict best-loss.ckpt cohort"])
+add_config_command(app, "demo", DemoConfig, "alzmri.cli.commands.demo:run",
+    "Run synth → preprocess → split → train → evaluate on a synthetic CN/AD cohort and print the held-out result.",
+    ["alzmri demo", "alzmri demo demo-out --subjects 120 --epochs 40"])
+
+
+@app.command("models")
+def models(pattern: str = typer.Argument("*", help="Shell-style pattern, e.g. 'liu*'.")) -> None:
+    """List registered models.
+
+    [bold]Examples[/bold]
+
+      $ alzmri models
+
+      $ alzmri models 'liu*'
+    """
+
+    def go() -> None:
+        from alzmri.models import list_models, model_info
+
+        for name in list_models(pattern):
+            info = model_info(name)
+            print(f"{name:24s} input ≥ {info.min_input_size}³ (designed for {info.default_input_size}³)  {info.description}")
+
+    run_guarded(go)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"alzmri {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version.")) -> None:
+    pass
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,1 @@
+"""Data: manifests to splits, leakage audits, cached datasets, synthetic cohorts."""

@@ -1,0 +1,1 @@
+"""Evaluation: predictions tables from checkpoints, and metrics computed from those tables only."""

@@ -1,0 +1,55 @@
+"""Predictions tables: one row per scan with class probabilities, from a checkpoint alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from alzmri.data.dataset import CachedVolumeDataset
+from alzmri.io.checkpoint import read_checkpoint
+from alzmri.models import create_model
+from alzmri.preprocessing.config import PreprocessConfig
+
+
+def load_classifier(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the exact model stored in a checkpoint (eval mode) and return it with its hparams."""
+    ckpt = read_checkpoint(path)
+    hp = ckpt["hparams"]
+    model = create_model(hp["model_name"], **hp["model_kwargs"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), hp
+
+
+def checkpoint_preprocess(hparams: dict[str, Any]) -> PreprocessConfig:
+    """The preprocessing the model was trained with."""
+    return PreprocessConfig.model_validate(hparams["preprocess"])
+
+
+@torch.no_grad()
+def predict_probabilities(model: nn.Module, volumes: torch.utils.data.Dataset, batch_size: int = 8) -> np.ndarray:
+    """Softmax probabilities, shape ``(n_scans, n_classes)``."""
+    out = [torch.softmax(model(x), dim=1) for x, _ in DataLoader(volumes, batch_size=batch_size)]
+    return torch.cat(out).numpy()
+
+
+def predictions_table(scans: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """participant_id, session_id, diagnosis (true label, if known), prob_<class>..., predicted."""
+    table = pd.DataFrame({"participant_id": scans["participant_id"].values, "session_id": scans["session_id"].values})
+    if "diagnosis" in scans:
+        table["diagnosis"] = scans["diagnosis"].values
+    for i, c in enumerate(classes):
+        table[f"prob_{c}"] = probs[:, i].round(6)
+    table["predicted"] = [classes[i] for i in probs.argmax(axis=1)]
+    return table
+
+
+def predict_cached(model: nn.Module, classes: list[str], scans: pd.DataFrame, batch_size: int = 8) -> pd.DataFrame:
+    """Predictions for cache-manifest rows."""
+    probs = predict_probabilities(model, CachedVolumeDataset(scans, classes), batch_size)
+    return predictions_table(scans, probs, classes)

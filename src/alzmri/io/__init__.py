@@ -1,0 +1,1 @@
+"""Data in: NIfTI volumes, BIDS folders, manifests, packaged templates and atlases."""

@@ -1,0 +1,36 @@
+"""Reading alzmri checkpoints safely (``weights_only=True``: nothing is unpickled)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alzmri.utils.errors import AlzmriError
+
+REQUIRED_HPARAMS = ("model_name", "model_kwargs", "classes", "preprocess")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's hyper-parameters and model weights.
+
+    Returns:
+        ``{"hparams": {...}, "state_dict": {...}}`` with the ``model.`` prefix stripped from
+        the weights, so they load into the bare ``nn.Module``.
+
+    Raises:
+        AlzmriError: missing, unreadable, or not an alzmri classifier checkpoint.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise AlzmriError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise AlzmriError(f"cannot read checkpoint {path}: {str(exc).strip().splitlines()[0]}") from None
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hparams, dict) or any(k not in hparams for k in REQUIRED_HPARAMS):
+        raise AlzmriError(f"{path} is not an alzmri classifier checkpoint (no model config inside)")
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    return {"hparams": hparams, "state_dict": state}

@@ -1,0 +1,256 @@
+"""Scan manifests: a TSV/CSV table with one row per scan, and the validation rules shared with BIDS.
+
+Columns: ``participant_id``, ``session_id``, ``diagnosis`` (CN, MCI or AD), ``path`` (a NIfTI
+file, relative to the manifest's folder or absolute), and optionally ``age`` and ``sex``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from alzmri.utils.atomic import atomic_path
+from alzmri.utils.errors import AlzmriError
+
+DIAGNOSES = ("CN", "MCI", "AD")
+REQUIRED_COLUMNS = ("participant_id", "session_id", "diagnosis", "path")
+OPTIONAL_COLUMNS = ("age", "sex")
+COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+# BIDS participants.tsv files usually spell sex out; accepting it avoids a pointless edit.
+_SEXES = {"M": "M", "F": "F", "MALE": "M", "FEMALE": "F"}
+# Spellings of "missing" in the optional columns ("n/a" is the BIDS convention).
+_MISSING = {"", "n/a", "na", "nan", "none"}
+
+
+def read_table(path: str | os.PathLike[str], what: str = "manifest") -> tuple[pd.DataFrame, list[str]]:
+    """Read a TSV/CSV table with every cell as a stripped string and lower-case column names.
+
+    The separator comes from the suffix (``.tsv`` tab, ``.csv`` comma), else it is sniffed.
+    Blank lines are skipped; short rows are padded with empty cells.
+
+    Args:
+        path: the table file.
+        what: what the file is, for error messages ("manifest", "labels file", ...).
+
+    Returns:
+        The table (default index) and, per row, where it is: ``"<path> row <i> (line <n>)"``.
+
+    Raises:
+        AlzmriError: the file is missing, unreadable, empty, has no data rows, or a row
+            has more cells than the header.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AlzmriError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise AlzmriError(f"{what} {path} is not a file")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh, delimiter=_separator(path))
+            lines = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise AlzmriError(f"cannot read {what} {path}: {exc}") from None
+    if not lines:
+        raise AlzmriError(f"{what} {path} is empty")
+    header = [cell.strip().lower() for cell in lines[0][1]]
+    rows, where = [], []
+    for i, (line, row) in enumerate(lines[1:], start=1):
+        if len(row) > len(header):
+            # pandas would silently turn the first column into an index here and shift every value.
+            raise AlzmriError(
+                f"{path} row {i} (line {line}): {len(row)} cells but the header has {len(header)}"
+            )
+        rows.append([cell.strip() for cell in row] + [""] * (len(header) - len(row)))
+        where.append(f"{path} row {i} (line {line})")
+    if not rows:
+        raise AlzmriError(f"{what} {path} has no rows (only a header)")
+    return pd.DataFrame(rows, columns=header, dtype=str), where
+
+
+def _separator(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".tsv":
+        return "\t"
+    if suffix == ".csv":
+        return ","
+    with path.open(encoding="utf-8-sig", errors="replace") as fh:
+        head = fh.readline()
+    try:
+        return csv.Sniffer().sniff(head, delimiters="\t,;").delimiter
+    except csv.Error:
+        return "\t"
+
+
+def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read and validate a scan manifest.
+
+    Args:
+        path: a ``.tsv`` or ``.csv`` file (other suffixes: the separator is sniffed).
+
+    Returns:
+        One row per scan in file order: the columns of ``COLUMNS`` first (``age`` float,
+        ``sex`` "M"/"F"/"", ``path`` absolute), then any extra columns of the file.
+
+    Raises:
+        AlzmriError: naming the file and row for any rule broken (see ``validate_scans``).
+    """
+    path = Path(path)
+    df, where = read_table(path, "manifest")
+    if "path" in df.columns:
+        base = Path(os.path.abspath(path.parent))
+        df["path"] = [_resolve(base, p) for p in df["path"]]
+    return validate_scans(df, str(path), where=where)
+
+
+def _resolve(base: Path, value: str) -> str:
+    if not value:
+        return value
+    return os.path.abspath(base / Path(value).expanduser())
+
+
+def validate_scans(df: pd.DataFrame, source: str, *, where: Sequence[str] | None = None) -> pd.DataFrame:
+    """Check a scan table and return a normalised copy; the rules shared by manifests and BIDS.
+
+    Rules: required columns present; no empty required cells; diagnosis in ``DIAGNOSES``
+    (any case, normalised to upper case); (participant_id, session_id) unique; ``path``
+    an existing file; ``age`` numeric or empty; ``sex`` M/F (any case) or empty.
+
+    Args:
+        df: the scan table (cells are compared as stripped strings); ``path`` already absolute.
+        source: the file or folder the table came from, named in errors.
+        where: per row, where it came from (e.g. ``"labels.tsv row 3 (line 4)"``); by
+            default ``"<source> row <i> (line <i + 1>)"``, i.e. a table with one header line.
+
+    Raises:
+        AlzmriError: on the first broken rule, naming the row, subject and session.
+    """
+    df = df.reset_index(drop=True)
+    if where is None:
+        where = [f"{source} row {i} (line {i + 1})" for i in range(1, len(df) + 1)]
+    if df.empty:
+        raise AlzmriError(f"{source} has no scans")
+    check_columns(df, REQUIRED_COLUMNS, source)
+    df = df.copy()
+    # Tables built in code may hold numbers or NaN; the rules below work on stripped strings.
+    for col in [c for c in COLUMNS if c in df.columns]:
+        df[col] = ["" if pd.isna(v) else str(v).strip() for v in df[col]]
+    check_filled(df, REQUIRED_COLUMNS, where)
+    check_unique(df, ("participant_id", "session_id"), where)
+    df["diagnosis"] = _diagnoses(df, where)
+    df["age"] = _ages(df, where) if "age" in df.columns else float("nan")
+    df["sex"] = _sexes(df, where) if "sex" in df.columns else ""
+    for i, p in enumerate(df["path"]):
+        if not Path(p).is_file():
+            problem = "is not a file" if Path(p).exists() else "does not exist"
+            raise AlzmriError(f"{where[i]}, {_ident(df, i)}: scan {p} {problem}")
+    extra = [c for c in df.columns if c not in COLUMNS]
+    return df[list(COLUMNS) + extra]
+
+
+def check_columns(df: pd.DataFrame, required: Sequence[str], source: str) -> None:
+    """Raise naming every column of ``required`` that ``df`` lacks.
+
+    Args:
+        df: the table.
+        required: column names it must have.
+        source: the file, named in the error.
+    """
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        found = ", ".join(map(str, df.columns)) or "none"
+        raise AlzmriError(
+            f"{source} is missing required column(s) {', '.join(missing)} (found: {found})"
+        )
+
+
+def check_filled(df: pd.DataFrame, columns: Sequence[str], where: Sequence[str]) -> None:
+    """Raise at the first row with an empty cell in one of ``columns``.
+
+    Args:
+        df: the table, cells as stripped strings, default integer index.
+        columns: columns that must not be empty.
+        where: per row, where it came from.
+    """
+    for i in range(len(df)):
+        for col in columns:
+            if df.at[i, col] == "":
+                raise AlzmriError(f"{where[i]}, {_ident(df, i)}: empty {col}")
+
+
+def check_unique(df: pd.DataFrame, keys: Sequence[str], where: Sequence[str]) -> None:
+    """Raise naming both rows of the first repeated ``keys`` combination.
+
+    Args:
+        df: the table, default integer index.
+        keys: columns that together must be unique.
+        where: per row, where it came from.
+    """
+    first: dict[tuple[str, ...], int] = {}
+    for i, key in enumerate(df[list(keys)].itertuples(index=False, name=None)):
+        if key in first:
+            raise AlzmriError(f"{'/'.join(key)} is listed twice: {where[first[key]]} and {where[i]}")
+        first[key] = i
+
+
+def _ident(df: pd.DataFrame, i: int) -> str:
+    parts = [str(df.at[i, c]) or "?" for c in ("participant_id", "session_id") if c in df.columns]
+    return "/".join(parts) or "?"
+
+
+def _diagnoses(df: pd.DataFrame, where: Sequence[str]) -> list[str]:
+    out = []
+    for i, value in enumerate(df["diagnosis"]):
+        if value.upper() not in DIAGNOSES:
+            raise AlzmriError(
+                f"{where[i]}, {_ident(df, i)}: unknown diagnosis {value!r} (allowed: {', '.join(DIAGNOSES)})"
+            )
+        out.append(value.upper())
+    return out
+
+
+def _ages(df: pd.DataFrame, where: Sequence[str]) -> list[float]:
+    out = []
+    for i, value in enumerate(df["age"]):
+        if value.lower() in _MISSING:
+            out.append(float("nan"))
+            continue
+        try:
+            age = float(value)
+        except ValueError:
+            age = float("nan")
+        if not math.isfinite(age):
+            raise AlzmriError(f"{where[i]}, {_ident(df, i)}: age {value!r} is not a number")
+        out.append(age)
+    return out
+
+
+def _sexes(df: pd.DataFrame, where: Sequence[str]) -> list[str]:
+    out = []
+    for i, value in enumerate(df["sex"]):
+        if value.lower() in _MISSING:
+            out.append("")
+        elif value.upper() in _SEXES:
+            out.append(_SEXES[value.upper()])
+        else:
+            raise AlzmriError(f"{where[i]}, {_ident(df, i)}: sex {value!r} is not M, F or empty")
+    return out
+
+
+def write_manifest(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a scan table as a tab-separated file without index, atomically.
+
+    Args:
+        df: the scan table (any columns; missing values are written as empty cells).
+        path: the output file.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False)
+    return Path(path)

@@ -1,0 +1,9 @@
+"""Model zoo: plain ``nn.Module``s behind a timm-style registry.
+
+Every architecture module is imported here so its ``@register_model`` builders always run.
+"""
+
+from alzmri.models import liu_cnn  # noqa: F401  (registers models)
+from alzmri.models.registry import create_model, list_models, model_info
+
+__all__ = ["create_model", "list_models", "model_info"]

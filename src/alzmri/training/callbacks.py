@@ -1,0 +1,63 @@
+"""Callbacks that write the run folder: one row of metrics per epoch and learning curves."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pandas as pd
+
+from alzmri.utils.atomic import atomic_path
+
+METRICS = ("train_loss", "val_loss", "val_acc", "val_bacc")
+
+
+class EpochMetricsWriter(pl.Callback):
+    """Append one row per finished epoch to ``metrics.csv`` (rewritten atomically) and plot curves.
+
+    Args:
+        run_dir: the run folder.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / "metrics.csv"
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch}
+        row.update({k: float(m[k]) if k in m else math.nan for k in METRICS})
+        old = pd.read_csv(self.path) if self.path.is_file() else pd.DataFrame()
+        if not old.empty:
+            old = old[old["epoch"] < trainer.current_epoch]  # resumed runs re-write from where they restart
+        table = pd.concat([old, pd.DataFrame([row])], ignore_index=True)
+        with atomic_path(self.path) as tmp:
+            table.to_csv(tmp, index=False)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.path.is_file():
+            plot_curves(pd.read_csv(self.path), self.path.with_name("curves.png"))
+
+
+def plot_curves(table: pd.DataFrame, path: Path) -> None:
+    """Loss and validation accuracy against epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for col in ("train_loss", "val_loss"):
+        ax_loss.plot(table["epoch"], table[col], marker="o", ms=3, label=col)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
+    ax_loss.legend()
+    for col in ("val_acc", "val_bacc"):
+        ax_acc.plot(table["epoch"], table[col], marker="o", ms=3, label=col)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02), title="Validation")
+    ax_acc.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,37 @@
+"""The train command's configuration: the single source of its defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    """Train a classifier on a preprocessing cache with a subject-level split."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cache: Path = Field(description="Preprocessing cache folder (from 'alzmri preprocess').", json_schema_extra={"argument": True})
+    split: Path = Field(description="Split folder with train/val/test TSVs (from 'alzmri split').", json_schema_extra={"argument": True})
+    out: Path = Field(Path("runs"), description="Folder that holds run folders and the MLflow store.")
+    run_name: str | None = Field(None, description="Run folder name (default: model name + config hash, so re-running resumes).")
+    model: str = Field("liu_cnn_compact", description="Registered model name (see 'alzmri models').")
+    width: int | None = Field(None, ge=1, le=16, description="Channel widening factor of the model (default: the model's).")
+    dropout: float = Field(0.5, ge=0.0, lt=1.0, description="Dropout in the classification head.")
+    classes: list[Literal["CN", "MCI", "AD"]] | None = Field(None, description="Diagnoses to classify (default: those in the training split).")
+    epochs: int = Field(40, ge=1, description="Maximum number of epochs.")
+    batch_size: int = Field(8, ge=1, description="Scans per batch.")
+    optimizer: Literal["adam", "adamw"] = Field("adamw", description="Optimiser.")
+    lr: float = Field(3e-4, gt=0, description="Learning rate.")
+    weight_decay: float = Field(1e-4, ge=0, description="Weight decay.")
+    patience: int = Field(10, ge=1, description="Early-stopping patience in epochs (on validation loss).")
+    class_weights: bool = Field(True, description="Weight the cross-entropy by inverse training class frequency.")
+    augment: bool = Field(True, description="TorchIO augmentation: RandomNoise, RandomGamma, then ZNormalization.")
+    seed: int = Field(0, description="Random seed (weights, batches, augmentation).")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: sqlite:///OUT/mlflow.db, no server needed).")
+    experiment: str = Field("alzmri", description="MLflow experiment name.")
+    progress: bool = Field(True, description="Show a progress bar.")

@@ -1,0 +1,141 @@
+"""``fit(config)``: train one model on a cache + split; everything lands in one run folder.
+
+Run folder (``OUT/RUN_NAME``)::
+
+    config.json        resolved TrainConfig, classes, model kwargs, preprocessing config
+    metrics.csv        one row per epoch (train/val loss, val accuracy, val balanced accuracy)
+    curves.png         learning curves
+    checkpoints/       last.ckpt, best-acc.ckpt (val accuracy), best-loss.ckpt (val loss)
+    result.json        written last: best scores and checkpoint paths (its presence = finished)
+
+The default run name hashes the config, so re-running the same command resumes from
+``last.ckpt`` (or reports the finished run) instead of starting over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from alzmri.data.audit import assert_no_leakage
+from alzmri.data.dataset import select_scans
+from alzmri.data.splits import read_split_dir
+from alzmri.io.manifest import DIAGNOSES
+from alzmri.models import model_info
+from alzmri.preprocessing.cache import read_cache
+from alzmri.training.config import TrainConfig
+from alzmri.utils.atomic import atomic_write_text
+from alzmri.utils.errors import AlzmriError
+
+_NOT_HASHED = {"progress", "num_workers", "threads", "run_name", "out"}
+
+
+def run_name_for(config: TrainConfig) -> str:
+    """``<model>-<hash>`` of every setting that changes the result."""
+    payload = config.model_dump(mode="json", exclude=_NOT_HASHED)
+    payload["cache"] = str(Path(config.cache).resolve())
+    payload["split"] = str(Path(config.split).resolve())
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{config.model}-{digest}"
+
+
+def class_weights(labels: pd.Series, classes: list[str]) -> list[float]:
+    """Inverse-frequency weights ``N / (C * n_c)`` from the training counts."""
+    counts = labels.value_counts()
+    missing = [c for c in classes if counts.get(c, 0) == 0]
+    if missing:
+        raise AlzmriError(f"the training split has no scans of class {', '.join(missing)}")
+    return [len(labels) / (len(classes) * int(counts[c])) for c in classes]
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def prepare(config: TrainConfig) -> dict[str, Any]:
+    """Everything ``fit`` needs, checked before any training: data, classes, model kwargs."""
+    cache, preprocess = read_cache(config.cache)
+    splits = read_split_dir(config.split)
+    assert_no_leakage(splits, where=str(config.split))
+    train = select_scans(cache, splits["train"], "train")
+    val = select_scans(cache, splits["val"], "val")
+    classes = list(config.classes) if config.classes else [c for c in DIAGNOSES if c in set(train["diagnosis"])]
+    if len(classes) < 2:
+        raise AlzmriError(f"need at least two diagnoses to classify; the training split has {classes}")
+    train = train[train["diagnosis"].isin(classes)].reset_index(drop=True)
+    val = val[val["diagnosis"].isin(classes)].reset_index(drop=True)
+    if val.empty:
+        raise AlzmriError(f"the val split of {config.split} has no scans of classes {classes}")
+    info = model_info(config.model)
+    if preprocess.size < info.min_input_size:
+        raise AlzmriError(
+            f"model {config.model} needs inputs of at least {info.min_input_size}³ voxels; the cache holds "
+            f"{preprocess.size}³ (preprocess with --size {info.min_input_size} or more, or pick another model)"
+        )
+    model_kwargs: dict[str, Any] = {"num_classes": len(classes), "input_size": preprocess.size, "dropout": config.dropout}
+    if config.width is not None:
+        model_kwargs["width"] = config.width
+    return {
+        "train": train,
+        "val": val,
+        "classes": classes,
+        "preprocess": preprocess,
+        "model_kwargs": model_kwargs,
+        "weights": class_weights(train["diagnosis"], classes) if config.class_weights else None,
+    }
+
+
+def _claim_run_dir(run_dir: Path, record: dict[str, Any]) -> None:
+    cfg_path = run_dir / "config.json"
+    if cfg_path.is_file():
+        stored = json.loads(cfg_path.read_text())
+        if stored.get("hash_fields") != record["hash_fields"]:
+            raise AlzmriError(f"run folder {run_dir} holds a run with other settings; pass another --run-name")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise AlzmriError(f"{run_dir} exists and is not an alzmri run folder; pass another --run-name")
+    atomic_write_text(cfg_path, json.dumps(record, indent=2) + "\n")
+
+
+def fit(config: TrainConfig) -> Path:
+    """Train and return the run folder (see module docstring for its contents)."""
+    _quiet_lightning()
+    data = prepare(config)
+    out = Path(config.out)
+    run_dir = out / (config.run_name or run_name_for(config))
+    record = {
+        "train_config": config.model_dump(mode="json"),
+        "hash_fields": {k: v for k, v in config.model_dump(mode="json").items() if k not in _NOT_HASHED},
+        "classes": data["classes"],
+        "model": config.model,
+        "model_kwargs": data["model_kwargs"],
+        "class_weights": data["weights"],
+        "preprocess": data["preprocess"].model_dump(mode="json"),
+        "n_train_scans": len(data["train"]),
+        "n_val_scans": len(data["val"]),
+    }
+    _claim_run_dir(run_dir, record)
+    result_path = run_dir / "result.json"
+    if result_path.is_file():
+        print(f"run {run_dir} is already finished; delete result.json to train again")
+        return run_dir
+
+    from alzmri.training.trainer import train_model
+
+    result = train_model(config, data, run_dir, record)
+    atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
+    return run_dir

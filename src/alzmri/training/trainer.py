@@ -1,0 +1,106 @@
+"""The Lightning part of training: loaders, callbacks, loggers, ``Trainer.fit``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import MLFlowLogger
+from torch.utils.data import DataLoader
+
+from alzmri.data.dataset import CachedVolumeDataset
+from alzmri.training.augment import training_transform
+from alzmri.training.callbacks import EpochMetricsWriter
+from alzmri.training.checkpoint_io import AtomicCheckpointIO
+from alzmri.training.config import TrainConfig
+from alzmri.training.module import Classifier
+from alzmri.utils.atomic import atomic_write_text
+
+
+def mlflow_logger(config: TrainConfig, run_dir: Path) -> MLFlowLogger:
+    """MLflow on a local SQLite store by default; one MLflow run per run folder (resumed runs continue it)."""
+    out = Path(config.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    uri = config.tracking_uri or f"sqlite:///{out / 'mlflow.db'}"
+    id_file = run_dir / "mlflow_run_id.txt"
+    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    logger = MLFlowLogger(
+        experiment_name=config.experiment,
+        run_name=run_dir.name,
+        tracking_uri=uri,
+        artifact_location=(out / "mlartifacts").as_uri(),
+        run_id=run_id,
+    )
+    if run_id is None:
+        atomic_write_text(id_file, logger.run_id + "\n")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # mlflow resets its level on import
+    return logger
+
+
+def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Fit with Lightning and return the result record."""
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    classes = data["classes"]
+    train_ds = CachedVolumeDataset(data["train"], classes, training_transform(config.augment))
+    val_ds = CachedVolumeDataset(data["val"], classes)
+    generator = torch.Generator().manual_seed(config.seed)
+    train_loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers, generator=generator, drop_last=len(train_ds) > config.batch_size)
+    val_loader = DataLoader(val_ds, batch_size=config.batch_size, num_workers=config.num_workers)
+
+    module = Classifier(
+        model_name=config.model,
+        model_kwargs=data["model_kwargs"],
+        classes=classes,
+        class_weights=data["weights"],
+        optimizer=config.optimizer,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        preprocess=record["preprocess"],
+        train_config=record["train_config"],
+    )
+    ckpt_dir = run_dir / "checkpoints"
+    best_acc = ModelCheckpoint(ckpt_dir, filename="best-acc", monitor="val_acc", mode="max", save_last=True, enable_version_counter=False)
+    best_loss = ModelCheckpoint(ckpt_dir, filename="best-loss", monitor="val_loss", mode="min", enable_version_counter=False)
+    callbacks: list[pl.Callback] = [best_acc, best_loss, EarlyStopping("val_loss", patience=config.patience), EpochMetricsWriter(run_dir)]
+    if config.progress:
+        callbacks.append(TQDMProgressBar(leave=False))
+    logger = mlflow_logger(config, run_dir)  # Lightning logs the module's hyper-parameters to it
+    trainer = pl.Trainer(
+        max_epochs=config.epochs,
+        accelerator="cpu" if not torch.cuda.is_available() else "auto",
+        devices=1,
+        logger=logger,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        deterministic=True,
+        log_every_n_steps=1,
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
+        default_root_dir=run_dir,
+    )
+    last = ckpt_dir / "last.ckpt"
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None)
+
+    result = {
+        "run_dir": str(run_dir),
+        "epochs_trained": trainer.current_epoch,
+        "best_val_acc": float(best_acc.best_model_score) if best_acc.best_model_score is not None else None,
+        "best_val_loss": float(best_loss.best_model_score) if best_loss.best_model_score is not None else None,
+        "checkpoints": {
+            "last": str(last),
+            "best_acc": best_acc.best_model_path,
+            "best_loss": best_loss.best_model_path,
+        },
+        "mlflow_run_id": logger.run_id,
+        "tracking_uri": logger._tracking_uri,
+    }
+    for name in ("config.json", "metrics.csv", "curves.png"):
+        if (run_dir / name).is_file():
+            logger.experiment.log_artifact(logger.run_id, str(run_dir / name))
+    return result

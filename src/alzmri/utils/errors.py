@@ -1,0 +1,9 @@
+"""The one exception type that reaches the user as a one-line message."""
+
+
+class AlzmriError(Exception):
+    """A problem with the user's input or request.
+
+    The CLI prints ``error: <message>`` on one line and exits non-zero; nothing else
+    is shown. Raise it with a message that names the offending file, row or option.
+    """

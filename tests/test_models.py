@@ -1,0 +1,52 @@
+"""The registry: every registered model builds and forwards a tiny input."""
+
+import pytest
+import torch
+
+from alzmri.models import create_model, list_models, model_info
+from alzmri.utils.errors import AlzmriError
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_forwards_a_tiny_input(name: str) -> None:
+    info = model_info(name)
+    size = max(16, info.min_input_size)
+    model = create_model(name, num_classes=3, width=1, input_size=size).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, size, size, size))
+    assert out.shape == (2, 3)
+    assert torch.isfinite(out).all()
+
+
+def test_liu_cnn_paper_widths() -> None:
+    model = create_model("liu_cnn", width=8, input_size=96)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert [c.out_channels for c in convs] == [32, 256, 512, 512]
+    assert [c.kernel_size[0] for c in convs] == [1, 3, 5, 3]
+    assert [c.dilation[0] for c in convs] == [1, 2, 2, 2]
+    assert any(isinstance(m, torch.nn.InstanceNorm3d) for m in model.modules())
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [lin.out_features for lin in linears] == [1024, 512, 2]
+
+
+def test_list_models_pattern_and_unknown_model() -> None:
+    assert list_models("liu*") == ["liu_cnn", "liu_cnn_compact"]
+    assert list_models("nothing*") == []
+    with pytest.raises(AlzmriError, match="unknown model 'nope'"):
+        create_model("nope")
+    with pytest.raises(AlzmriError, match="does not take"):
+        create_model("liu_cnn_compact", colour="red")
+
+
+def test_pretrained_weights_load_from_a_local_file(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    source = create_model("liu_cnn_compact", input_size=16)
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    torch.save(source.state_dict(), tmp_path / "w.pt")
+    for path in (tmp_path / "w.safetensors", tmp_path / "w.pt"):
+        loaded = create_model("liu_cnn_compact", input_size=16, pretrained=path)
+        for a, b in zip(source.state_dict().values(), loaded.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+    with pytest.raises(AlzmriError, match="do not fit"):
+        create_model("liu_cnn_compact", input_size=32, pretrained=tmp_path / "w.pt")

@@ -1,0 +1,94 @@
+"""Preprocessing steps, pipeline and the cached runner."""
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from alzmri.io.bids import load_scans
+from alzmri.preprocessing.cache import read_cache
+from alzmri.preprocessing.config import PreprocessConfig
+from alzmri.preprocessing.pipeline import build_pipeline, preprocess_image
+from alzmri.preprocessing.runner import preprocess_scans
+from alzmri.utils.errors import AlzmriError
+
+from conftest import brain_volume, save_nifti
+
+CFG = PreprocessConfig(size=16, spacing=2.0)
+
+
+def test_output_is_cubic_zscored_in_brain_and_orientation_invariant(tmp_path) -> None:
+    vol = brain_volume()
+    ras = save_nifti(tmp_path / "ras.nii.gz", vol)
+    las = save_nifti(tmp_path / "las.nii.gz", vol, flip_x=True)
+    assert "".join(nib.aff2axcodes(nib.load(las).affine)) == "LAS"
+    a, qc = preprocess_image(ras, CFG)
+    b, _ = preprocess_image(las, CFG)
+    assert a.shape == (16, 16, 16)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert qc["input_orientation"] == "RAS"
+
+
+def test_zscore_uses_the_brain_mask(tmp_path) -> None:
+    import torch
+    import torchio as tio
+
+    subject = tio.Subject(image=tio.ScalarImage(tensor=torch.from_numpy(brain_volume()[None] * 300 + 50), affine=np.diag([2.0, 2, 2, 1])))
+    out = build_pipeline(CFG)(subject)
+    values = out["image"].data[0][out["brain_mask"].data[0] > 0]
+    assert abs(float(values.mean())) < 1e-3 and abs(float(values.std()) - 1) < 1e-2
+    assert 0.1 < float(out["brain_mask"].data.float().mean()) < 0.9  # the mask is the brain, not the whole box
+
+
+def test_crop_removes_empty_margin(tmp_path) -> None:
+    vol = np.zeros((40, 40, 40), np.float32)
+    vol[5:25, 10:30, 8:28] = brain_volume((20, 20, 20))
+    path = save_nifti(tmp_path / "offset.nii.gz", vol, zooms=(1.0, 1.0, 1.0))
+    out, _ = preprocess_image(path, PreprocessConfig(size=20, spacing=1.0, crop_padding=0, steps=("reorient", "resample", "brain_mask", "crop")))
+    assert max(out.shape) <= 21  # the 40-voxel field of view shrank to the ~20-voxel brain
+
+
+def test_steps_needing_a_mask_are_rejected_without_one() -> None:
+    with pytest.raises(AlzmriError, match="needs 'brain_mask'"):
+        build_pipeline(PreprocessConfig(steps=("reorient", "crop")))
+
+
+@pytest.mark.parametrize("bad", ["missing", "corrupt", "2d"])
+def test_bad_volumes_give_one_clear_error(tmp_path, bad) -> None:
+    path = tmp_path / "bad.nii.gz"
+    if bad == "corrupt":
+        path.write_bytes(b"\x1f\x8b\x08\x00not really gzip")
+    elif bad == "2d":
+        nib.save(nib.Nifti1Image(np.ones((10, 10), np.float32), np.eye(4)), str(path))
+    with pytest.raises(AlzmriError) as err:
+        preprocess_image(path, CFG)
+    assert "\n" not in str(err.value) and "bad.nii.gz" in str(err.value)
+
+
+def test_runner_caches_resumes_and_refuses_other_settings(tiny_bids, tmp_path) -> None:
+    scans = load_scans(tiny_bids)
+    cache = tmp_path / "cache"
+    manifest = preprocess_scans(scans, cache, CFG, workers=2, progress=False)
+    assert len(manifest) == len(scans)
+    df, cfg = read_cache(cache)
+    assert cfg == CFG
+    arr = np.load(df["array"][0], mmap_mode="r")
+    assert arr.shape == (16, 16, 16) and arr.dtype == np.float16
+    mtimes = {p: p.stat().st_mtime_ns for p in (cache / "arrays").iterdir()}
+    preprocess_scans(scans, cache, CFG, workers=1, progress=False)  # resume: nothing recomputed
+    assert {p: p.stat().st_mtime_ns for p in (cache / "arrays").iterdir()} == mtimes
+    with pytest.raises(AlzmriError, match="different preprocessing settings"):
+        preprocess_scans(scans, cache, PreprocessConfig(size=24, spacing=2.0), workers=1, progress=False)
+
+
+def test_runner_caches_good_scans_and_reports_bad_ones(tiny_bids, tmp_path) -> None:
+    scans = load_scans(tiny_bids).head(3).copy()
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"garbage")
+    scans.loc[scans.index[1], "path"] = str(broken)
+    with pytest.raises(AlzmriError, match="1 of 3 scans failed") as err:
+        preprocess_scans(scans, tmp_path / "cache", CFG, workers=1, progress=False)
+    assert "\n" not in str(err.value)
+    assert len(pd.read_csv(tmp_path / "cache" / "manifest.tsv", sep="\t")) == 2
+    assert (tmp_path / "cache" / "failures.tsv").is_file()
+    assert broken.read_bytes() == b"garbage"  # input untouched
