@@ -31,6 +31,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes 0600 files; give outputs the usual umask-based mode
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -42,3 +44,9 @@ def atomic_write_text(target: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
     return Path(target)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

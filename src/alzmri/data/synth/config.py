@@ -1,0 +1,58 @@
+"""Settings of ``alzmri synth``; the CLI builds its options from these fields."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Diagnosis = Literal["CN", "MCI", "AD"]
+
+# Bumped whenever a change to the generator alters the images a given config produces, so an
+# old output directory is never silently "resumed" with differently generated scans.
+GENERATOR_VERSION = 1
+
+
+class SynthConfig(BaseModel):
+    """What synthetic cohort to generate.
+
+    Attributes:
+        subjects: number of subjects.
+        classes: diagnoses to draw subjects from, balanced across subjects.
+        sessions: minimum and maximum number of sessions (about a year apart) per subject.
+        voxel_size: nominal voxel size in mm; every scan jitters around it.
+        seed: random seed; the same seed gives the same cohort, byte for byte.
+        atrophy_scale: multiplier on the disease-related atrophy (0 removes the disease signal).
+        workers: parallel worker processes (0 = one per CPU core); does not change the output.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    subjects: int = Field(60, ge=2, le=9999, description="Number of subjects.")
+    classes: list[Diagnosis] = Field(
+        default_factory=lambda: ["CN", "MCI", "AD"], description="Diagnoses to draw subjects from (balanced)."
+    )
+    sessions: tuple[int, int] = Field((1, 3), description="Min and max sessions per subject.")
+    voxel_size: float = Field(1.0, gt=0.3, le=4.0, description="Nominal voxel size in mm (each scan jitters around it).")
+    seed: int = Field(0, description="Random seed; same seed, same cohort.")
+    atrophy_scale: float = Field(1.0, ge=0.0, description="Multiplier on disease-related atrophy (0 = no disease signal).")
+    workers: int = Field(0, ge=0, description="Parallel worker processes (0 = one per CPU core).")
+
+    @model_validator(mode="after")
+    def _check(self) -> SynthConfig:
+        if not self.classes:
+            raise ValueError("classes must name at least one diagnosis")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes must not repeat a diagnosis: {self.classes}")
+        low, high = self.sessions
+        if low < 1 or high < low or high > 99:
+            raise ValueError(f"sessions must be (min, max) with 1 <= min <= max <= 99, got {self.sessions}")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that determine the output (everything but ``workers``), as JSON types.
+
+        Returns:
+            A JSON-serialisable dict used to recognise a previous output of the same config.
+        """
+        return self.model_dump(mode="json", exclude={"workers"})
