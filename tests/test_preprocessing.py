@@ -92,3 +92,28 @@ def test_runner_caches_good_scans_and_reports_bad_ones(tiny_bids, tmp_path) -> N
     assert len(pd.read_csv(tmp_path / "cache" / "manifest.tsv", sep="\t")) == 2
     assert (tmp_path / "cache" / "failures.tsv").is_file()
     assert broken.read_bytes() == b"garbage"  # input untouched
+
+
+def test_registration_to_mni_undoes_a_head_rotation() -> None:
+    import torch
+    import torchio as tio
+
+    from alzmri.io.templates import load_mni152
+    from alzmri.preprocessing.register import RegisterToMNI, template_image
+
+    mni = load_mni152()
+    angle = np.deg2rad(12.0)
+    rot = np.array([[1, 0, 0, 0], [0, np.cos(angle), -np.sin(angle), 0], [0, np.sin(angle), np.cos(angle), 0], [0, 0, 0, 1]])
+    moved_affine = rot @ np.diag([1.1, 1.1, 1.1, 1.0]) @ mni.affine  # rotated and 10 % larger head
+    subject = tio.Subject(image=tio.ScalarImage(tensor=torch.from_numpy(np.array(mni.t1)[None]), affine=moved_affine))
+    subject = tio.Resample(4.0)(subject)
+    reference = tio.ScalarImage.from_sitk(template_image(4.0)).data[0].numpy().ravel()
+
+    def corr(sub):
+        data = tio.Resample(tio.ScalarImage.from_sitk(template_image(4.0)))(sub)["image"].data[0].numpy().ravel()
+        return float(np.corrcoef(data, reference)[0, 1])
+
+    before = corr(subject)
+    after = RegisterToMNI(spacing=4.0, registration_spacing=4.0)(subject)
+    assert after["image"].shape[1:] == tio.ScalarImage.from_sitk(template_image(4.0)).shape[1:]
+    assert corr(after) > 0.95 > before

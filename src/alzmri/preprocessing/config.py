@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-StepName = Literal["reorient", "resample", "brain_mask", "crop", "resize", "normalize"]
+StepName = Literal["reorient", "resample", "register", "brain_mask", "crop", "resize", "normalize"]
 DEFAULT_STEPS: tuple[StepName, ...] = ("reorient", "resample", "brain_mask", "crop", "resize", "normalize")
 
 

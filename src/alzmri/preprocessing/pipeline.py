@@ -52,6 +52,8 @@ def preprocess_image(image: nib.Nifti1Image | str | Path, config: PreprocessConf
         "input_orientation": "".join(nib.aff2axcodes(img.affine)),
     }
     out = build_pipeline(config)(subject)
+    if "registration_metric" in out:
+        qc["registration_mattes_mi"] = round(float(out["registration_metric"]), 4)
     if MASK_KEY in out:
         voxel_ml = float(np.prod(out[MASK_KEY].spacing)) / 1000.0
         qc["brain_ml_at_output"] = round(float(out[MASK_KEY].data.sum()) * voxel_ml, 1)

@@ -18,10 +18,12 @@ class EpochMetricsWriter(pl.Callback):
 
     Args:
         run_dir: the run folder.
+        echo: also print one line per epoch (readable in logs, unlike a progress bar).
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, echo: bool = False) -> None:
         self.path = Path(run_dir) / "metrics.csv"
+        self.echo = echo
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -35,6 +37,12 @@ class EpochMetricsWriter(pl.Callback):
         table = pd.concat([old, pd.DataFrame([row])], ignore_index=True)
         with atomic_path(self.path) as tmp:
             table.to_csv(tmp, index=False)
+        if self.echo:
+            print(
+                f"epoch {row['epoch']:3d}/{trainer.max_epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+                f"val acc {row['val_acc']:.3f}  val bal. acc {row['val_bacc']:.3f}",
+                flush=True,
+            )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.path.is_file():

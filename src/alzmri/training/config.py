@@ -28,7 +28,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0, description="Weight decay.")
     patience: int = Field(10, ge=1, description="Early-stopping patience in epochs (on validation loss).")
     class_weights: bool = Field(True, description="Weight the cross-entropy by inverse training class frequency.")
-    augment: bool = Field(True, description="TorchIO augmentation: RandomNoise, RandomGamma, then ZNormalization.")
+    augment: bool = Field(True, description="TorchIO augmentation: RandomNoise and RandomGamma (inputs are z-scored in the brain by preprocessing).")
     seed: int = Field(0, description="Random seed (weights, batches, augmentation).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,9 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
     ckpt_dir = run_dir / "checkpoints"
     best_acc = ModelCheckpoint(ckpt_dir, filename="best-acc", monitor="val_acc", mode="max", save_last=True, enable_version_counter=False)
     best_loss = ModelCheckpoint(ckpt_dir, filename="best-loss", monitor="val_loss", mode="min", enable_version_counter=False)
-    callbacks: list[pl.Callback] = [best_acc, best_loss, EarlyStopping("val_loss", patience=config.patience), EpochMetricsWriter(run_dir)]
-    if config.progress:
+    callbacks: list[pl.Callback] = [best_acc, best_loss, EarlyStopping("val_loss", patience=config.patience), EpochMetricsWriter(run_dir, echo=config.progress)]
+    show_bar = config.progress and sys.stderr.isatty()  # a bar in a log file is thousands of lines
+    if show_bar:
         callbacks.append(TQDMProgressBar(leave=False))
     logger = mlflow_logger(config, run_dir)  # Lightning logs the module's hyper-parameters to it
     trainer = pl.Trainer(
@@ -80,7 +82,7 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
         plugins=[AtomicCheckpointIO()],
         deterministic=True,
         log_every_n_steps=1,
-        enable_progress_bar=config.progress,
+        enable_progress_bar=show_bar,
         enable_model_summary=False,
         default_root_dir=run_dir,
     )
