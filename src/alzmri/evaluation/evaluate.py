@@ -21,6 +21,8 @@ from alzmri.preprocessing.cache import read_cache
 from alzmri.utils.atomic import atomic_path, atomic_write_text
 from alzmri.utils.errors import AlzmriError
 
+_PREDICT_BATCH = 8
+
 
 def write_table(table: pd.DataFrame, path: Path) -> Path:
     """Atomic TSV."""
@@ -76,11 +78,12 @@ def predict(config: PredictConfig) -> pd.DataFrame:
     preprocess = checkpoint_preprocess(hp)
     classes = list(hp["classes"])
     rows = _predict_inputs(config.inputs, load_scans)
-    arrays = [preprocess_image(r["path"], preprocess)[0] for r in rows]
-    with torch.no_grad():
-        batch = torch.from_numpy(np.stack(arrays)[:, None])
-        probs = torch.softmax(model(batch), dim=1).numpy()
-    table = predictions_table(pd.DataFrame(rows), probs, classes)
+    probs = []
+    for start in range(0, len(rows), _PREDICT_BATCH):  # bounded memory for long input lists
+        arrays = [preprocess_image(r["path"], preprocess)[0] for r in rows[start : start + _PREDICT_BATCH]]
+        with torch.no_grad():
+            probs.append(torch.softmax(model(torch.from_numpy(np.stack(arrays)[:, None])), dim=1).numpy())
+    table = predictions_table(pd.DataFrame(rows), np.concatenate(probs), classes)
     table.insert(2, "path", [str(r["path"]) for r in rows])
     write_table(table, Path(config.out))
     return table
