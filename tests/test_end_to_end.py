@@ -71,6 +71,12 @@ def test_train_evaluate_predict(prepared: dict[str, Path]) -> None:
     assert len(table) == 1 and table["predicted"].iloc[0] in ("CN", "AD")
     assert (prepared["root"] / "p.tsv").is_file()
 
+    # the CLI takes any number of scans
+    scans = list(load_scans(prepared["bids"])["path"].iloc[:3])
+    result = alzmri("predict", run_dir / "checkpoints" / "best-loss.ckpt", *scans, "--out", prepared["root"] / "p3.tsv")
+    assert result.returncode == 0, result.stderr
+    assert len(pd.read_csv(prepared["root"] / "p3.tsv", sep="\t")) == 3
+
 
 def test_training_is_repeatable_and_rerun_resumes(prepared: dict[str, Path]) -> None:
     a = fit(train_config(prepared, epochs=2, run_name="rep-a"))

@@ -138,6 +138,9 @@ def add_config_command(
     sequences: set[str] = set()
     for field_name, field in config_cls.model_fields.items():
         annotation, is_seq = _cli_type(field.annotation)
+        if is_seq and _is_argument(field):  # a list argument takes any number of values: FILE...
+            inner = get_args(_strip_optional(field.annotation)) or (str,)
+            annotation, is_seq = list[Path if inner[0] is Path else str], False
         if is_seq:
             sequences.add(field_name)
         default = None if field.is_required() else field.get_default(call_default_factory=True)
