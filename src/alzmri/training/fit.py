@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +50,6 @@ def class_weights(labels: pd.Series, classes: list[str]) -> list[float]:
     if missing:
         raise AlzmriError(f"the training split has no scans of class {', '.join(missing)}")
     return [len(labels) / (len(classes) * int(counts[c])) for c in classes]
-
-
-def _quiet_lightning() -> None:
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "alembic"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def prepare(config: TrainConfig) -> dict[str, Any]:
@@ -113,7 +99,6 @@ def _claim_run_dir(run_dir: Path, record: dict[str, Any]) -> None:
 
 def fit(config: TrainConfig) -> Path:
     """Train and return the run folder (see module docstring for its contents)."""
-    _quiet_lightning()
     data = prepare(config)
     out = Path(config.out)
     run_dir = out / (config.run_name or run_name_for(config))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,15 @@ from alzmri.training.module import Classifier
 from alzmri.utils.atomic import atomic_write_text
 
 
+def quiet_libraries() -> None:
+    """Keep the console to our per-epoch lines: Lightning and MLflow set their log levels on import."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "alembic", "mlflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for message in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*"):
+        warnings.filterwarnings("ignore", message=message)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def mlflow_logger(config: TrainConfig, run_dir: Path) -> MLFlowLogger:
     """MLflow on a local SQLite store by default; one MLflow run per run folder (resumed runs continue it)."""
     out = Path(config.out).resolve()
@@ -38,12 +49,14 @@ def mlflow_logger(config: TrainConfig, run_dir: Path) -> MLFlowLogger:
     )
     if run_id is None:
         atomic_write_text(id_file, logger.run_id + "\n")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # mlflow resets its level on import
+    quiet_libraries()  # mlflow configures its loggers when first used
     return logger
 
 
 def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     """Fit with Lightning and return the result record."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    quiet_libraries()
     pl.seed_everything(config.seed, workers=True, verbose=False)
     if config.threads:
         torch.set_num_threads(config.threads)

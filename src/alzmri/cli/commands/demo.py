@@ -15,11 +15,11 @@ class DemoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     out: Path = Field(Path("alzmri-demo"), description="Folder for everything the demo makes (re-running resumes).", json_schema_extra={"argument": True})
-    subjects: int = Field(80, ge=20, description="Synthetic subjects.")
+    subjects: int = Field(100, ge=20, description="Synthetic subjects.")
     classes: list[Literal["CN", "MCI", "AD"]] = Field(default_factory=lambda: ["CN", "AD"], description="Diagnoses in the cohort.")
     seed: int = Field(0, description="Seed for the cohort, the split and training.")
     atrophy_scale: float = Field(
-        2.5, ge=0.0, description="Multiplier on the synthetic AD atrophy (1 = realistic strength; the demo exaggerates it so a CPU-sized model learns it from ~100 scans in minutes)."
+        3.0, ge=0.0, description="Multiplier on the synthetic AD atrophy (1 = realistic strength; the demo exaggerates it so a CPU-sized model learns it from ~100 scans in minutes)."
     )
     voxel_size: float = Field(2.0, gt=0.3, le=4.0, description="Voxel size of the synthetic scans in mm.")
     spacing: float = Field(2.0, gt=0.1, le=8.0, description="Resampling voxel size in mm before crop and resize.")
