@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import sys
 import types
 import typing
 from collections.abc import Callable
@@ -188,11 +187,3 @@ def add_config_command(
     command.__name__ = name.replace("-", "_")
     example_text = "\n\n".join(f"  $ {e}" for e in examples)
     app.command(name, help=f"{help}\n\n[bold]Examples[/bold]\n\n{example_text}", no_args_is_help=False)(command)
-
-
-def main_guard(app: typer.Typer) -> None:
-    """Run the Typer app with standalone mode, normalising exit codes."""
-    try:
-        app(standalone_mode=True)
-    except SystemExit as exc:
-        sys.exit(exc.code)

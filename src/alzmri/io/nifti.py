@@ -1,4 +1,4 @@
-"""Reading and writing NIfTI volumes with clear errors for bad files."""
+"""Reading NIfTI volumes with clear errors for bad files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from alzmri.utils.atomic import atomic_path
 from alzmri.utils.errors import AlzmriError
 
 
@@ -47,11 +46,3 @@ def load_volume(path: str | Path) -> nib.Nifti1Image:
     if not np.isfinite(img.affine).all() or abs(np.linalg.det(img.affine[:3, :3])) < 1e-8:
         raise AlzmriError(f"{path} has an invalid (singular or non-finite) affine")
     return nib.Nifti1Image(data, img.affine, img.header)
-
-
-def save_volume(data: np.ndarray, affine: np.ndarray, path: str | Path, dtype: type = np.float32) -> Path:
-    """Write a volume atomically (temp file, then rename)."""
-    img = nib.Nifti1Image(np.asarray(data, dtype=dtype), affine)
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
-    return Path(path)

@@ -12,7 +12,6 @@ Arrays are stored as float16 (or float32) and memory-mapped at train time.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -80,8 +79,3 @@ def read_cache(cache_dir: str | Path) -> tuple[pd.DataFrame, PreprocessConfig]:
 def load_array(path: str | Path, mmap: bool = True) -> np.ndarray:
     """A cached array, memory-mapped by default."""
     return np.load(path, mmap_mode="r" if mmap else None)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Atomic JSON writer used for cache metadata."""
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
