@@ -17,18 +17,13 @@ from alzmri.evaluation.config import EvaluateConfig, PredictConfig
 from alzmri.evaluation.metrics import classification_metrics
 from alzmri.evaluation.plots import plot_confusion_matrix, plot_roc
 from alzmri.evaluation.predict import checkpoint_preprocess, load_classifier, predict_cached, predictions_table
+from alzmri.io.bids import load_scans
+from alzmri.io.manifest import write_manifest
 from alzmri.preprocessing.cache import read_cache
-from alzmri.utils.atomic import atomic_path, atomic_write_text
+from alzmri.utils.atomic import atomic_write_text
 from alzmri.utils.errors import AlzmriError
 
 _PREDICT_BATCH = 8
-
-
-def write_table(table: pd.DataFrame, path: Path) -> Path:
-    """Atomic TSV."""
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False)
-    return path
 
 
 def default_eval_dir(checkpoint: Path, subset: str) -> Path:
@@ -60,7 +55,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
 
     out = Path(config.out) if config.out else default_eval_dir(Path(config.checkpoint), config.subset)
     out.mkdir(parents=True, exist_ok=True)
-    write_table(predictions, out / "predictions.tsv")
+    write_manifest(predictions, out / "predictions.tsv")
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     title = f"{config.subset} set: {metrics['n_scans']} scans, {metrics['n_subjects']} subjects"
     plot_confusion_matrix(metrics["confusion_matrix"], classes, out / "confusion_matrix.png", title)
@@ -71,13 +66,12 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
 
 def predict(config: PredictConfig) -> pd.DataFrame:
     """Preprocess raw scans exactly as the model's training data, then predict; writes a TSV."""
-    from alzmri.io.bids import load_scans
     from alzmri.preprocessing.pipeline import preprocess_image
 
     model, hp = load_classifier(config.checkpoint)
     preprocess = checkpoint_preprocess(hp)
     classes = list(hp["classes"])
-    rows = _predict_inputs(config.inputs, load_scans)
+    rows = _predict_inputs(config.inputs)
     probs = []
     for start in range(0, len(rows), _PREDICT_BATCH):  # bounded memory for long input lists
         arrays = [preprocess_image(r["path"], preprocess)[0] for r in rows[start : start + _PREDICT_BATCH]]
@@ -85,11 +79,11 @@ def predict(config: PredictConfig) -> pd.DataFrame:
             probs.append(torch.softmax(model(torch.from_numpy(np.stack(arrays)[:, None])), dim=1).numpy())
     table = predictions_table(pd.DataFrame(rows), np.concatenate(probs), classes)
     table.insert(2, "path", [str(r["path"]) for r in rows])
-    write_table(table, Path(config.out))
+    write_manifest(table, Path(config.out))
     return table
 
 
-def _predict_inputs(inputs: list[Path], load_scans: Any) -> list[dict[str, Any]]:
+def _predict_inputs(inputs: list[Path]) -> list[dict[str, Any]]:
     """NIfTI files become rows named after the file; a manifest or BIDS folder keeps its IDs and labels."""
     rows: list[dict[str, Any]] = []
     for item in inputs:

@@ -19,9 +19,9 @@ paper's 32/256/512/512. Two geometries are registered:
 
 from __future__ import annotations
 
-import torch
 from typing import Literal
 
+import torch
 from torch import nn
 
 from alzmri.models.registry import register_model

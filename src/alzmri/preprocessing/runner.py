@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from alzmri.io.manifest import write_manifest
 from alzmri.preprocessing.cache import (
     FAILURES_FILE,
     MANIFEST_FILE,
@@ -23,7 +24,6 @@ from alzmri.preprocessing.cache import (
     save_array,
 )
 from alzmri.preprocessing.config import PreprocessConfig
-from alzmri.utils.atomic import atomic_path
 from alzmri.utils.errors import AlzmriError
 
 _META_COLUMNS = ("participant_id", "session_id", "diagnosis", "age", "sex")
@@ -93,8 +93,7 @@ def preprocess_scans(
     manifest = _cache_manifest(rows, qc, out_dir)
     fail_path = out_dir / FAILURES_FILE
     if failures:
-        with atomic_path(fail_path) as tmp:
-            pd.DataFrame(failures).to_csv(tmp, sep="\t", index=False)
+        write_manifest(pd.DataFrame(failures), fail_path)
     elif fail_path.exists():
         fail_path.unlink()  # our own file from an earlier run, now stale
     if failures:
@@ -124,6 +123,5 @@ def _cache_manifest(rows: list[dict[str, Any]], qc: dict[int, dict[str, Any]], o
             record.update({k: v for k, v in qc[i].items() if k != "cached"})
         records.append(record)
     manifest = pd.DataFrame(records)
-    with atomic_path(path) as tmp:
-        manifest.to_csv(tmp, sep="\t", index=False)
+    write_manifest(manifest, path)
     return manifest
