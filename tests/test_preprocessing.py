@@ -14,7 +14,8 @@ from alzmri.utils.errors import AlzmriError
 
 from conftest import brain_volume, save_nifti
 
-CFG = PreprocessConfig(size=16, spacing=2.0)
+# The fixture volumes are skull-stripped ellipsoid "brains": no template skull stripping.
+CFG = PreprocessConfig(size=16, spacing=2.0, skull_strip="none")
 
 
 def test_output_is_cubic_zscored_in_brain_and_orientation_invariant(tmp_path) -> None:
@@ -44,13 +45,15 @@ def test_crop_removes_empty_margin(tmp_path) -> None:
     vol = np.zeros((40, 40, 40), np.float32)
     vol[5:25, 10:30, 8:28] = brain_volume((20, 20, 20))
     path = save_nifti(tmp_path / "offset.nii.gz", vol, zooms=(1.0, 1.0, 1.0))
-    out, _ = preprocess_image(path, PreprocessConfig(size=20, spacing=1.0, crop_padding=0, steps=("reorient", "resample", "brain_mask", "crop")))
+    out, _ = preprocess_image(path, PreprocessConfig(size=20, spacing=1.0, crop_padding=0, skull_strip="none", steps=("reorient", "resample", "skull_strip", "crop")))
     assert max(out.shape) <= 21  # the 40-voxel field of view shrank to the ~20-voxel brain
 
 
 def test_steps_needing_a_mask_are_rejected_without_one() -> None:
-    with pytest.raises(AlzmriError, match="needs 'brain_mask'"):
-        build_pipeline(PreprocessConfig(steps=("reorient", "crop")))
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="needs 'skull_strip'"):
+        PreprocessConfig(steps=("reorient", "crop"))
 
 
 @pytest.mark.parametrize("bad", ["missing", "corrupt", "2d"])
@@ -65,7 +68,7 @@ def test_bad_volumes_give_one_clear_error(tmp_path, bad) -> None:
     assert "\n" not in str(err.value) and "bad.nii.gz" in str(err.value)
 
 
-def test_runner_caches_resumes_and_refuses_other_settings(tiny_bids, tmp_path) -> None:
+def test_runner_caches_resumes_and_recomputes_only_what_a_setting_affects(tiny_bids, tmp_path) -> None:
     scans = load_scans(tiny_bids)
     cache = tmp_path / "cache"
     manifest = preprocess_scans(scans, cache, CFG, workers=2, progress=False)
@@ -74,11 +77,30 @@ def test_runner_caches_resumes_and_refuses_other_settings(tiny_bids, tmp_path) -
     assert cfg == CFG
     arr = np.load(df["array"][0], mmap_mode="r")
     assert arr.shape == (16, 16, 16) and arr.dtype == np.float16
-    mtimes = {p: p.stat().st_mtime_ns for p in (cache / "arrays").iterdir()}
+    qc = pd.read_csv(cache / "qc.tsv", sep="\t")
+    assert set(qc["status"]) == {"done"} and (qc["skull_strip_method"] == "none").all()
+    assert {"brain_ml", "mask_coverage", "brain_p50", "seconds_n4", "seconds_total"} <= set(qc.columns)
+    assert len(list((cache / "qc").glob("*.png"))) == len(scans) and (cache / "qc.html").is_file()
+
+    def mtimes(folder):
+        return {p.name: p.stat().st_mtime_ns for p in (cache / folder).iterdir()}
+
+    arrays, stages = mtimes("arrays"), mtimes("stages")
     preprocess_scans(scans, cache, CFG, workers=1, progress=False)  # resume: nothing recomputed
-    assert {p: p.stat().st_mtime_ns for p in (cache / "arrays").iterdir()} == mtimes
-    with pytest.raises(AlzmriError, match="different preprocessing settings"):
-        preprocess_scans(scans, cache, PreprocessConfig(size=24, spacing=2.0), workers=1, progress=False)
+    assert mtimes("arrays") == arrays and mtimes("stages") == stages
+    assert set(pd.read_csv(cache / "qc.tsv", sep="\t")["status"]) == {"cached"}
+
+    # A later-stage setting reuses the slow stage: new arrays, same intermediates.
+    bigger = CFG.model_copy(update={"size": 24})
+    preprocess_scans(scans, cache, bigger, workers=1, progress=False)
+    assert mtimes("stages") == stages and not set(mtimes("arrays")) & set(arrays)
+    assert len(mtimes("arrays")) == len(scans)  # the 16³ arrays were replaced, not kept beside
+    assert read_cache(cache)[1] == bigger and np.load(read_cache(cache)[0]["array"][0]).shape == (24, 24, 24)
+    assert pd.read_csv(cache / "qc.tsv", sep="\t")["stage_reused"].all()
+
+    # A slow-stage setting recomputes both stages.
+    preprocess_scans(scans, cache, bigger.model_copy(update={"n4_shrink": 2}), workers=1, progress=False)
+    assert not set(mtimes("stages")) & set(stages)
 
 
 def test_runner_caches_good_scans_and_reports_bad_ones(tiny_bids, tmp_path) -> None:

@@ -1,7 +1,7 @@
 """Build Typer commands from pydantic configs, so each option is declared once: in its config.
 
-A field becomes ``--field-name`` (or a positional argument when its ``json_schema_extra`` has
-``{"argument": True}``) with the field's description as help and its default shown. Sequence
+A field becomes ``--field-name`` (plus a short alias given as ``{"short": "-j"}`` in its
+``json_schema_extra``; or a positional argument when that has ``{"argument": True}``) with the field's description as help and its default shown. Sequence
 fields take comma-separated values (``--classes CN,AD``). Every command also takes
 ``--config FILE`` (YAML or JSON): file values are used unless the option is given.
 """
@@ -151,7 +151,9 @@ def add_config_command(
             flag = field_name.replace("_", "-")
             info = typer.Option(None, f"--{flag}/--no-{flag}", **kwargs)
         else:
-            info = typer.Option(None, "--" + field_name.replace("_", "-"), **kwargs)
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            names = ["--" + field_name.replace("_", "-")] + ([str(extra["short"])] if extra.get("short") else [])
+            info = typer.Option(None, *names, **kwargs)
         params.append(inspect.Parameter(field_name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation | None))
     params.append(
         inspect.Parameter(

@@ -6,6 +6,7 @@ import typer
 
 from alzmri import __version__
 from alzmri.cli.builder import add_config_command, run_guarded
+from alzmri.cli.commands.convert import ConvertCommand
 from alzmri.cli.commands.demo import DemoConfig
 from alzmri.cli.commands.preprocess import PreprocessCommand
 from alzmri.cli.commands.synth import SynthCommand
@@ -29,10 +30,18 @@ add_config_command(app, "synth", SynthCommand, "alzmri.cli.commands.synth:run",
     "Build a synthetic T1w cohort (BIDS) from the MNI152 template shipped with nilearn: per-subject anatomy, "
     "1–3 sessions, scanner variation and graded AD-like atrophy whose location is recorded.",
     ["alzmri synth cohort --subjects 60 --classes CN,MCI,AD --seed 1", "alzmri synth small --subjects 20 --voxel-size 2"])
+add_config_command(app, "convert", ConvertCommand, "alzmri.cli.commands.convert:run",
+    "Convert DICOM series (any folder layout) to BIDS-like NIfTI with JSON sidecars; skip localizers and "
+    "report inconsistent series in conversion.tsv; write manifest.tsv (fill in diagnosis) for preprocess. Resumable.",
+    ["alzmri convert dicom nifti", "alzmri convert /data/dicom out --min-slices 20 --no-progress"])
 add_config_command(app, "preprocess", PreprocessCommand, "alzmri.cli.commands.preprocess:run",
-    "Reorient to RAS, resample, crop to the brain, resize to a cube, z-score in the brain; cache arrays "
-    "(parallel, resumable) for memory-mapped training.",
-    ["alzmri preprocess cohort cache --size 128", "alzmri preprocess manifest.tsv cache64 --size 64 --workers 2"])
+    "Raw T1w scans (NIfTI or DICOM folders, skull on, any orientation) → cached model-ready arrays: reorient to RAS, "
+    "resample, N4 bias correction, skull stripping (offline template method, or SynthStrip/HD-BET/BET if installed), "
+    "optional MNI152 registration, crop, resize, normalise. Parallel (-j), resumable, content+settings hashed; "
+    "writes qc.tsv and a self-contained qc.html. Exit code 2 if any scan failed (the others are cached).",
+    ["alzmri preprocess manifest.tsv cache -j 4", "alzmri preprocess cohort cache64 --size 64 --spacing 2 --skull-strip none",
+     "alzmri preprocess raw cache --steps reorient,resample,n4,skull_strip,register,crop,resize,normalize",
+     "alzmri preprocess raw cache --config preprocess.yaml"])
 add_config_command(app, "split", SplitConfig, "alzmri.cli.commands.split:run_split",
     "Subject-level splits: round-robin train/val/test by scan count, or stratified group k-fold. "
     "No subject is ever in two splits.",

@@ -117,12 +117,14 @@ def _prefixed(value: str, prefix: str) -> str:
     return value if not value or value.startswith(prefix) else prefix + value
 
 
-def load_scans(source: str | os.PathLike[str], labels: Path | None = None) -> pd.DataFrame:
+def load_scans(source: str | os.PathLike[str], labels: Path | None = None, labeled: bool = True) -> pd.DataFrame:
     """Load scans from a BIDS folder or a ``.tsv``/``.csv`` manifest.
 
     Args:
         source: a BIDS dataset folder, or a manifest file.
         labels: labels table for a BIDS folder (see ``read_bids``); not allowed with a manifest.
+        labeled: require a diagnosis per scan; when False a manifest may leave it empty and
+            list DICOM series folders (e.g. the manifest written by ``alzmri convert``).
 
     Raises:
         AlzmriError: ``source`` is missing or neither a folder nor a .tsv/.csv file, or
@@ -136,5 +138,5 @@ def load_scans(source: str | os.PathLike[str], labels: Path | None = None) -> pd
     if source.is_file() and source.suffix.lower() in (".tsv", ".csv"):
         if labels is not None:
             raise AlzmriError(f"a labels file only applies to a BIDS folder; {source} is a manifest with diagnoses")
-        return read_manifest(source)
+        return read_manifest(source, labeled=labeled)
     raise AlzmriError(f"scan source {source} is neither a BIDS folder nor a .tsv/.csv manifest")

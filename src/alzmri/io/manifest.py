@@ -86,11 +86,12 @@ def _separator(path: Path) -> str:
         return "\t"
 
 
-def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
+def read_manifest(path: str | os.PathLike[str], labeled: bool = True) -> pd.DataFrame:
     """Read and validate a scan manifest.
 
     Args:
         path: a ``.tsv`` or ``.csv`` file (other suffixes: the separator is sniffed).
+        labeled: require a diagnosis for every scan (see ``validate_scans``).
 
     Returns:
         One row per scan in file order: the columns of ``COLUMNS`` first (``age`` float,
@@ -104,7 +105,7 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
     if "path" in df.columns:
         base = Path(os.path.abspath(path.parent))
         df["path"] = [_resolve(base, p) for p in df["path"]]
-    return validate_scans(df, str(path), where=where)
+    return validate_scans(df, str(path), where=where, labeled=labeled)
 
 
 def _resolve(base: Path, value: str) -> str:
@@ -113,7 +114,7 @@ def _resolve(base: Path, value: str) -> str:
     return os.path.abspath(base / Path(value).expanduser())
 
 
-def validate_scans(df: pd.DataFrame, source: str, *, where: Sequence[str] | None = None) -> pd.DataFrame:
+def validate_scans(df: pd.DataFrame, source: str, *, where: Sequence[str] | None = None, labeled: bool = True) -> pd.DataFrame:
     """Check a scan table and return a normalised copy; the rules shared by manifests and BIDS.
 
     Rules: required columns present; no empty required cells; diagnosis in ``DIAGNOSES``
@@ -125,6 +126,8 @@ def validate_scans(df: pd.DataFrame, source: str, *, where: Sequence[str] | None
         source: the file or folder the table came from, named in errors.
         where: per row, where it came from (e.g. ``"labels.tsv row 3 (line 4)"``); by
             default ``"<source> row <i> (line <i + 1>)"``, i.e. a table with one header line.
+        labeled: when False (scans to preprocess or predict), ``diagnosis`` may be missing or
+            empty and ``path`` may also be a folder holding one DICOM series.
 
     Raises:
         AlzmriError: on the first broken rule, naming the row, subject and session.
@@ -134,18 +137,20 @@ def validate_scans(df: pd.DataFrame, source: str, *, where: Sequence[str] | None
         where = [f"{source} row {i} (line {i + 1})" for i in range(1, len(df) + 1)]
     if df.empty:
         raise AlzmriError(f"{source} has no scans")
-    check_columns(df, REQUIRED_COLUMNS, source)
     df = df.copy()
+    if not labeled and "diagnosis" not in df.columns:
+        df["diagnosis"] = ""
+    check_columns(df, REQUIRED_COLUMNS, source)
     # Tables built in code may hold numbers or NaN; the rules below work on stripped strings.
     for col in [c for c in COLUMNS if c in df.columns]:
         df[col] = ["" if pd.isna(v) else str(v).strip() for v in df[col]]
-    check_filled(df, REQUIRED_COLUMNS, where)
+    check_filled(df, [c for c in REQUIRED_COLUMNS if labeled or c != "diagnosis"], where)
     check_unique(df, ("participant_id", "session_id"), where)
-    df["diagnosis"] = _diagnoses(df, where)
+    df["diagnosis"] = _diagnoses(df, where, allow_empty=not labeled)
     df["age"] = _ages(df, where) if "age" in df.columns else float("nan")
     df["sex"] = _sexes(df, where) if "sex" in df.columns else ""
     for i, p in enumerate(df["path"]):
-        if not Path(p).is_file():
+        if not (Path(p).is_file() or (not labeled and Path(p).is_dir())):
             problem = "is not a file" if Path(p).exists() else "does not exist"
             raise AlzmriError(f"{where[i]}, {_ident(df, i)}: scan {p} {problem}")
     extra = [c for c in df.columns if c not in COLUMNS]
@@ -202,10 +207,10 @@ def _ident(df: pd.DataFrame, i: int) -> str:
     return "/".join(parts) or "?"
 
 
-def _diagnoses(df: pd.DataFrame, where: Sequence[str]) -> list[str]:
+def _diagnoses(df: pd.DataFrame, where: Sequence[str], allow_empty: bool = False) -> list[str]:
     out = []
     for i, value in enumerate(df["diagnosis"]):
-        if value.upper() not in DIAGNOSES:
+        if value.upper() not in DIAGNOSES and not (allow_empty and not value):
             raise AlzmriError(
                 f"{where[i]}, {_ident(df, i)}: unknown diagnosis {value!r} (allowed: {', '.join(DIAGNOSES)})"
             )

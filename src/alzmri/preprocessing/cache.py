@@ -1,13 +1,19 @@
-"""The on-disk preprocessing cache: one ``.npy`` per scan plus a manifest.
+"""The on-disk preprocessing cache: one ``.npy`` per scan plus a manifest and QC.
 
 Layout of a cache folder::
 
-    preprocess.json   the PreprocessConfig used (a cache never mixes configs)
-    manifest.tsv      participant_id, session_id, diagnosis, [age, sex], source, array, QC columns
+    preprocess.json   the PreprocessConfig of the last run
+    manifest.tsv      participant_id, session_id, diagnosis, [age, sex], source, array, key
+    qc.tsv            one row per scan: status, warnings, QC values, seconds per step
+    qc.html           self-contained QC page (thumbnails, sortable, failures first)
     failures.tsv      scans that could not be processed (only when some failed)
-    arrays/<participant>_<session>.npy
+    arrays/<participant>_<session>.<key>.npy     model input (float16 by default)
+    stages/<participant>_<session>.<key>.npz     result of the slow steps (N4, skull strip ...)
+    qc/<participant>_<session>.png               before/after tri-planar picture
 
-Arrays are stored as float16 (or float32) and memory-mapped at train time.
+Keys hash the input file's content and the settings each stage depends on: an existing file
+is a finished result (all writes are atomic), and a changed setting recomputes only the
+stages it affects. Arrays are memory-mapped at train time.
 """
 
 from __future__ import annotations
@@ -24,33 +30,66 @@ from alzmri.utils.errors import AlzmriError
 CONFIG_FILE = "preprocess.json"
 MANIFEST_FILE = "manifest.tsv"
 FAILURES_FILE = "failures.tsv"
+QC_TABLE = "qc.tsv"
+QC_PAGE = "qc.html"
 ARRAY_DIR = "arrays"
+STAGE_DIR = "stages"
+FIGURE_DIR = "qc"
+_OWN = {CONFIG_FILE, MANIFEST_FILE, FAILURES_FILE, QC_TABLE, QC_PAGE, ARRAY_DIR, STAGE_DIR, FIGURE_DIR}
 
 
-def array_name(participant_id: str, session_id: str) -> str:
-    """Relative path of a scan's cached array."""
-    return f"{ARRAY_DIR}/{participant_id}_{session_id}.npy"
+def scan_name(participant_id: str, session_id: str) -> str:
+    """File stem shared by a scan's cache files."""
+    return f"{participant_id}_{session_id}"
 
 
-def claim_cache_dir(out_dir: Path, config: PreprocessConfig) -> None:
-    """Create ``out_dir`` as a cache for ``config``, or accept it if it already is one.
+def array_name(participant_id: str, session_id: str, key: str) -> str:
+    """Relative path of a scan's cached array for cache key ``key``."""
+    return f"{ARRAY_DIR}/{scan_name(participant_id, session_id)}.{key}.npy"
+
+
+def stage_name(participant_id: str, session_id: str, key: str) -> str:
+    """Relative path of a scan's cached intermediate for cache key ``key``."""
+    return f"{STAGE_DIR}/{scan_name(participant_id, session_id)}.{key}.npz"
+
+
+def figure_name(participant_id: str, session_id: str) -> str:
+    """Relative path of a scan's QC picture."""
+    return f"{FIGURE_DIR}/{scan_name(participant_id, session_id)}.png"
+
+
+def remove_other_keys(out_dir: Path, relative: str) -> None:
+    """Delete this scan's files of the same kind made with other settings (our own outputs)."""
+    path = out_dir / relative
+    stem, key, suffix = path.name.rsplit(".", 2)
+    for old in path.parent.glob(f"{stem}.*.{suffix}"):
+        if old.name != path.name and old.name.count(".") == 2:
+            old.unlink(missing_ok=True)
+
+
+def claim_cache_dir(out_dir: Path) -> bool:
+    """Create ``out_dir`` or accept it as an existing cache; remove temporary files a killed run left.
+
+    Returns:
+        Whether ``out_dir`` already was a cache.
 
     Raises:
-        AlzmriError: ``out_dir`` holds a cache made with another config, or unrelated files.
+        AlzmriError: ``out_dir`` holds files that are not an alzmri preprocessing cache.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = out_dir / CONFIG_FILE
-    if cfg_path.exists():
-        stored = PreprocessConfig.model_validate_json(cfg_path.read_text())
-        if stored != config:
-            raise AlzmriError(
-                f"{out_dir} is a cache made with different preprocessing settings "
-                f"({stored.model_dump_json()}); choose another output folder"
-            )
-        return
-    if any(p.name not in (ARRAY_DIR,) for p in out_dir.iterdir()):
-        raise AlzmriError(f"{out_dir} is not empty and is not an alzmri preprocessing cache; choose another output folder")
-    atomic_write_text(cfg_path, config.model_dump_json(indent=2) + "\n")
+    foreign = [p.name for p in out_dir.iterdir() if p.name not in _OWN and not p.name.startswith(".tmp-")]
+    if foreign:
+        raise AlzmriError(f"{out_dir} is not empty and is not an alzmri preprocessing cache (found {foreign[0]}); choose another output folder")
+    for folder in (out_dir, out_dir / ARRAY_DIR, out_dir / STAGE_DIR, out_dir / FIGURE_DIR):
+        if folder.is_dir():
+            for tmp in folder.glob(".tmp-*"):
+                tmp.unlink(missing_ok=True)
+    return (out_dir / CONFIG_FILE).is_file()
+
+
+def write_config(out_dir: Path, config: PreprocessConfig) -> None:
+    """Record the settings of the cache's current arrays."""
+    atomic_write_text(out_dir / CONFIG_FILE, config.model_dump_json(indent=2) + "\n")
 
 
 def save_array(path: Path, array: np.ndarray, dtype: str) -> None:

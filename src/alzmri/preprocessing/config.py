@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-StepName = Literal["reorient", "resample", "register", "brain_mask", "crop", "resize", "normalize"]
-DEFAULT_STEPS: tuple[StepName, ...] = ("reorient", "resample", "brain_mask", "crop", "resize", "normalize")
+StepName = Literal["reorient", "resample", "n4", "skull_strip", "register", "crop", "resize", "normalize"]
+DEFAULT_STEPS: tuple[StepName, ...] = ("reorient", "resample", "n4", "skull_strip", "crop", "resize", "normalize")
+SkullStripMethod = Literal["template", "synthstrip", "hd-bet", "bet", "none"]
 
 
 class PreprocessConfig(BaseModel):
@@ -15,11 +16,33 @@ class PreprocessConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    size: int = Field(128, ge=8, le=512, description="Edge of the cubic output array in voxels.")
+    steps: tuple[StepName, ...] = Field(DEFAULT_STEPS, description="Steps to run, in order ('register' = affine to MNI152, optional).")
     spacing: float = Field(1.0, gt=0.1, le=8.0, description="Isotropic resampling voxel size in mm.")
-    crop_padding: int = Field(3, ge=0, le=64, description="Voxels kept around the brain bounding box when cropping.")
-    keep_aspect: bool = Field(
-        True, description="Pad the brain box to a cube before resizing, so anatomy is not stretched."
+    n4_shrink: int = Field(4, ge=1, le=8, description="N4: shrink factor of the bias-field estimation grid (speed).")
+    n4_iterations: tuple[int, ...] = Field((50, 50, 30), min_length=1, max_length=6, description="N4: iterations per resolution level.")
+    skull_strip: SkullStripMethod = Field(
+        "template",
+        description="Skull stripping: 'template' (MNI152 registration + refinement, offline), 'synthstrip', 'hd-bet', "
+        "'bet' (call the installed tool), 'none' (input already skull-stripped: Otsu brain mask).",
     )
-    steps: tuple[StepName, ...] = Field(DEFAULT_STEPS, description="Steps to run, in order.")
+    crop_padding: int = Field(3, ge=0, le=64, description="Voxels kept around the brain bounding box when cropping.")
+    keep_aspect: bool = Field(True, description="Pad the brain box to a cube before resizing, so anatomy is not stretched.")
+    size: int = Field(128, ge=8, le=512, description="Edge of the cubic output array in voxels.")
+    interpolation: Literal["bspline", "linear"] = Field("bspline", description="Resize interpolation ('bspline' = cubic).")
+    normalization: Literal["zscore", "minmax"] = Field(
+        "zscore", description="Intensity normalisation inside the brain: z-score, or percentile min-max to [0, 1]."
+    )
+    percentiles: tuple[float, float] = Field((0.5, 99.5), description="Percentiles mapped to 0 and 1 by 'minmax'.")
     dtype: Literal["float16", "float32"] = Field("float16", description="Storage type of cached arrays.")
+
+    @model_validator(mode="after")
+    def _check(self) -> PreprocessConfig:
+        if len(set(self.steps)) != len(self.steps):
+            raise ValueError(f"steps must not repeat: {list(self.steps)}")
+        for step in ("crop", "normalize"):
+            if step in self.steps and ("skull_strip" not in self.steps or self.steps.index("skull_strip") > self.steps.index(step)):
+                raise ValueError(f"step {step!r} needs 'skull_strip' earlier in the steps (use --skull-strip none for skull-stripped input)")
+        low, high = self.percentiles
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
+        return self

@@ -6,9 +6,11 @@ import numpy as np
 import torch
 import torchio as tio
 
-from alzmri.preprocessing.brain_mask import MASK_KEY
 from alzmri.preprocessing.config import PreprocessConfig
+from alzmri.preprocessing.subject import MASK_KEY
 from alzmri.utils.errors import AlzmriError
+
+FIELDS = ("crop_padding", "keep_aspect")
 
 
 class CropToBrain(tio.Transform):

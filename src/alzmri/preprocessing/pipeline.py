@@ -1,12 +1,19 @@
-"""Compose the configured steps and run them on one scan.
+"""Compose the configured steps and run them on one scan, in two stages.
 
-Each step lives in its own module exposing ``build(config) -> torchio.Transform``; a step is
-added (N4, skull stripping, ...) by writing such a module and naming it in ``StepName``.
+Each step lives in its own module exposing ``build(config) -> torchio.Transform`` and
+``FIELDS``, the config fields it depends on. The slow steps (up to the last of N4, skull
+stripping and registration) form the *prefix*; its result, an :class:`Intermediate`, is what
+the runner caches, so changing a later setting (size, crop padding, normalisation) recomputes
+only the fast *suffix*. :func:`step_keys` hashes exactly the fields each stage depends on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,49 +22,226 @@ import numpy as np
 import torch
 import torchio as tio
 
-from alzmri.io.nifti import load_volume
-from alzmri.preprocessing.brain_mask import MASK_KEY
+from alzmri.io.nifti import load_scan
 from alzmri.preprocessing.config import PreprocessConfig
+from alzmri.preprocessing.subject import IMAGE_KEY, MASK_KEY
 from alzmri.utils.errors import AlzmriError
 
-_NEEDS_MASK = ("crop", "normalize")
+PIPELINE_VERSION = 2  # bump when a step's output changes for the same settings
+_SLOW = ("n4", "skull_strip", "register")
+_PREVIEW_EDGE = 96  # voxels along the longest axis of the QC "before" preview
+BRAIN_ML_RANGE = (800.0, 2300.0)  # adult brain-mask volumes outside this get a QC warning
+
+
+def step_module(name: str) -> Any:
+    """The module implementing step ``name``."""
+    return importlib.import_module(f"alzmri.preprocessing.{name}")
 
 
 def build_pipeline(config: PreprocessConfig) -> tio.Compose:
-    """The configured steps as one TorchIO ``Compose``."""
-    steps = list(config.steps)
-    for step in _NEEDS_MASK:
-        if step in steps and ("brain_mask" not in steps or steps.index("brain_mask") > steps.index(step)):
-            raise AlzmriError(f"preprocessing step {step!r} needs 'brain_mask' earlier in the steps")
-    return tio.Compose([importlib.import_module(f"alzmri.preprocessing.{s}").build(config) for s in steps])
+    """The configured steps as one TorchIO ``Compose`` (for use from Python)."""
+    return tio.Compose([step_module(s).build(config) for s in config.steps])
 
 
-def preprocess_image(image: nib.Nifti1Image | str | Path, config: PreprocessConfig) -> tuple[np.ndarray, dict[str, Any]]:
-    """Run the pipeline on one scan.
+def split_steps(config: PreprocessConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(prefix, suffix)``: the prefix ends with the last slow step (empty when none)."""
+    slow = [i for i, s in enumerate(config.steps) if s in _SLOW]
+    cut = slow[-1] + 1 if slow else 0
+    return tuple(config.steps[:cut]), tuple(config.steps[cut:])
 
-    Args:
-        image: a loaded NIfTI image or a path to one.
-        config: preprocessing configuration.
 
-    Returns:
-        The processed ``size³`` float32 array and a QC record (input shape, spacing, axis codes,
-        brain volume in ml).
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def step_keys(content_key: str, config: PreprocessConfig) -> tuple[str, str]:
+    """Cache keys of a scan's intermediate and final array.
+
+    Each key chains the input's content hash with every step name and the values of the
+    config fields that step declares, so a setting changes only the keys of its own stage and
+    the stages after it.
     """
-    img = load_volume(image) if not isinstance(image, nib.Nifti1Image) else image
+    prefix, suffix = split_steps(config)
+    values = config.model_dump(mode="json")
+    key = _digest(PIPELINE_VERSION, content_key)
+    for name in prefix:
+        key = _digest(key, name, {f: values[f] for f in step_module(name).FIELDS})
+    prefix_key = key
+    for name in suffix:
+        key = _digest(key, name, {f: values[f] for f in step_module(name).FIELDS})
+    return prefix_key, _digest(key, config.dtype)
+
+
+@dataclass
+class Intermediate:
+    """A scan after the slow steps: what the runner caches between the two stages.
+
+    The image is stored as float16 divided by ``scale`` (every later step is invariant to a
+    global intensity scale), cropped to the brain plus two voxels (zero outside it after skull
+    stripping), so the cache stays small.
+
+    Attributes:
+        image: float16 (x, y, z) array.
+        mask: uint8 brain mask, or None when no skull stripping ran.
+        affine: voxel-to-world matrix of ``image``.
+        scale: the factor ``image`` was divided by.
+        preview: QC "before" view: the input after reorientation/resampling, subsampled.
+        preview_mask: the brain mask on ``preview``'s grid, or None.
+        qc: QC values of the prefix (shapes, timings, skull-strip method, warnings ...).
+    """
+
+    image: np.ndarray
+    mask: np.ndarray | None
+    affine: np.ndarray
+    scale: float
+    preview: np.ndarray
+    preview_mask: np.ndarray | None
+    qc: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        """Write as a compressed ``.npz`` (atomically: the caller passes a temporary path)."""
+        arrays = {"image": self.image, "affine": self.affine, "scale": np.float64(self.scale), "preview": self.preview,
+                  "qc": np.array(json.dumps(self.qc))}
+        if self.mask is not None:
+            arrays["mask"] = self.mask
+        if self.preview_mask is not None:
+            arrays["preview_mask"] = self.preview_mask
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> Intermediate:
+        """Read a saved intermediate."""
+        with np.load(path) as z:
+            return cls(image=z["image"], mask=z["mask"] if "mask" in z else None, affine=z["affine"], scale=float(z["scale"]),
+                       preview=z["preview"], preview_mask=z["preview_mask"] if "preview_mask" in z else None,
+                       qc=json.loads(str(z["qc"])))
+
+
+def subject_from_image(img: nib.Nifti1Image) -> tio.Subject:
+    """A TorchIO subject holding the scan as float32 under ``image``."""
     data = np.asarray(img.dataobj, dtype=np.float32)
-    subject = tio.Subject(image=tio.ScalarImage(tensor=torch.from_numpy(data[None].copy()), affine=img.affine))
+    return tio.Subject({IMAGE_KEY: tio.ScalarImage(tensor=torch.from_numpy(data[None].copy()), affine=img.affine)})
+
+
+def run_steps(subject: tio.Subject, names: tuple[str, ...], config: PreprocessConfig, qc: dict[str, Any]) -> tio.Subject:
+    """Apply steps one by one, recording each step's seconds as ``seconds_<step>`` in ``qc``."""
+    for name in names:
+        start = time.perf_counter()
+        subject = step_module(name).build(config)(subject)
+        qc[f"seconds_{name}"] = round(time.perf_counter() - start, 3)
+    return subject
+
+
+def _subsample(array: np.ndarray) -> np.ndarray:
+    step = max(1, int(np.ceil(max(array.shape) / _PREVIEW_EDGE)))
+    return np.ascontiguousarray(array[::step, ::step, ::step])
+
+
+def _brain_box(mask: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
+    nonzero = np.argwhere(mask)
+    lo = np.maximum(nonzero.min(axis=0) - margin, 0)
+    hi = np.minimum(nonzero.max(axis=0) + 1 + margin, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
+def run_prefix(source: str | Path | nib.Nifti1Image, config: PreprocessConfig) -> Intermediate:
+    """Load a scan (NIfTI file, DICOM series folder or nibabel image) and run the slow steps."""
+    if isinstance(source, nib.Nifti1Image):
+        img, warnings = source, []
+    else:
+        img, warnings = load_scan(source)
+    prefix, _ = split_steps(config)
     qc: dict[str, Any] = {
-        "input_shape": "x".join(map(str, data.shape)),
+        "input_shape": "x".join(map(str, img.shape[:3])),
         "input_spacing": "x".join(f"{z:.2f}" for z in img.header.get_zooms()[:3]),
         "input_orientation": "".join(nib.aff2axcodes(img.affine)),
     }
-    out = build_pipeline(config)(subject)
-    if "registration_metric" in out:
-        qc["registration_mattes_mi"] = round(float(out["registration_metric"]), 4)
-    if MASK_KEY in out:
-        voxel_ml = float(np.prod(out[MASK_KEY].spacing)) / 1000.0
-        qc["brain_ml_at_output"] = round(float(out[MASK_KEY].data.sum()) * voxel_ml, 1)
-    array = out["image"].data[0].numpy().astype(np.float32)
+    subject = subject_from_image(img)
+    first_slow = next((i for i, s in enumerate(prefix) if s in _SLOW), len(prefix))
+    subject = run_steps(subject, prefix[:first_slow], config, qc)
+    preview = _subsample(subject[IMAGE_KEY].data[0].numpy())
+    preview_shape = subject[IMAGE_KEY].shape[1:]
+    subject = run_steps(subject, prefix[first_slow:], config, qc)
+    qc.update(subject.get("qc", {}))
+
+    data = subject[IMAGE_KEY].data[0].numpy()
+    affine = subject[IMAGE_KEY].affine.copy()
+    mask = subject[MASK_KEY].data[0].numpy() > 0 if MASK_KEY in subject else None
+    preview_mask = None
+    if mask is not None:
+        warnings += _mask_checks(mask, subject[MASK_KEY].spacing, qc)
+        qc.update(_intensity_stats(data[mask]))
+        if mask.shape == preview_shape:
+            preview_mask = _subsample(mask).astype(np.uint8)
+        box = _brain_box(mask)
+        data, mask = data[box], mask[box]
+        affine[:3, 3] += affine[:3, :3] @ np.array([s.start for s in box], dtype=float)
+    if not np.isfinite(data).all():
+        raise AlzmriError("preprocessing produced non-finite values (is the image constant?)")
+    scale = float(np.percentile(np.abs(data[mask] if mask is not None and mask.any() else data), 99.9)) or 1.0
+    qc["warnings"] = "; ".join(warnings)
+    return Intermediate(image=(data / scale).astype(np.float16), mask=None if mask is None else mask.astype(np.uint8),
+                        affine=affine, scale=scale, preview=preview.astype(np.float16), preview_mask=preview_mask, qc=qc)
+
+
+def _mask_checks(mask: np.ndarray, spacing: tuple[float, ...], qc: dict[str, Any]) -> list[str]:
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    brain_ml = float(mask.sum()) * voxel_ml
+    qc["brain_ml"] = round(brain_ml, 1)
+    qc["mask_coverage"] = round(float(mask.mean()), 4)
+    warnings = []
+    low, high = BRAIN_ML_RANGE
+    if not low <= brain_ml <= high:
+        warnings.append(f"mask volume {brain_ml:.0f} ml outside normal range {low:.0f}-{high:.0f} ml")
+    edges = [mask[0], mask[-1], mask[:, 0], mask[:, -1], mask[:, :, 0], mask[:, :, -1]]
+    if any(e.any() for e in edges):
+        warnings.append("brain mask touches the image border (cut-off field of view?)")
+    return warnings
+
+
+def _intensity_stats(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {}
+    p1, p50, p99 = np.percentile(values, [1, 50, 99])
+    return {"brain_mean": round(float(values.mean()), 3), "brain_std": round(float(values.std()), 3),
+            "brain_p1": round(float(p1), 3), "brain_p50": round(float(p50), 3), "brain_p99": round(float(p99), 3)}
+
+
+def run_suffix(intermediate: Intermediate, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Run the fast steps on an intermediate.
+
+    Returns:
+        ``(array, mask, qc)``: the float32 model input, its brain mask (or None) and QC values
+        of the suffix (seconds per step, output statistics).
+    """
+    _, suffix = split_steps(config)
+    image = tio.ScalarImage(tensor=torch.from_numpy(intermediate.image.astype(np.float32)[None] * np.float32(intermediate.scale)), affine=intermediate.affine)
+    subject = tio.Subject({IMAGE_KEY: image})
+    if intermediate.mask is not None:
+        subject.add_image(tio.LabelMap(tensor=torch.from_numpy(intermediate.mask[None].copy()), affine=intermediate.affine), MASK_KEY)
+    qc: dict[str, Any] = {}
+    subject = run_steps(subject, suffix, config, qc)
+    array = subject[IMAGE_KEY].data[0].numpy().astype(np.float32)
     if not np.isfinite(array).all():
         raise AlzmriError("preprocessing produced non-finite values (is the image constant?)")
-    return array, qc
+    mask = subject[MASK_KEY].data[0].numpy() > 0 if MASK_KEY in subject else None
+    qc["output_shape"] = "x".join(map(str, array.shape))
+    qc["output_mean"] = round(float(array.mean()), 3)
+    qc["output_std"] = round(float(array.std()), 3)
+    return array, mask, qc
+
+
+def preprocess_image(image: nib.Nifti1Image | str | Path, config: PreprocessConfig) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run the whole pipeline on one scan, exactly as the cached runner does.
+
+    Args:
+        image: a loaded NIfTI image, a NIfTI path or a DICOM series folder.
+        config: preprocessing configuration.
+
+    Returns:
+        The processed ``size³`` float32 array and its QC record.
+    """
+    intermediate = run_prefix(image, config)
+    array, _, qc = run_suffix(intermediate, config)
+    return array, {**intermediate.qc, **qc}

@@ -17,9 +17,10 @@ import torch
 import torchio as tio
 
 from alzmri.io.templates import load_mni152
-from alzmri.preprocessing.brain_mask import MASK_KEY
 from alzmri.preprocessing.config import PreprocessConfig
+from alzmri.preprocessing.subject import MASK_KEY, add_qc, main_image
 
+FIELDS = ("spacing",)
 _SAMPLING_SEED = 1234  # fixed so registration (random metric sampling) is repeatable
 
 
@@ -67,7 +68,7 @@ class RegisterToMNI(tio.Transform):
         self.args_names = ["spacing", "registration_spacing"]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
-        transform, metric = estimate_affine(subject["image"].as_sitk(), template_image(self.registration_spacing))
+        transform, metric = estimate_affine(main_image(subject).as_sitk(), template_image(self.registration_spacing))
         reference = template_image(self.spacing)
         for name, image in subject.get_images_dict(intensity_only=False).items():
             interpolator = sitk.sitkNearestNeighbor if name == MASK_KEY or isinstance(image, tio.LabelMap) else sitk.sitkLinear
@@ -75,7 +76,7 @@ class RegisterToMNI(tio.Transform):
             data, affine = tio.io.sitk_to_nib(moved)
             image.set_data(torch.from_numpy(np.ascontiguousarray(data)))
             image.affine = affine
-        subject["registration_metric"] = metric
+        add_qc(subject, registration_mi=round(metric, 4))
         return subject
 
 

@@ -6,6 +6,8 @@ import torchio as tio
 
 from alzmri.preprocessing.config import PreprocessConfig
 
+FIELDS: tuple[str, ...] = ()
+
 
 def build(config: PreprocessConfig) -> tio.Transform:
     """TorchIO's ``ToCanonical``: permutes/flips voxels (no interpolation) to RAS+."""

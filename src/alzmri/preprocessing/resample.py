@@ -6,6 +6,8 @@ import torchio as tio
 
 from alzmri.preprocessing.config import PreprocessConfig
 
+FIELDS = ("spacing",)
+
 
 def build(config: PreprocessConfig) -> tio.Transform:
     """TorchIO's ``Resample`` (SimpleITK underneath): B-spline-free linear for images, nearest for masks."""

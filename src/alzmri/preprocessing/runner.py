@@ -1,17 +1,23 @@
-"""Preprocess a table of scans into a cache: parallel, resumable, with per-scan QC.
+"""Preprocess a table of scans into a cache: parallel, resumable, content-addressed, with QC.
 
-Every scan is processed in a worker process; a finished array is never recomputed, so a
-killed run continues where it stopped. Failing scans are listed in ``failures.tsv`` and
-reported in one line; the others are cached.
+Each scan runs in a worker process. A scan whose array for the current input content and
+settings exists is skipped; one whose slow stage (N4, skull stripping ...) is cached for
+those settings reruns only the fast steps. Every file is written atomically, so a killed run
+leaves no partial output and the next run continues. A failing scan is reported and skipped;
+the others go on. At the end: ``manifest.tsv``, ``qc.tsv``, ``qc.html``, ``failures.tsv``.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import signal
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -19,26 +25,76 @@ from alzmri.io.manifest import write_manifest
 from alzmri.preprocessing.cache import (
     FAILURES_FILE,
     MANIFEST_FILE,
+    QC_PAGE,
+    QC_TABLE,
     array_name,
     claim_cache_dir,
+    figure_name,
+    remove_other_keys,
     save_array,
+    stage_name,
+    write_config,
 )
 from alzmri.preprocessing.config import PreprocessConfig
+from alzmri.utils.atomic import atomic_path, atomic_write_text
 from alzmri.utils.errors import AlzmriError
 
 _META_COLUMNS = ("participant_id", "session_id", "diagnosis", "age", "sex")
 
 
-def _process_one(source: str, target: str, config: PreprocessConfig) -> dict[str, Any]:
-    # Runs in a worker: keep torch single-threaded there, the pool provides the parallelism.
+def _qc_json(out_dir: Path, pid: str, ses: str) -> Path:
+    return out_dir / f"{figure_name(pid, ses)[:-4]}.json"
+
+
+def _init_worker() -> None:
+    # Ctrl-C goes to the whole process group: the parent handles it, workers just stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import SimpleITK as sitk
     import torch
 
-    torch.set_num_threads(1)
-    from alzmri.preprocessing.pipeline import preprocess_image
+    torch.set_num_threads(1)  # the pool provides the parallelism
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
-    array, qc = preprocess_image(source, config)
-    save_array(Path(target), array, config.dtype)
-    return qc
+
+def process_scan(source: str, pid: str, ses: str, out_dir: Path, config: PreprocessConfig) -> dict[str, Any]:
+    """Bring one scan's cache entry up to date (runs in a worker).
+
+    Returns:
+        The scan's QC record, with ``status`` ``done`` or ``cached`` and its ``array`` path.
+    """
+    from alzmri.preprocessing.pipeline import Intermediate, run_prefix, run_suffix, split_steps, step_keys
+    from alzmri.preprocessing.qc_figure import save_qc_figure
+    from alzmri.utils.hashing import content_digest
+
+    start = time.perf_counter()
+    prefix_key, key = step_keys(content_digest(source), config)
+    rel = array_name(pid, ses, key)
+    qc_path = _qc_json(out_dir, pid, ses)
+    if (out_dir / rel).is_file():
+        previous = json.loads(qc_path.read_text()) if qc_path.is_file() else {}
+        return {**(previous if previous.get("array") == rel else {}), "status": "cached", "array": rel}
+    prefix, _ = split_steps(config)
+    stage = out_dir / stage_name(pid, ses, prefix_key)
+    reused = bool(prefix) and stage.is_file()
+    if reused:
+        intermediate = Intermediate.load(stage)
+    else:
+        intermediate = run_prefix(source, config)
+        if prefix:
+            with atomic_path(stage) as tmp:
+                intermediate.save(tmp)
+            remove_other_keys(out_dir, stage_name(pid, ses, prefix_key))
+    array, mask, suffix_qc = run_suffix(intermediate, config)
+    figure = figure_name(pid, ses)
+    save_qc_figure(out_dir / figure, before=intermediate.preview.astype(np.float32), after=array,
+                   before_mask=None if intermediate.preview_mask is None else intermediate.preview_mask > 0,
+                   after_mask=mask, title=f"{pid} {ses}")
+    qc = {**intermediate.qc, **suffix_qc, "stage_reused": reused, "seconds_total": round(time.perf_counter() - start, 2),
+          "figure": figure, "array": rel}
+    atomic_write_text(qc_path, json.dumps(qc, indent=1, default=str) + "\n")
+    save_array(out_dir / rel, array, config.dtype)  # last: its existence marks the scan finished
+    remove_other_keys(out_dir, rel)
+    return {**qc, "status": "done"}
 
 
 def preprocess_scans(
@@ -51,51 +107,86 @@ def preprocess_scans(
     """Preprocess every scan of ``scans`` (a validated manifest) into ``out_dir``.
 
     Args:
-        scans: table with participant_id, session_id, diagnosis, path (absolute).
-        out_dir: cache folder (created; must be empty or a cache with the same config).
+        scans: table with participant_id, session_id, diagnosis (may be empty), path (absolute
+            NIfTI file or DICOM series folder).
+        out_dir: cache folder (created; must be empty or an alzmri preprocessing cache).
         config: preprocessing configuration.
         workers: worker processes (0 = one per CPU core).
-        progress: show a progress bar.
+        progress: show a progress bar and the final summary.
 
     Returns:
         The cache manifest (also written to ``out_dir/manifest.tsv``).
 
     Raises:
-        AlzmriError: when any scan failed (after caching all the others).
+        AlzmriError: when any scan failed (after caching all the others and writing the QC).
     """
     out_dir = Path(out_dir)
-    claim_cache_dir(out_dir, config)
+    claim_cache_dir(out_dir)
     workers = workers or os.cpu_count() or 1
     rows = scans.to_dict("records")
-    qc: dict[int, dict[str, Any]] = {}
-    failures: list[dict[str, str]] = []
-    todo = []
-    for i, row in enumerate(rows):
-        target = out_dir / array_name(row["participant_id"], row["session_id"])
-        if target.is_file():
-            qc[i] = {"cached": True}
-        else:
-            todo.append((i, str(row["path"]), str(target)))
-    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc="preprocess", unit="scan", disable=not progress)
-    with ProcessPoolExecutor(max_workers=min(workers, max(1, len(todo)))) as pool:
-        futures = {pool.submit(_process_one, src, dst, config): i for i, src, dst in todo}
+    results: dict[int, dict[str, Any]] = {}
+    bar = tqdm(total=len(rows), desc="preprocess", unit="scan", disable=not progress)
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(rows)), initializer=_init_worker)
+    try:
+        futures: dict[Future[dict[str, Any]], int] = {
+            pool.submit(process_scan, str(r["path"]), r["participant_id"], r["session_id"], out_dir, config): i
+            for i, r in enumerate(rows)
+        }
         for future in as_completed(futures):
             i = futures[future]
             try:
-                qc[i] = future.result()
+                results[i] = future.result()
             except AlzmriError as exc:
-                failures.append({"participant_id": rows[i]["participant_id"], "session_id": rows[i]["session_id"], "path": str(rows[i]["path"]), "error": str(exc)})
+                results[i] = {"status": "failed", "error": str(exc)}
             except Exception as exc:  # a transform failing on odd data: report it, keep going
-                failures.append({"participant_id": rows[i]["participant_id"], "session_id": rows[i]["session_id"], "path": str(rows[i]["path"]), "error": f"{type(exc).__name__}: {exc}"})
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                results[i] = {"status": "failed", "error": f"{type(exc).__name__}: {message}"}
             bar.update(1)
-    bar.close()
+    except KeyboardInterrupt:
+        # Stop at once: finished scans are cached, a killed worker leaves only temporary files.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown()
+    return _finish(rows, results, out_dir, config, progress)
 
-    manifest = _cache_manifest(rows, qc, out_dir)
+
+def _finish(rows: list[dict[str, Any]], results: dict[int, dict[str, Any]], out_dir: Path, config: PreprocessConfig, progress: bool) -> pd.DataFrame:
+    """Write the QC table and page, failures, config and manifest; report."""
+    from alzmri.preprocessing.qc_report import write_qc_html
+
+    qc_rows, manifest_rows, failures = [], [], []
+    for i, row in enumerate(rows):
+        ids = {"participant_id": row["participant_id"], "session_id": row["session_id"]}
+        result = results[i]
+        qc_rows.append({**ids, "status": result["status"], "warnings": result.get("warnings", ""), "error": result.get("error", ""),
+                        **{k: v for k, v in result.items() if k not in ("status", "warnings", "error")}})
+        if result["status"] == "failed":
+            failures.append({**ids, "path": str(row["path"]), "error": result["error"]})
+            continue
+        record = {k: row[k] for k in _META_COLUMNS if k in row}
+        record.update(source=str(row["path"]), array=result["array"], warnings=result.get("warnings", ""))
+        manifest_rows.append(record)
+    qc = pd.DataFrame(qc_rows)
+    write_manifest(qc.drop(columns=["figure"], errors="ignore"), out_dir / QC_TABLE)
+    write_qc_html(qc, out_dir / QC_PAGE, figure_dir=out_dir)
     fail_path = out_dir / FAILURES_FILE
     if failures:
         write_manifest(pd.DataFrame(failures), fail_path)
     elif fail_path.exists():
         fail_path.unlink()  # our own file from an earlier run, now stale
+    write_config(out_dir, config)
+    manifest = pd.DataFrame(manifest_rows)
+    if manifest_rows:
+        write_manifest(manifest, out_dir / MANIFEST_FILE)
+    counts = qc["status"].value_counts()
+    warned = int((qc["warnings"].fillna("") != "").sum())
+    if progress:
+        print(f"preprocess: {len(rows)} scans: {counts.get('done', 0)} done, {counts.get('cached', 0)} already cached, "
+              f"{counts.get('failed', 0)} failed, {warned} with QC warnings; QC page {out_dir / QC_PAGE}")
     if failures:
         first = failures[0]
         raise AlzmriError(
@@ -104,24 +195,3 @@ def preprocess_scans(
         )
     return manifest
 
-
-def _cache_manifest(rows: list[dict[str, Any]], qc: dict[int, dict[str, Any]], out_dir: Path) -> pd.DataFrame:
-    """Write the manifest of every cached scan; QC values of earlier runs are kept."""
-    path = out_dir / MANIFEST_FILE
-    previous = pd.read_csv(path, sep="\t", dtype=str).set_index("array") if path.is_file() else None
-    records = []
-    for i, row in enumerate(rows):
-        if i not in qc:
-            continue
-        rel = array_name(row["participant_id"], row["session_id"])
-        record = {k: row[k] for k in _META_COLUMNS if k in row}
-        record.update(source=str(row["path"]), array=rel)
-        if qc[i].get("cached") and previous is not None and rel in previous.index:
-            old = previous.loc[rel]
-            record.update({k: old[k] for k in previous.columns if k not in record})
-        else:
-            record.update({k: v for k, v in qc[i].items() if k != "cached"})
-        records.append(record)
-    manifest = pd.DataFrame(records)
-    write_manifest(manifest, path)
-    return manifest

@@ -67,7 +67,8 @@ def run(config: DemoConfig) -> dict:
     )
     stage(2, f"preprocessing to {config.size}³ → {cache}")
     scans = load_scans(bids)
-    preprocess_scans(scans, cache, PreprocessConfig(size=config.size, spacing=config.spacing), workers=config.workers)
+    # The synthetic scans are already skull-stripped: the brain mask is their foreground.
+    preprocess_scans(scans, cache, PreprocessConfig(size=config.size, spacing=config.spacing, skull_strip="none"), workers=config.workers)
     stage(3, f"subject-level split {config.ratios} → {split}")
     run_split(SplitConfig(source=bids, out=split, ratios=config.ratios, seed=config.seed))
     stage(4, f"training {config.model} → {runs}")
