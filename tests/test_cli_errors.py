@@ -65,7 +65,7 @@ def test_bad_input_gives_one_line_error_and_leaves_input_alone(tmp_path: Path, c
     mutate(data, rows)
     manifest = make_manifest(data, rows)
     before = snapshot(data)
-    result = alzmri("preprocess", manifest, tmp_path / "cache", "--size", "16", "--spacing", "2", "--workers", "1", "--no-progress")
+    result = alzmri("preprocess", manifest, tmp_path / "cache", "--size", "16", "--spacing", "2", "--skull-strip", "none", "--workers", "1", "--no-progress")
     assert result.returncode != 0
     err = result.stderr.strip()
     assert err.startswith("error:") and "\n" not in err, err
@@ -84,7 +84,7 @@ def test_invalid_option_value_is_one_line(tmp_path: Path) -> None:
 def test_every_command_has_help_with_an_example() -> None:
     listing = alzmri("--help")
     assert listing.returncode == 0
-    for command in ("synth", "split", "audit", "preprocess", "train", "evaluate", "predict", "demo", "models"):
+    for command in ("synth", "convert", "split", "audit", "preprocess", "train", "evaluate", "predict", "demo", "models"):
         assert command in listing.stdout
         result = alzmri(command, "--help")
         assert result.returncode == 0, result.stderr

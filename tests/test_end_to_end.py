@@ -31,7 +31,7 @@ def prepared(tiny_bids: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     from alzmri.cli.commands.split import run_split
 
     root = tmp_path_factory.mktemp("e2e")
-    preprocess_scans(load_scans(tiny_bids), root / "cache", PreprocessConfig(size=16, spacing=2.0, skull_strip="none"), workers=2, progress=False)
+    preprocess_scans(load_scans(tiny_bids), root / "cache", PreprocessConfig(size=16, spacing=2.0, skull_strip="none"), workers=2, progress=False, report=False)
     run_split(SplitConfig(source=tiny_bids, out=root / "split", ratios=(0.5, 0.25, 0.25), seed=0))
     return {"root": root, "cache": root / "cache", "split": root / "split", "bids": tiny_bids}
 

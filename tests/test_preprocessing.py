@@ -71,7 +71,7 @@ def test_bad_volumes_give_one_clear_error(tmp_path, bad) -> None:
 def test_runner_caches_resumes_and_recomputes_only_what_a_setting_affects(tiny_bids, tmp_path) -> None:
     scans = load_scans(tiny_bids)
     cache = tmp_path / "cache"
-    manifest = preprocess_scans(scans, cache, CFG, workers=2, progress=False)
+    manifest = preprocess_scans(scans, cache, CFG, workers=2, progress=False, report=False)
     assert len(manifest) == len(scans)
     df, cfg = read_cache(cache)
     assert cfg == CFG
@@ -86,20 +86,20 @@ def test_runner_caches_resumes_and_recomputes_only_what_a_setting_affects(tiny_b
         return {p.name: p.stat().st_mtime_ns for p in (cache / folder).iterdir()}
 
     arrays, stages = mtimes("arrays"), mtimes("stages")
-    preprocess_scans(scans, cache, CFG, workers=1, progress=False)  # resume: nothing recomputed
+    preprocess_scans(scans, cache, CFG, workers=1, progress=False, report=False)  # resume: nothing recomputed
     assert mtimes("arrays") == arrays and mtimes("stages") == stages
     assert set(pd.read_csv(cache / "qc.tsv", sep="\t")["status"]) == {"cached"}
 
     # A later-stage setting reuses the slow stage: new arrays, same intermediates.
     bigger = CFG.model_copy(update={"size": 24})
-    preprocess_scans(scans, cache, bigger, workers=1, progress=False)
+    preprocess_scans(scans, cache, bigger, workers=1, progress=False, report=False)
     assert mtimes("stages") == stages and not set(mtimes("arrays")) & set(arrays)
     assert len(mtimes("arrays")) == len(scans)  # the 16³ arrays were replaced, not kept beside
     assert read_cache(cache)[1] == bigger and np.load(read_cache(cache)[0]["array"][0]).shape == (24, 24, 24)
     assert pd.read_csv(cache / "qc.tsv", sep="\t")["stage_reused"].all()
 
     # A slow-stage setting recomputes both stages.
-    preprocess_scans(scans, cache, bigger.model_copy(update={"n4_shrink": 2}), workers=1, progress=False)
+    preprocess_scans(scans, cache, bigger.model_copy(update={"n4_grid_mm": 4.0}), workers=1, progress=False, report=False)
     assert not set(mtimes("stages")) & set(stages)
 
 
@@ -109,7 +109,7 @@ def test_runner_caches_good_scans_and_reports_bad_ones(tiny_bids, tmp_path) -> N
     broken.write_bytes(b"garbage")
     scans.loc[scans.index[1], "path"] = str(broken)
     with pytest.raises(AlzmriError, match="1 of 3 scans failed") as err:
-        preprocess_scans(scans, tmp_path / "cache", CFG, workers=1, progress=False)
+        preprocess_scans(scans, tmp_path / "cache", CFG, workers=1, progress=False, report=False)
     assert "\n" not in str(err.value)
     assert len(pd.read_csv(tmp_path / "cache" / "manifest.tsv", sep="\t")) == 2
     assert (tmp_path / "cache" / "failures.tsv").is_file()
@@ -139,3 +139,22 @@ def test_registration_to_mni_undoes_a_head_rotation() -> None:
     after = RegisterToMNI(spacing=4.0, registration_spacing=4.0)(subject)
     assert after["image"].shape[1:] == tio.ScalarImage.from_sitk(template_image(4.0)).shape[1:]
     assert corr(after) > 0.95 > before
+
+
+def test_steps_work_on_nibabel_images_and_subjects(tmp_path) -> None:
+    import torchio as tio
+
+    from alzmri.preprocessing.n4 import N4BiasFieldCorrection
+    from alzmri.preprocessing.skull_strip import SkullStrip
+
+    img = nib.Nifti1Image(brain_volume() * 100 + 5, np.diag([2.0, 2, 2, 1]))
+    corrected = N4BiasFieldCorrection()(img)
+    assert isinstance(corrected, nib.Nifti1Image) and corrected.shape == img.shape
+    stripped = SkullStrip("none")(corrected)
+    assert isinstance(stripped, nib.Nifti1Image)
+    assert 0.3 < float((np.asarray(stripped.dataobj) == 0).mean()) < 0.9  # background zeroed, brain kept
+    subject = build_pipeline(CFG)(tio.Subject(t1=tio.ScalarImage(tensor=np.asarray(img.dataobj)[None], affine=img.affine)))
+    assert subject["t1"].shape == (1, 16, 16, 16) and "brain_mask" in subject
+    from_memory, _ = preprocess_image(img, CFG)
+    from_file, _ = preprocess_image(save_nifti(tmp_path / "s.nii.gz", np.asarray(img.dataobj)), CFG)
+    np.testing.assert_allclose(from_memory, from_file, atol=1e-5)

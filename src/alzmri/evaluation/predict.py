@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from alzmri.data.dataset import CachedVolumeDataset
 from alzmri.io.checkpoint import read_checkpoint
 from alzmri.models import create_model
-from alzmri.preprocessing.config import PreprocessConfig
+from alzmri.preprocessing.config import PreprocessConfig, stored_config
 
 
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -28,7 +28,7 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def checkpoint_preprocess(hparams: dict[str, Any]) -> PreprocessConfig:
     """The preprocessing the model was trained with."""
-    return PreprocessConfig.model_validate(hparams["preprocess"])
+    return stored_config(hparams["preprocess"], "the checkpoint")
 
 
 @torch.no_grad()

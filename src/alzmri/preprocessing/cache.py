@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alzmri.preprocessing.config import PreprocessConfig
+from alzmri.preprocessing.config import PreprocessConfig, stored_config
 from alzmri.utils.atomic import atomic_path, atomic_write_text
 from alzmri.utils.errors import AlzmriError
 
@@ -106,7 +106,7 @@ def read_cache(cache_dir: str | Path) -> tuple[pd.DataFrame, PreprocessConfig]:
     cfg_path = cache_dir / CONFIG_FILE
     if not manifest.is_file() or not cfg_path.is_file():
         raise AlzmriError(f"{cache_dir} is not a preprocessing cache (run 'alzmri preprocess' first)")
-    config = PreprocessConfig.model_validate_json(cfg_path.read_text())
+    config = stored_config(cfg_path.read_text(), str(cfg_path))
     df = pd.read_csv(manifest, sep="\t", dtype={"participant_id": str, "session_id": str, "diagnosis": str})
     df["array"] = [str(cache_dir / a) for a in df["array"]]
     missing = [a for a in df["array"] if not Path(a).is_file()]

@@ -18,7 +18,9 @@ class PreprocessConfig(BaseModel):
 
     steps: tuple[StepName, ...] = Field(DEFAULT_STEPS, description="Steps to run, in order ('register' = affine to MNI152, optional).")
     spacing: float = Field(1.0, gt=0.1, le=8.0, description="Isotropic resampling voxel size in mm.")
-    n4_shrink: int = Field(4, ge=1, le=8, description="N4: shrink factor of the bias-field estimation grid (speed).")
+    n4_grid_mm: float = Field(
+        8.0, ge=0.5, le=16.0, description="N4: voxel size (mm) of the shrunk copy the bias field is fitted on (larger = faster)."
+    )
     n4_iterations: tuple[int, ...] = Field((50, 50, 30), min_length=1, max_length=6, description="N4: iterations per resolution level.")
     skull_strip: SkullStripMethod = Field(
         "template",
@@ -46,3 +48,24 @@ class PreprocessConfig(BaseModel):
         if not 0.0 <= low < high <= 100.0:
             raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
         return self
+
+
+def stored_config(data: str | dict, source: str) -> PreprocessConfig:
+    """A PreprocessConfig read back from a cache or checkpoint, with a clear error if outdated.
+
+    Args:
+        data: the stored JSON text or dict.
+        source: what it was read from, named in the error.
+    """
+    from pydantic import ValidationError
+
+    from alzmri.utils.errors import AlzmriError
+
+    try:
+        return PreprocessConfig.model_validate_json(data) if isinstance(data, str) else PreprocessConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise AlzmriError(
+            f"{source} holds preprocessing settings this alzmri version does not accept "
+            f"({'.'.join(map(str, first['loc']))}: {first['msg']}); it was made by another version: re-run preprocess/train"
+        ) from None

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torchio as tio
 
 from alzmri.preprocessing.config import PreprocessConfig
 
 FIELDS = ("size", "interpolation")
+
+# TorchIO rounds the output grid and then fixes an off-by-one shape with CropOrPad, warning
+# each time; the result is the requested cube, so the warning is noise for users.
+warnings.filterwarnings("ignore", message=r"Output shape .* != target shape", category=RuntimeWarning)
 
 
 def build(config: PreprocessConfig) -> tio.Transform:

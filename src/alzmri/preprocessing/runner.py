@@ -103,6 +103,7 @@ def preprocess_scans(
     config: PreprocessConfig,
     workers: int = 0,
     progress: bool = True,
+    report: bool = True,
 ) -> pd.DataFrame:
     """Preprocess every scan of ``scans`` (a validated manifest) into ``out_dir``.
 
@@ -112,7 +113,8 @@ def preprocess_scans(
         out_dir: cache folder (created; must be empty or an alzmri preprocessing cache).
         config: preprocessing configuration.
         workers: worker processes (0 = one per CPU core).
-        progress: show a progress bar and the final summary.
+        progress: show a progress bar.
+        report: print the final summary (done / cached / failed).
 
     Returns:
         The cache manifest (also written to ``out_dir/manifest.tsv``).
@@ -151,10 +153,10 @@ def preprocess_scans(
     finally:
         bar.close()
     pool.shutdown()
-    return _finish(rows, results, out_dir, config, progress)
+    return _finish(rows, results, out_dir, config, report)
 
 
-def _finish(rows: list[dict[str, Any]], results: dict[int, dict[str, Any]], out_dir: Path, config: PreprocessConfig, progress: bool) -> pd.DataFrame:
+def _finish(rows: list[dict[str, Any]], results: dict[int, dict[str, Any]], out_dir: Path, config: PreprocessConfig, report: bool) -> pd.DataFrame:
     """Write the QC table and page, failures, config and manifest; report."""
     from alzmri.preprocessing.qc_report import write_qc_html
 
@@ -184,9 +186,14 @@ def _finish(rows: list[dict[str, Any]], results: dict[int, dict[str, Any]], out_
         write_manifest(manifest, out_dir / MANIFEST_FILE)
     counts = qc["status"].value_counts()
     warned = int((qc["warnings"].fillna("") != "").sum())
-    if progress:
+    if report:
         print(f"preprocess: {len(rows)} scans: {counts.get('done', 0)} done, {counts.get('cached', 0)} already cached, "
-              f"{counts.get('failed', 0)} failed, {warned} with QC warnings; QC page {out_dir / QC_PAGE}")
+                  f"{counts.get('failed', 0)} failed, {warned} with QC warnings; skull stripping: {config.skull_strip if 'skull_strip' in config.steps else 'off'}; "
+                  f"QC page {out_dir / QC_PAGE}")
+        for failure in failures[:10]:
+            print(f"  failed {failure['participant_id']} {failure['session_id']}: {failure['error']}")
+        if len(failures) > 10:
+            print(f"  ... {len(failures) - 10} more in {fail_path}")
     if failures:
         first = failures[0]
         raise AlzmriError(
