@@ -158,3 +158,10 @@ def test_steps_work_on_nibabel_images_and_subjects(tmp_path) -> None:
     from_memory, _ = preprocess_image(img, CFG)
     from_file, _ = preprocess_image(save_nifti(tmp_path / "s.nii.gz", np.asarray(img.dataobj)), CFG)
     np.testing.assert_allclose(from_memory, from_file, atol=1e-5)
+
+
+def test_minmax_normalisation_maps_brain_percentiles_to_unit_range(tmp_path) -> None:
+    path = save_nifti(tmp_path / "s.nii.gz", brain_volume() * 300 + 20)
+    out, _ = preprocess_image(path, CFG.model_copy(update={"normalization": "minmax", "percentiles": (1.0, 99.0)}))
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert float((out > 0.5).mean()) > 0.1  # the brain fills the upper half of the range

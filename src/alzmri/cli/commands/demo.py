@@ -12,8 +12,8 @@ from alzmri.preprocessing.config import PreprocessConfig
 
 
 # The synthetic scans are already skull-stripped (brain mask = their foreground). The demo skips
-# N4 and uses linear resizing: with them its held-out balanced accuracy fell from 0.835 to 0.769
-# (seed 0) and preprocessing took 7x longer (172 s instead of 24 s), see benchmarks/README.md.
+# N4 and resizes linearly: with N4 and cubic resizing its held-out balanced accuracy was 0.769
+# instead of 0.833 (seed 0) and preprocessing took 172 s instead of 44 s (see benchmarks/README.md).
 DEMO_PREPROCESS = PreprocessConfig(steps=("reorient", "resample", "skull_strip", "crop", "resize", "normalize"),
                                    skull_strip="none", interpolation="linear")
 
