@@ -38,6 +38,14 @@ def step_module(name: str) -> Any:
     return importlib.import_module(f"alzmri.preprocessing.{name}")
 
 
+def warm_up(config: PreprocessConfig) -> None:
+    """Load what the configured steps need once (templates), before worker processes fork."""
+    for name in config.steps:
+        module = step_module(name)
+        if hasattr(module, "warm_up"):
+            module.warm_up(config)
+
+
 def build_pipeline(config: PreprocessConfig) -> tio.Compose:
     """The configured steps as one TorchIO ``Compose`` (for use from Python)."""
     return tio.Compose([step_module(s).build(config) for s in config.steps])

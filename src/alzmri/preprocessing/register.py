@@ -80,6 +80,12 @@ class RegisterToMNI(tio.Transform):
         return subject
 
 
+def warm_up(config: PreprocessConfig) -> None:
+    """Load the template grids now, so worker processes forked later share them."""
+    template_image(3.0)
+    template_image(config.spacing)
+
+
 def build(config: PreprocessConfig) -> tio.Transform:
     """The registration step."""
     return RegisterToMNI(spacing=config.spacing)

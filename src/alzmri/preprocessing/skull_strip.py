@@ -70,6 +70,15 @@ class SkullStrip(tio.Transform):
         return subject
 
 
+def warm_up(config: PreprocessConfig) -> None:
+    """Load the template now, so worker processes forked later share it instead of each loading it."""
+    if config.skull_strip == "template":
+        from alzmri.preprocessing.strip_template import REGISTRATION_MM, template
+
+        template(REGISTRATION_MM)
+        template(1.0)
+
+
 def build(config: PreprocessConfig) -> tio.Transform:
     """The skull-stripping step."""
     return SkullStrip(method=config.skull_strip)
