@@ -37,6 +37,7 @@ def save_qc_figure(
     before_mask: np.ndarray | None = None,
     after_mask: np.ndarray | None = None,
     title: str = "",
+    row_labels: tuple[str, str] | None = None,
 ) -> None:
     """Write a 2×3 PNG: sagittal / coronal / axial slices of ``before`` (top) and ``after``.
 
@@ -51,6 +52,8 @@ def save_qc_figure(
         before_mask: boolean brain mask with ``before``'s shape, or None.
         after_mask: boolean brain mask with ``after``'s shape, or None.
         title: text drawn above the figure (e.g. ``sub-01 ses-01``).
+        row_labels: text beside each row; default ``before``/``after`` with the array shape
+            (pass your own when an array is a subsampled preview, so the shape is not misread).
 
     Raises:
         ValueError: an image is not 3D, or a mask's shape differs from its image's.
@@ -77,7 +80,8 @@ def save_qc_figure(
             if r == 0:
                 ax.set_title(view, fontsize=8)
         # With the axes off a y-label would vanish, so the row label is plain figure text.
-        axes[r, 0].text(-0.08, 0.5, f"{label}\n{'×'.join(map(str, image.shape))}", transform=axes[r, 0].transAxes,
+        text = row_labels[r] if row_labels else f"{label}\n{'×'.join(map(str, image.shape))}"
+        axes[r, 0].text(-0.08, 0.5, text, transform=axes[r, 0].transAxes,
                         rotation=90, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)

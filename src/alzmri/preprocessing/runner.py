@@ -88,7 +88,8 @@ def process_scan(source: str, pid: str, ses: str, out_dir: Path, config: Preproc
     figure = figure_name(pid, ses)
     save_qc_figure(out_dir / figure, before=intermediate.preview.astype(np.float32), after=array,
                    before_mask=None if intermediate.preview_mask is None else intermediate.preview_mask > 0,
-                   after_mask=mask, title=f"{pid} {ses}")
+                   after_mask=mask, title=f"{pid} {ses}",
+                   row_labels=(f"input\n{intermediate.qc['input_shape']}", f"output\n{'×'.join(map(str, array.shape))}"))
     qc = {**intermediate.qc, **suffix_qc, "stage_reused": reused, "seconds_total": round(time.perf_counter() - start, 2),
           "figure": figure, "array": rel}
     atomic_write_text(qc_path, json.dumps(qc, indent=1, default=str) + "\n")
