@@ -11,7 +11,8 @@ from alzmri.utils.errors import AlzmriError
 def test_every_model_forwards_a_tiny_input(name: str) -> None:
     info = model_info(name)
     size = max(16, info.min_input_size)
-    model = create_model(name, num_classes=3, width=1, input_size=size).eval()
+    kwargs = {k: v for k, v in {"num_classes": 3, "width": 1, "input_size": size}.items() if k in info.defaults}
+    model = create_model(name, **kwargs).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 1, size, size, size))
     assert out.shape == (2, 3)

@@ -103,7 +103,7 @@ class LiuCNN3d(nn.Module):
         return self.head(self.features(x))
 
 
-@register_model(min_input_size=88, default_input_size=128)
+@register_model(min_input_size=88, default_input_size=128, gradcam_layer="features.12")
 def liu_cnn(
     in_channels: int = 1, num_classes: int = 2, width: int = 8, input_size: int = 128, dropout: float = 0.5, norm: Norm = "instance"
 ) -> nn.Module:
@@ -111,7 +111,7 @@ def liu_cnn(
     return LiuCNN3d(3, in_channels, num_classes, width, input_size, same_padding=False, dropout=dropout, norm=norm)
 
 
-@register_model(min_input_size=16, default_input_size=64)
+@register_model(min_input_size=16, default_input_size=64, gradcam_layer="features.12")
 def liu_cnn_compact(
     in_channels: int = 1, num_classes: int = 2, width: int = 1, input_size: int = 64, dropout: float = 0.5, norm: Norm = "batch"
 ) -> nn.Module:

@@ -29,6 +29,10 @@ class ModelInfo:
         min_input_size: smallest cubic input edge (voxels) the architecture accepts.
         default_input_size: the input edge the architecture was designed for.
         description: one line for ``list_models``.
+        defaults: the builder's keyword defaults.
+        gradcam_layer: name of the module whose activations Grad-CAM uses by default.
+        adapt_weights: ``(state_dict, model) -> (state_dict, notes)`` fitting a foreign
+            checkpoint (e.g. RGB video weights) to the model before a strict load.
     """
 
     name: str
@@ -37,13 +41,21 @@ class ModelInfo:
     default_input_size: int
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
+    gradcam_layer: str = ""
+    adapt_weights: Callable[[dict[str, Any], nn.Module], tuple[dict[str, Any], list[str]]] | None = None
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(*, min_input_size: int, default_input_size: int) -> Callable:
-    """Decorator that registers a builder under its function name."""
+def register_model(
+    *,
+    min_input_size: int,
+    default_input_size: int,
+    gradcam_layer: str,
+    adapt_weights: Callable[[dict[str, Any], nn.Module], tuple[dict[str, Any], list[str]]] | None = None,
+) -> Callable:
+    """Decorator that registers a builder under its function name (see :class:`ModelInfo`)."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
@@ -53,7 +65,7 @@ def register_model(*, min_input_size: int, default_input_size: int) -> Callable:
             k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty
         }
         doc = (inspect.getdoc(fn) or "").splitlines()
-        _REGISTRY[name] = ModelInfo(name, fn, min_input_size, default_input_size, doc[0] if doc else "", defaults)
+        _REGISTRY[name] = ModelInfo(name, fn, min_input_size, default_input_size, doc[0] if doc else "", defaults, gradcam_layer, adapt_weights)
         return fn
 
     return wrap
@@ -90,5 +102,12 @@ def create_model(name: str, pretrained: str | Path | None = None, **kwargs: Any)
     if pretrained is not None:
         from alzmri.models.weights import load_weights
 
-        load_weights(model, pretrained)
+        load_weights(model, pretrained, adapt=info.adapt_weights)
     return model
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(trainable, frozen)`` parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return trainable, frozen

@@ -74,7 +74,11 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
         )
     model_kwargs: dict[str, Any] = {"num_classes": len(classes), "input_size": preprocess.size, "dropout": config.dropout}
     if config.width is not None:
+        if "width" not in info.defaults:
+            raise AlzmriError(f"model {config.model} has no width setting; leave --width out")
         model_kwargs["width"] = config.width
+    # Models without an input-size or dropout argument (global pooling) simply do not get one.
+    model_kwargs = {k: v for k, v in model_kwargs.items() if k in info.defaults}
     return {
         "train": train,
         "val": val,
