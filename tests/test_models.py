@@ -51,3 +51,27 @@ def test_pretrained_weights_load_from_a_local_file(tmp_path) -> None:
             assert torch.equal(a, b)
     with pytest.raises(AlzmriError, match="do not fit"):
         create_model("liu_cnn_compact", input_size=32, pretrained=tmp_path / "w.pt")
+
+
+def test_profile_counts_parameters_flops_and_memory_without_allocating() -> None:
+    from alzmri.models.profile import count_parameters_of, profile_model
+
+    small, big = profile_model("r3d_18", 64, batch_size=2), profile_model("r3d_18", 128, batch_size=2)
+    assert small.parameters == big.parameters == count_parameters_of("r3d_18") == 33_148_482
+    assert 7.5 < big.forward_gflops / small.forward_gflops < 8.5  # 8x the voxels
+    assert 7.5 < big.activation_gb / small.activation_gb < 8.5
+    assert big.train_gb > big.activation_gb + 4 * 4 * big.parameters / 1e9 - 1e-6
+    assert count_parameters_of("mc3_18") == 11_472_450  # torchvision's 11.7 M minus the 400-class head
+    with pytest.raises(AlzmriError, match="at least 88"):
+        profile_model("liu_cnn", 64)
+
+
+def test_models_cli_lists_and_sizes(capsys) -> None:
+    from typer.testing import CliRunner
+
+    from alzmri.cli.main import app
+
+    listing = CliRunner().invoke(app, ["models", "list", "r*"])
+    assert listing.exit_code == 0 and "r3d_18" in listing.stdout and "33.15M" in listing.stdout and "liu_cnn" not in listing.stdout
+    info = CliRunner().invoke(app, ["models", "info", "r3d_18", "--input-size", "64"])
+    assert info.exit_code == 0 and "GFLOPs" in info.stdout and "training step peak" in info.stdout

@@ -64,23 +64,62 @@ add_config_command(app, "demo", DemoConfig, "alzmri.cli.commands.demo:run",
     ["alzmri demo", "alzmri demo demo-out --subjects 120 --epochs 40"])
 
 
-@app.command("models")
-def models(pattern: str = typer.Argument("*", help="Shell-style pattern, e.g. 'liu*'.")) -> None:
-    """List registered models.
+models_app = typer.Typer(help="Registered model architectures: list them, or size one before training.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(pattern: str = typer.Argument("*", help="Shell-style pattern, e.g. 'r3d*'.")) -> None:
+    """List registered models with their parameter counts and input sizes.
 
     [bold]Examples[/bold]
 
-      $ alzmri models
+      $ alzmri models list
 
-      $ alzmri models 'liu*'
+      $ alzmri models list 'liu*'
     """
 
     def go() -> None:
         from alzmri.models import list_models, model_info
+        from alzmri.models.profile import count_parameters_of
 
+        print(f"{'model':20s} {'params':>9s}  {'input':>16s}  description")
         for name in list_models(pattern):
             info = model_info(name)
-            print(f"{name:24s} input ≥ {info.min_input_size}³ (designed for {info.default_input_size}³)  {info.description}")
+            size = f"≥{info.min_input_size}³ (for {info.default_input_size}³)"
+            print(f"{name:20s} {count_parameters_of(name) / 1e6:8.2f}M  {size:>16s}  {info.description}")
+
+    run_guarded(go)
+
+
+@models_app.command("info")
+def models_info(
+    name: str = typer.Argument(..., help="Registered model name."),
+    input_size: int = typer.Option(128, "--input-size", help="Cubic input edge in voxels."),
+    batch_size: int = typer.Option(2, "--batch-size", help="Training batch size."),
+) -> None:
+    """Parameters, FLOPs and estimated training memory of a model at an input size (nothing is allocated).
+
+    [bold]Examples[/bold]
+
+      $ alzmri models info r3d_18 --input-size 128 --batch-size 2
+
+      $ alzmri models info liu_cnn --input-size 96
+    """
+
+    def go() -> None:
+        from alzmri.models import model_info
+        from alzmri.models.profile import profile_model
+
+        info = model_info(name)
+        profile = profile_model(name, input_size, batch_size)
+        print(f"{name}: {info.description}")
+        print(f"  parameters          {profile.parameters / 1e6:.2f} M")
+        print(f"  input               {batch_size} x 1 x {input_size}³ (accepts ≥ {info.min_input_size}³, designed for {info.default_input_size}³)")
+        print(f"  forward             {profile.forward_gflops:.1f} GFLOPs per batch")
+        print(f"  activations         {profile.activation_gb:.2f} GB per forward pass (float32)")
+        print(f"  training step peak  ≈ {profile.train_gb:.2f} GB (weights, grads, Adam state, saved activations; float32)")
+        print(f"  Grad-CAM layer      {info.gradcam_layer}")
 
     run_guarded(go)
 
