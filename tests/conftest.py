@@ -58,3 +58,26 @@ def write_tiny_bids(root: Path, n_per_class: int = 6, classes: tuple[str, ...] =
 def tiny_bids(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A read-only-by-convention tiny BIDS cohort shared by tests (copy before modifying)."""
     return write_tiny_bids(tmp_path_factory.mktemp("tiny") / "bids")
+
+
+@pytest.fixture(scope="session")
+def prepared(tiny_bids: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny cohort preprocessed to 16³ and split 50/25/25 by subject (shared by training tests)."""
+    from alzmri.cli.commands.split import run_split
+    from alzmri.data.config import SplitConfig
+    from alzmri.io.bids import load_scans
+    from alzmri.preprocessing.config import PreprocessConfig
+    from alzmri.preprocessing.runner import preprocess_scans
+
+    root = tmp_path_factory.mktemp("e2e")
+    preprocess_scans(load_scans(tiny_bids), root / "cache", PreprocessConfig(size=16, spacing=2.0, skull_strip="none"), workers=2, progress=False, report=False)
+    run_split(SplitConfig(source=tiny_bids, out=root / "split", ratios=(0.5, 0.25, 0.25), seed=0))
+    return {"root": root, "cache": root / "cache", "split": root / "split", "bids": tiny_bids}
+
+
+def train_config(p: dict[str, Path], **kw):
+    """A fast TrainConfig on the ``prepared`` data; keyword arguments override."""
+    from alzmri.training.config import TrainConfig
+
+    base = dict(cache=p["cache"], split=p["split"], out=p["root"] / "runs", epochs=4, batch_size=4, lr=1e-3, progress=False, threads=1)
+    return TrainConfig(**(base | kw))

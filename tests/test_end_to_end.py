@@ -10,35 +10,17 @@ import pandas as pd
 import pytest
 import torch
 
-from alzmri.data.config import SplitConfig
 from alzmri.evaluation.config import EvaluateConfig, PredictConfig
 from alzmri.evaluation.evaluate import evaluate, predict
 from alzmri.io.bids import load_scans
 from alzmri.io.checkpoint import read_checkpoint
-from alzmri.preprocessing.config import PreprocessConfig
-from alzmri.preprocessing.runner import preprocess_scans
-from alzmri.training.config import TrainConfig
 from alzmri.training.fit import fit
 from alzmri.utils.errors import AlzmriError
 
+from conftest import train_config
 from test_cli_errors import alzmri
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def prepared(tiny_bids: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from alzmri.cli.commands.split import run_split
-
-    root = tmp_path_factory.mktemp("e2e")
-    preprocess_scans(load_scans(tiny_bids), root / "cache", PreprocessConfig(size=16, spacing=2.0, skull_strip="none"), workers=2, progress=False, report=False)
-    run_split(SplitConfig(source=tiny_bids, out=root / "split", ratios=(0.5, 0.25, 0.25), seed=0))
-    return {"root": root, "cache": root / "cache", "split": root / "split", "bids": tiny_bids}
-
-
-def train_config(p: dict[str, Path], **kw) -> TrainConfig:
-    base = dict(cache=p["cache"], split=p["split"], out=p["root"] / "runs", epochs=4, batch_size=4, lr=1e-3, progress=False, threads=1)
-    return TrainConfig(**(base | kw))
 
 
 def test_train_evaluate_predict(prepared: dict[str, Path]) -> None:

@@ -45,11 +45,20 @@ def torchvision_shapes(arch: str, in_channels: int = 3, num_classes: int = 400) 
 
 
 def fake_kinetics(arch: str) -> dict[str, torch.Tensor]:
+    """Random weights with torchvision's keys, plausible enough to train on (positive variances)."""
     gen = torch.Generator().manual_seed(0)
-    return {
-        k: torch.randint(0, 100, s, generator=gen) if k.endswith("num_batches_tracked") else torch.randn(s, generator=gen)
-        for k, s in torchvision_shapes(arch).items()
-    }
+
+    def tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if key.endswith("num_batches_tracked"):
+            return torch.randint(0, 100, shape, generator=gen)
+        if key.endswith("running_var"):
+            return 0.5 + torch.rand(shape, generator=gen)
+        if len(shape) == 1:  # batch-norm weights/biases/means, classifier bias
+            return (1.0 if key.endswith(".weight") else 0.0) + 0.1 * torch.randn(shape, generator=gen)
+        fan_in = max(1, int(torch.tensor(shape[1:]).prod()))
+        return torch.randn(shape, generator=gen) * (2.0 / fan_in) ** 0.5
+
+    return {k: tensor(k, s) for k, s in torchvision_shapes(arch).items()}
 
 
 @pytest.mark.parametrize("arch", ["r3d_18", "mc3_18", "r2plus1d_18"])

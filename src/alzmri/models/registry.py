@@ -31,6 +31,7 @@ class ModelInfo:
         description: one line for ``list_models``.
         defaults: the builder's keyword defaults.
         gradcam_layer: name of the module whose activations Grad-CAM uses by default.
+        head: name of the classifier module (a new head trains at a higher learning rate).
         adapt_weights: ``(state_dict, model) -> (state_dict, notes)`` fitting a foreign
             checkpoint (e.g. RGB video weights) to the model before a strict load.
     """
@@ -42,6 +43,7 @@ class ModelInfo:
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
     gradcam_layer: str = ""
+    head: str = "head"
     adapt_weights: Callable[[dict[str, Any], nn.Module], tuple[dict[str, Any], list[str]]] | None = None
 
 
@@ -53,6 +55,7 @@ def register_model(
     min_input_size: int,
     default_input_size: int,
     gradcam_layer: str,
+    head: str = "head",
     adapt_weights: Callable[[dict[str, Any], nn.Module], tuple[dict[str, Any], list[str]]] | None = None,
 ) -> Callable:
     """Decorator that registers a builder under its function name (see :class:`ModelInfo`)."""
@@ -65,7 +68,7 @@ def register_model(
             k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty
         }
         doc = (inspect.getdoc(fn) or "").splitlines()
-        _REGISTRY[name] = ModelInfo(name, fn, min_input_size, default_input_size, doc[0] if doc else "", defaults, gradcam_layer, adapt_weights)
+        _REGISTRY[name] = ModelInfo(name, fn, min_input_size, default_input_size, doc[0] if doc else "", defaults, gradcam_layer, head, adapt_weights)
         return fn
 
     return wrap

@@ -9,7 +9,13 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from alzmri.models import create_model
+from alzmri.models import create_model, model_info
+from alzmri.training import transfer
+from alzmri.utils.errors import AlzmriError
+
+
+class NonFiniteLossError(AlzmriError):
+    """The training loss became NaN or infinite; raised before the optimiser step uses it."""
 
 
 class Classifier(pl.LightningModule):
@@ -26,6 +32,10 @@ class Classifier(pl.LightningModule):
         preprocess: the PreprocessConfig (as a dict) the inputs were made with, so ``predict``
             can process a raw scan the same way.
         train_config: the resolved TrainConfig (as a JSON-able dict), for the record.
+        freeze_until: freeze top-level modules up to this one (see ``transfer.freeze``).
+        freeze: parameter-name patterns to freeze.
+        head_lr_mult: learning-rate multiplier of the classifier head.
+        warmup_epochs: linear warm-up epochs (from 10 % of ``lr``).
     """
 
     def __init__(
@@ -39,10 +49,15 @@ class Classifier(pl.LightningModule):
         weight_decay: float,
         preprocess: dict[str, Any],
         train_config: dict[str, Any],
+        freeze_until: str | None = None,
+        freeze: list[str] | None = None,
+        head_lr_mult: float = 1.0,
+        warmup_epochs: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = create_model(model_name, **model_kwargs)
+        self.frozen = transfer.freeze(self.model, freeze_until, freeze or ())
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weight)
         n = len(classes)
@@ -55,6 +70,9 @@ class Classifier(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = self.loss(self(x), y)
+        if not torch.isfinite(loss):
+            # Stop before backward/step: a NaN gradient would silently ruin every weight.
+            raise NonFiniteLossError(f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} (batch {batch_idx})")
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
@@ -67,6 +85,15 @@ class Classifier(pl.LightningModule):
         self.log("val_acc", self.val_acc, on_step=False, on_epoch=True)
         self.log("val_bacc", self.val_bacc, on_step=False, on_epoch=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        opt = torch.optim.AdamW if self.hparams.optimizer == "adamw" else torch.optim.Adam
-        return opt(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def on_train_epoch_start(self) -> None:
+        transfer.keep_frozen_norms_in_eval(self.model)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        opt = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+        groups = transfer.parameter_groups(self.model, model_info(hp.model_name).head, hp.lr, hp.head_lr_mult, hp.weight_decay)
+        optimizer = opt(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        if not hp.warmup_epochs:
+            return optimizer
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=hp.warmup_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "epoch"}}

@@ -16,12 +16,14 @@ from lightning.pytorch.loggers import MLFlowLogger
 from torch.utils.data import DataLoader
 
 from alzmri.data.dataset import CachedVolumeDataset
+from alzmri.models.registry import count_parameters
 from alzmri.training.augment import training_transform
 from alzmri.training.callbacks import EpochMetricsWriter
 from alzmri.training.checkpoint_io import AtomicCheckpointIO
 from alzmri.training.config import TrainConfig
-from alzmri.training.module import Classifier
+from alzmri.training.module import Classifier, NonFiniteLossError
 from alzmri.utils.atomic import atomic_write_text
+from alzmri.utils.errors import AlzmriError
 
 
 def quiet_libraries() -> None:
@@ -77,11 +79,29 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
         weight_decay=config.weight_decay,
         preprocess=record["preprocess"],
         train_config=record["train_config"],
+        freeze_until=config.freeze_until,
+        freeze=config.freeze,
+        head_lr_mult=config.head_lr_mult if config.head_lr_mult is not None else (10.0 if config.pretrained else 1.0),
+        warmup_epochs=config.warmup_epochs,
     )
+    if config.pretrained:
+        from alzmri.models import model_info
+        from alzmri.models.weights import load_weights
+
+        for note in load_weights(module.model, config.pretrained, adapt=model_info(config.model).adapt_weights):
+            print(f"pretrained weights: {note}")
+        print(f"pretrained weights: loaded from {config.pretrained}")
+    trainable, frozen = count_parameters(module.model)
+    print(f"parameters: {trainable:,} trainable, {frozen:,} frozen"
+          + (f" ({len(module.frozen)} tensors, up to {config.freeze_until or module.frozen[-1]})" if module.frozen else "")
+          + f"; head lr x{module.hparams.head_lr_mult:g}")
     ckpt_dir = run_dir / "checkpoints"
-    best_acc = ModelCheckpoint(ckpt_dir, filename="best-acc", monitor="val_acc", mode="max", save_last=True, enable_version_counter=False)
+    best_acc = ModelCheckpoint(ckpt_dir, filename="best-acc", monitor="val_acc", mode="max", enable_version_counter=False)
     best_loss = ModelCheckpoint(ckpt_dir, filename="best-loss", monitor="val_loss", mode="min", enable_version_counter=False)
-    callbacks: list[pl.Callback] = [best_acc, best_loss, EarlyStopping("val_loss", patience=config.patience), EpochMetricsWriter(run_dir, echo=config.progress)]
+    # Its own callback: ModelCheckpoint(save_last=True) on a monitored metric here wrote "last"
+    # only when that metric improved, so a resume or the NaN guard could fall back epochs.
+    latest = ModelCheckpoint(ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1, enable_version_counter=False)
+    callbacks: list[pl.Callback] = [latest, best_acc, best_loss, EarlyStopping("val_loss", patience=config.patience), EpochMetricsWriter(run_dir, echo=config.progress)]
     show_bar = config.progress and sys.stderr.isatty()  # a bar in a log file is thousands of lines
     if show_bar:
         callbacks.append(TQDMProgressBar(leave=False))
@@ -100,7 +120,15 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
         default_root_dir=run_dir,
     )
     last = ckpt_dir / "last.ckpt"
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None)
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None)
+    except NonFiniteLossError as exc:
+        if last.is_file():
+            epoch = torch.load(last, map_location="cpu", weights_only=True).get("epoch", "?")
+            good = f"the last good checkpoint is {last} (end of epoch {epoch}); re-running resumes from it"
+        else:
+            good = "no checkpoint had been saved yet"
+        raise AlzmriError(f"{exc}: training stopped; {good}. Check the inputs for NaN voxels or lower --lr") from None
 
     result = {
         "run_dir": str(run_dir),
