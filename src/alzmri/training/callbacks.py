@@ -69,3 +69,48 @@ def plot_curves(table: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
+
+
+class EarlyStoppingOnLossOrAccuracy(pl.Callback):
+    """Stop when neither validation loss nor validation accuracy improved for ``patience`` epochs.
+
+    Two counters: one since the loss last fell, one since the accuracy last rose. Training goes on
+    while either is within ``patience`` (accuracy often keeps improving while the loss plateaus).
+
+    Args:
+        patience: epochs without improvement of both metrics before stopping.
+        min_delta: smallest change that counts as an improvement.
+    """
+
+    def __init__(self, patience: int = 10, min_delta: float = 0.0) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best_loss = math.inf
+        self.best_acc = -math.inf
+        self.since_loss = 0
+        self.since_acc = 0
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        if "val_loss" not in metrics or "val_acc" not in metrics:
+            return
+        loss, acc = float(metrics["val_loss"]), float(metrics["val_acc"])
+        if loss < self.best_loss - self.min_delta:
+            self.best_loss, self.since_loss = loss, 0
+        else:
+            self.since_loss += 1
+        if acc > self.best_acc + self.min_delta:
+            self.best_acc, self.since_acc = acc, 0
+        else:
+            self.since_acc += 1
+        if self.since_loss >= self.patience and self.since_acc >= self.patience:
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in ("best_loss", "best_acc", "since_loss", "since_acc")}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        for key, value in state_dict.items():
+            setattr(self, key, value)

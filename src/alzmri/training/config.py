@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TrainConfig(BaseModel):
@@ -23,7 +23,7 @@ class TrainConfig(BaseModel):
     classes: list[Literal["CN", "MCI", "AD"]] | None = Field(None, description="Diagnoses to classify (default: those in the training split).")
     epochs: int = Field(40, ge=1, description="Maximum number of epochs.")
     batch_size: int = Field(8, ge=1, description="Scans per batch.")
-    optimizer: Literal["adam", "adamw"] = Field("adamw", description="Optimiser.")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adamw", description="Optimiser ('sgd' = SGD with Nesterov momentum 0.9).")
     lr: float = Field(3e-4, gt=0, description="Learning rate.")
     pretrained: Path | None = Field(None, description="Weights file to start from (.pth/.safetensors, e.g. torchvision Kinetics-400 for r3d_18); never downloaded.")
     freeze_until: str | None = Field(None, description="Freeze the model's top-level modules up to and including this one (e.g. layer3).")
@@ -31,7 +31,17 @@ class TrainConfig(BaseModel):
     head_lr_mult: float | None = Field(None, gt=0, description="Learning-rate multiplier of the classifier head (default: 10 with --pretrained, else 1).")
     warmup_epochs: int = Field(0, ge=0, description="Linear learning-rate warm-up from 10 % over this many epochs.")
     weight_decay: float = Field(1e-4, ge=0, description="Weight decay.")
-    patience: int = Field(10, ge=1, description="Early-stopping patience in epochs (on validation loss).")
+    scheduler: Literal["none", "cosine", "plateau", "multistep"] = Field(
+        "none", description="Learning-rate schedule: cosine annealing with warm restarts, reduce-on-plateau (val loss), or multi-step decay."
+    )
+    cosine_t0: int = Field(5, ge=1, description="Cosine schedule: epochs of the first cycle (cycles double).")
+    milestones: list[int] = Field(default_factory=lambda: [30, 60], description="Multi-step schedule: epochs at which the learning rate is multiplied by --lr-gamma.")
+    lr_gamma: float = Field(0.1, gt=0, lt=1, description="Decay factor of the plateau and multi-step schedules.")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing of the cross-entropy.")
+    grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
+    accumulate: int = Field(1, ge=1, description="Accumulate gradients over this many batches.")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="Numeric precision ('bf16-mixed' works on CPU; '16-mixed' needs a GPU).")
+    patience: int = Field(10, ge=1, description="Early stopping: stop when neither validation loss nor accuracy improved for this many epochs.")
     class_weights: bool = Field(True, description="Weight the cross-entropy by inverse training class frequency.")
     augment: bool = Field(True, description="TorchIO augmentation: RandomNoise and RandomGamma (inputs are z-scored in the brain by preprocessing).")
     seed: int = Field(0, description="Random seed (weights, batches, augmentation).")
@@ -40,3 +50,11 @@ class TrainConfig(BaseModel):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: sqlite:///OUT/mlflow.db, no server needed).")
     experiment: str = Field("alzmri", description="MLflow experiment name.")
     progress: bool = Field(True, description="Show a progress bar.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.scheduler == "plateau" and self.warmup_epochs:
+            raise ValueError("--warmup-epochs does not combine with --scheduler plateau; use cosine or multistep")
+        if sorted(self.milestones) != self.milestones:
+            raise ValueError(f"milestones must be increasing, got {self.milestones}")
+        return self

@@ -59,7 +59,7 @@ class Classifier(pl.LightningModule):
         self.model = create_model(model_name, **model_kwargs)
         self.frozen = transfer.freeze(self.model, freeze_until, freeze or ())
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-        self.loss = nn.CrossEntropyLoss(weight=weight)
+        self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=float(train_config.get("label_smoothing", 0.0)))
         n = len(classes)
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.val_bacc = MulticlassAccuracy(num_classes=n, average="macro")  # mean per-class recall
@@ -90,10 +90,33 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        opt = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
         groups = transfer.parameter_groups(self.model, model_info(hp.model_name).head, hp.lr, hp.head_lr_mult, hp.weight_decay)
-        optimizer = opt(groups, lr=hp.lr, weight_decay=hp.weight_decay)
-        if not hp.warmup_epochs:
-            return optimizer
-        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=hp.warmup_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "epoch"}}
+        if hp.optimizer == "sgd":
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=0.9, nesterov=True, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+            optimizer = opt(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        return build_schedule(optimizer, hp.train_config, hp.warmup_epochs)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, settings: dict[str, Any], warmup_epochs: int) -> Any:
+    """The optimiser plus its per-epoch schedule, in Lightning's ``configure_optimizers`` format."""
+    from torch.optim import lr_scheduler
+
+    kind = settings.get("scheduler", "none")
+    gamma = float(settings.get("lr_gamma", 0.1))
+    if kind == "plateau":
+        plateau = lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=gamma, patience=max(1, int(settings.get("patience", 10)) // 2))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss", "interval": "epoch"}}
+    main: lr_scheduler.LRScheduler | None = None
+    if kind == "cosine":
+        main = lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=int(settings.get("cosine_t0", 5)), T_mult=2)
+    elif kind == "multistep":
+        milestones = [m - warmup_epochs for m in settings.get("milestones", [30, 60]) if m > warmup_epochs]
+        main = lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=gamma)
+    if warmup_epochs:
+        warmup = lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup_epochs)
+        main = warmup if main is None else lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[warmup_epochs])
+    if main is None:
+        return optimizer
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": main, "interval": "epoch"}}

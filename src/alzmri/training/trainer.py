@@ -11,14 +11,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 from torch.utils.data import DataLoader
 
 from alzmri.data.dataset import CachedVolumeDataset
 from alzmri.models.registry import count_parameters
 from alzmri.training.augment import training_transform
-from alzmri.training.callbacks import EpochMetricsWriter
+from alzmri.training.callbacks import EarlyStoppingOnLossOrAccuracy, EpochMetricsWriter
 from alzmri.training.checkpoint_io import AtomicCheckpointIO
 from alzmri.training.config import TrainConfig
 from alzmri.training.module import Classifier, NonFiniteLossError
@@ -101,10 +101,13 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
     # Its own callback: ModelCheckpoint(save_last=True) on a monitored metric here wrote "last"
     # only when that metric improved, so a resume or the NaN guard could fall back epochs.
     latest = ModelCheckpoint(ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1, enable_version_counter=False)
-    callbacks: list[pl.Callback] = [latest, best_acc, best_loss, EarlyStopping("val_loss", patience=config.patience), EpochMetricsWriter(run_dir, echo=config.progress)]
+    callbacks: list[pl.Callback] = [latest, best_acc, best_loss, EarlyStoppingOnLossOrAccuracy(config.patience), EpochMetricsWriter(run_dir, echo=config.progress)]
+    callbacks.append(LearningRateMonitor(logging_interval="epoch"))  # lr per epoch into MLflow
     show_bar = config.progress and sys.stderr.isatty()  # a bar in a log file is thousands of lines
     if show_bar:
         callbacks.append(TQDMProgressBar(leave=False))
+    if config.precision == "16-mixed" and not torch.cuda.is_available():
+        raise AlzmriError("--precision 16-mixed needs a CUDA GPU; on CPU use bf16-mixed or 32")
     logger = mlflow_logger(config, run_dir)  # Lightning logs the module's hyper-parameters to it
     trainer = pl.Trainer(
         max_epochs=config.epochs,
@@ -114,6 +117,9 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         deterministic=True,
+        precision=config.precision,
+        gradient_clip_val=config.grad_clip,
+        accumulate_grad_batches=config.accumulate,
         log_every_n_steps=1,
         enable_progress_bar=show_bar,
         enable_model_summary=False,

@@ -1,0 +1,75 @@
+"""Optimisers, schedules, precision and early stopping of the trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+from pydantic import ValidationError
+
+from alzmri.training.callbacks import EarlyStoppingOnLossOrAccuracy
+from alzmri.training.config import TrainConfig
+from alzmri.training.module import build_schedule
+
+from conftest import train_config
+
+
+def lrs(settings: dict, warmup: int, epochs: int) -> list[float]:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    out = build_schedule(optimizer, settings, warmup)
+    scheduler = out["lr_scheduler"]["scheduler"] if isinstance(out, dict) else None
+    values = []
+    for _ in range(epochs):
+        values.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    return values
+
+
+def test_schedules() -> None:
+    assert lrs({"scheduler": "none"}, 0, 3) == [1.0, 1.0, 1.0]
+    warm = lrs({"scheduler": "none"}, 2, 4)
+    assert warm[0] == pytest.approx(0.1) and warm[2:] == [pytest.approx(1.0)] * 2
+    cosine = lrs({"scheduler": "cosine", "cosine_t0": 5}, 0, 16)
+    assert cosine[0] == 1.0 and cosine[4] < 0.2 and cosine[5] == pytest.approx(1.0)  # restart after 5 epochs
+    assert cosine[15] == pytest.approx(1.0)  # the second cycle lasts 10 epochs
+    steps = lrs({"scheduler": "multistep", "milestones": [3, 5], "lr_gamma": 0.1}, 1, 7)
+    assert steps[0] == pytest.approx(0.1) and steps[2] == pytest.approx(1.0)
+    assert steps[3] == pytest.approx(0.1) and steps[5] == pytest.approx(0.01)
+    plateau = build_schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), {"scheduler": "plateau"}, 0)
+    assert plateau["lr_scheduler"]["monitor"] == "val_loss"
+
+
+def test_plateau_with_warmup_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="warmup"):
+        TrainConfig(cache=tmp_path, split=tmp_path, scheduler="plateau", warmup_epochs=2)
+
+
+def test_early_stopping_waits_for_both_loss_and_accuracy() -> None:
+    stopper = EarlyStoppingOnLossOrAccuracy(patience=2)
+    trainer = SimpleNamespace(sanity_checking=False, should_stop=False, callback_metrics={})
+    history = [(1.0, 0.5), (0.9, 0.5), (0.95, 0.6), (0.95, 0.6), (0.96, 0.55), (0.97, 0.5)]
+    stopped_at = None
+    for epoch, (loss, acc) in enumerate(history):
+        trainer.callback_metrics = {"val_loss": torch.tensor(loss), "val_acc": torch.tensor(acc)}
+        stopper.on_validation_end(trainer, None)
+        if trainer.should_stop and stopped_at is None:
+            stopped_at = epoch
+    # loss stops improving after epoch 1, accuracy after epoch 2: both stale for 2 epochs at epoch 4.
+    assert stopped_at == 4
+    assert EarlyStoppingOnLossOrAccuracy(2).state_dict()["since_loss"] == 0
+
+
+@pytest.mark.slow
+def test_sgd_cosine_smoothing_clipping_accumulation_bf16(prepared: dict[str, Path]) -> None:
+    from alzmri.training.fit import fit
+
+    run_dir = fit(train_config(prepared, epochs=2, optimizer="sgd", scheduler="cosine", cosine_t0=1, label_smoothing=0.1,
+                               grad_clip=1.0, accumulate=2, batch_size=2, precision="bf16-mixed", warmup_epochs=1, run_name="options"))
+    history = pd.read_csv(run_dir / "metrics.csv")
+    assert list(history["epoch"]) == [0, 1] and history["train_loss"].notna().all()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
