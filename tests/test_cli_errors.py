@@ -84,7 +84,7 @@ def test_invalid_option_value_is_one_line(tmp_path: Path) -> None:
 def test_every_command_has_help_with_an_example() -> None:
     listing = alzmri("--help")
     assert listing.returncode == 0
-    for command in ("synth", "convert", "split", "audit", "preprocess", "train", "evaluate", "predict", "demo", "models list", "models info"):
+    for command in ("synth", "convert", "split", "audit", "preprocess", "train", "cv", "evaluate", "predict", "demo", "models list", "models info"):
         assert command.split()[0] in listing.stdout
         result = alzmri(*command.split(), "--help")
         assert result.returncode == 0, result.stderr

@@ -11,7 +11,7 @@ from alzmri.cli.commands.demo import DemoConfig
 from alzmri.cli.commands.preprocess import PreprocessCommand
 from alzmri.cli.commands.synth import SynthCommand
 from alzmri.data.config import AuditConfig, SplitConfig
-from alzmri.evaluation.config import EvaluateConfig, PredictConfig
+from alzmri.evaluation.config import CrossValidateConfig, EvaluateConfig, PredictConfig
 from alzmri.training.config import TrainConfig
 
 app = typer.Typer(
@@ -53,6 +53,10 @@ add_config_command(app, "train", TrainConfig, "alzmri.cli.commands.train:run",
     "Train a registered model with Lightning (class-weighted CE, early stopping, 3 checkpoints), "
     "tracked in MLflow (local SQLite) and a run folder. Refuses a leaky split.",
     ["alzmri train cache split --epochs 50", "alzmri train cache split --model liu_cnn --width 8 --lr 1e-4 --out runs"])
+add_config_command(app, "cv", CrossValidateConfig, "alzmri.evaluation.cross_validate:cross_validate",
+    "Subject-level stratified group k-fold cross-validation: one resumable training run per fold, each evaluated on "
+    "its held-out fold; prints per-fold metrics and mean ± sd (accuracy, balanced accuracy, macro-F1, macro-AUC).",
+    ["alzmri cv cache --folds 5 --epochs 40 --out cv", "alzmri cv cache --split folds --model r3d_18 --pretrained r3d_18.pth"])
 add_config_command(app, "evaluate", EvaluateConfig, "alzmri.cli.commands.evaluate:run_evaluate",
     "Predict on the held-out test subjects and write predictions.tsv, metrics.json, confusion_matrix.png, roc.png.",
     ["alzmri evaluate runs/RUN/checkpoints/best-loss.ckpt cache split", "alzmri evaluate best.ckpt cache split --subset val --out eval-val"])

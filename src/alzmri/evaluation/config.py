@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from alzmri.training.config import TrainConfig
+
 
 class EvaluateConfig(BaseModel):
     """Evaluate a checkpoint on one split of a preprocessing cache."""
@@ -28,3 +30,14 @@ class PredictConfig(BaseModel):
     checkpoint: Path = Field(description="Checkpoint file.", json_schema_extra={"argument": True})
     inputs: list[Path] = Field(description="NIfTI files, a manifest TSV/CSV, or a BIDS folder.", json_schema_extra={"argument": True})
     out: Path = Field(Path("predictions.tsv"), description="Where to write the predictions table.")
+
+
+class CrossValidateConfig(TrainConfig):
+    """Subject-level stratified group k-fold cross-validation: one training run per fold."""
+
+    split: Path | None = Field(  # type: ignore[assignment]
+        None, description="Folder of fold-K splits from 'alzmri split --method kfold' (default: made from the cache's scans).",
+    )
+    folds: int = Field(5, ge=3, le=20, description="Number of folds (each fold is the test set once; the next one is its val set).")
+    out: Path = Field(Path("cv"), description="Folder for the folds, one run per fold, and the summary.")
+    run_name: str | None = Field(None, description="Prefix of the per-fold run folders (default: 'fold' → fold-0, fold-1, ...).")

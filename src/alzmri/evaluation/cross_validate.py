@@ -1,0 +1,79 @@
+"""``alzmri cv``: subject-level stratified group k-fold, one run per fold, mean ± sd over folds.
+
+Layout of the output folder::
+
+    folds/fold-<k>/{train,val,test}.tsv   the splits (made from the cache unless given)
+    fold-<k>/                             the run of fold k (resumable, like 'alzmri train')
+    fold-<k>/eval-test/                   its held-out predictions and metrics
+    cv_folds.tsv, cv_summary.json         per-fold metrics, mean and standard deviation
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alzmri.evaluation.config import CrossValidateConfig, EvaluateConfig
+from alzmri.io.manifest import write_manifest
+from alzmri.training.config import TrainConfig
+from alzmri.utils.atomic import atomic_write_text
+from alzmri.utils.errors import AlzmriError
+
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
+
+
+def make_folds(config: CrossValidateConfig) -> Path:
+    """The folder of fold splits: the given one, or folds made from the cache's labelled scans."""
+    from alzmri.data.splits import stratified_group_kfold, write_kfold
+    from alzmri.preprocessing.cache import read_cache
+
+    if config.split is not None:
+        return Path(config.split)
+    scans, _ = read_cache(config.cache)
+    scans = scans[scans["diagnosis"].fillna("") != ""]
+    if config.classes:
+        scans = scans[scans["diagnosis"].isin(config.classes)]
+    # The folds depend only on the scans and the seed, so re-running rewrites identical files.
+    return write_kfold(stratified_group_kfold(scans, n_folds=config.folds, seed=config.seed), Path(config.out) / "folds")
+
+
+def cross_validate(config: CrossValidateConfig) -> dict[str, Any]:
+    """Train and evaluate every fold; return and write the per-fold table and its summary."""
+    from alzmri.evaluation.evaluate import evaluate
+    from alzmri.training.fit import fit
+
+    out = Path(config.out)
+    split_root = make_folds(config)
+    fold_dirs = sorted((p for p in split_root.glob("fold-*") if p.is_dir()), key=lambda p: int(p.name.removeprefix("fold-")))
+    if len(fold_dirs) < 3:
+        raise AlzmriError(f"{split_root} holds {len(fold_dirs)} fold folders; cross-validation needs at least 3")
+    train_fields = set(TrainConfig.model_fields) - {"split", "out", "run_name"}
+    rows = []
+    for fold_dir in fold_dirs:
+        k = int(fold_dir.name.removeprefix("fold-"))
+        print(f"── fold {k} of {len(fold_dirs)} " + "─" * 40)
+        train = TrainConfig(**config.model_dump(include=train_fields), split=fold_dir, out=out, run_name=f"{config.run_name or 'fold'}-{k}")
+        run_dir = fit(train)
+        metrics = evaluate(EvaluateConfig(checkpoint=run_dir / "checkpoints" / "best-loss.ckpt", cache=config.cache, split=fold_dir))
+        rows.append({"fold": k, "n_scans": metrics["n_scans"], "n_subjects": metrics["n_subjects"], **{m: metrics[m] for m in METRICS}})
+    table = pd.DataFrame(rows)
+    summary = {m: {"mean": float(np.nanmean(table[m])), "sd": float(np.nanstd(table[m], ddof=1))} for m in METRICS}
+    write_manifest(table, out / "cv_folds.tsv")
+    result = {"folds": len(rows), "metrics": summary, "per_fold": rows, "split": str(split_root)}
+    atomic_write_text(out / "cv_summary.json", json.dumps(result, indent=2) + "\n")
+    print(format_cv(table, summary))
+    return result
+
+
+def format_cv(table: pd.DataFrame, summary: dict[str, dict[str, float]]) -> str:
+    """Per-fold metrics and mean ± sd as a text table."""
+    names = {"accuracy": "accuracy", "balanced_accuracy": "bal. acc.", "macro_f1": "macro F1", "macro_auc": "macro AUC"}
+    lines = ["fold  test scans/subjects  " + "  ".join(f"{names[m]:>10s}" for m in METRICS)]
+    for row in table.to_dict("records"):
+        lines.append(f"{row['fold']:>4d}  {row['n_scans']:>10d}/{row['n_subjects']:<8d}  " + "  ".join(f"{row[m]:>10.3f}" for m in METRICS))
+    lines.append("mean ± sd" + " " * 16 + "  ".join(f"{summary[m]['mean']:.3f}±{summary[m]['sd']:.3f}".rjust(10) for m in METRICS))
+    return "\n".join(lines)
