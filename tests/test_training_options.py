@@ -73,3 +73,33 @@ def test_sgd_cosine_smoothing_clipping_accumulation_bf16(prepared: dict[str, Pat
     history = pd.read_csv(run_dir / "metrics.csv")
     assert list(history["epoch"]) == [0, 1] and history["train_loss"].notna().all()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["augment-dropout-cosine"])
+def test_crashed_run_resumes_to_the_same_weights(prepared: dict[str, Path], monkeypatch, variant) -> None:
+    from alzmri.data.dataset import EpochSeededSampler
+    from alzmri.io.checkpoint import read_checkpoint
+    from alzmri.training.fit import fit
+
+    # Every source of randomness at once: shuffling, augmentation, dropout, and a schedule.
+    settings = dict(augment=True, dropout=0.3, scheduler="cosine", cosine_t0=2, epochs=4)
+    reference = read_checkpoint(fit(train_config(prepared, run_name=f"whole-{variant}", **settings)) / "checkpoints" / "last.ckpt")["state_dict"]
+
+    original = EpochSeededSampler.set_epoch
+
+    def crash_at_epoch_2(self, epoch):
+        if epoch == 2:
+            raise RuntimeError("simulated crash")
+        original(self, epoch)
+
+    monkeypatch.setattr(EpochSeededSampler, "set_epoch", crash_at_epoch_2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(train_config(prepared, run_name=f"crashed-{variant}", **settings))
+    run_dir = prepared["root"] / "runs" / f"crashed-{variant}"
+    assert not (run_dir / "result.json").exists() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    monkeypatch.setattr(EpochSeededSampler, "set_epoch", original)
+    resumed = read_checkpoint(fit(train_config(prepared, run_name=f"crashed-{variant}", **settings)) / "checkpoints" / "last.ckpt")["state_dict"]
+    assert list(pd.read_csv(run_dir / "metrics.csv")["epoch"]) == [0, 1, 2, 3]
+    for key, value in reference.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)

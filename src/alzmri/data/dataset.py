@@ -37,21 +37,60 @@ class CachedVolumeDataset(Dataset):
         scans: cache manifest rows (``array`` absolute, ``diagnosis``).
         classes: class names; a scan's label is ``classes.index(diagnosis)``.
         transform: optional callable on the ``(1, S, S, S)`` tensor (e.g. a TorchIO transform).
+        seed: with an :class:`EpochSeededSampler`, the random transform of scan ``i`` in epoch
+            ``e`` is drawn from a generator seeded by ``(seed, e, i)``: the same in a resumed run,
+            in any batch order and with any number of loader workers.
     """
 
-    def __init__(self, scans: pd.DataFrame, classes: Sequence[str], transform: Callable | None = None) -> None:
+    def __init__(self, scans: pd.DataFrame, classes: Sequence[str], transform: Callable | None = None, seed: int = 0) -> None:
         unknown = sorted(set(scans["diagnosis"]) - set(classes))
         if unknown:
             raise AlzmriError(f"scans with diagnoses {unknown} are not among the model's classes {list(classes)}")
         self.paths = list(scans["array"])
         self.labels = [list(classes).index(d) for d in scans["diagnosis"]]
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, epoch = key if isinstance(key, tuple) else (key, None)
         volume = torch.from_numpy(np.asarray(load_array(self.paths[index]), dtype=np.float32))[None]
         if self.transform is not None:
-            volume = self.transform(volume)
+            if epoch is None:
+                volume = self.transform(volume)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + index)
+                    volume = self.transform(volume)
         return volume, self.labels[index]
+
+
+class EpochSeededSampler(torch.utils.data.Sampler[tuple[int, int]]):
+    """Shuffles with a generator seeded by ``seed + epoch`` and yields ``(index, epoch)`` keys.
+
+    The order of epoch ``e`` depends only on ``(seed, e)``, so a run resumed from a checkpoint
+    sees the same batches as an uninterrupted one; the epoch in each key lets
+    :class:`CachedVolumeDataset` seed that scan's augmentation. Lightning calls
+    :meth:`set_epoch` every epoch (like ``DistributedSampler``).
+
+    Args:
+        length: dataset size.
+        seed: base seed.
+    """
+
+    def __init__(self, length: int, seed: int = 0) -> None:
+        self.length = length
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter([(i, self.epoch) for i in torch.randperm(self.length, generator=generator).tolist()])
+
+    def __len__(self) -> int:
+        return self.length

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -87,6 +89,18 @@ class Classifier(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         transfer.keep_frozen_norms_in_eval(self.model)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx:
+            return
+        # Dropout draws from the global generators; seeding them at each epoch's first step makes
+        # epoch e depend only on (seed, e), so a resumed run continues exactly where it stopped.
+        # (Not at epoch start: on resume Lightning draws from them between that hook and the first
+        # step. Augmentation is seeded per scan by the dataset.)
+        seed = int(self.hparams.train_config.get("seed", 0)) * 100_003 + self.current_epoch
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from lightning.pytorch.loggers import MLFlowLogger
 from torch.utils.data import DataLoader
 
-from alzmri.data.dataset import CachedVolumeDataset
+from alzmri.data.dataset import CachedVolumeDataset, EpochSeededSampler
 from alzmri.models.registry import count_parameters
 from alzmri.training.augment import training_transform
 from alzmri.training.callbacks import EarlyStoppingOnLossOrAccuracy, EpochMetricsWriter
@@ -63,10 +63,10 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
     if config.threads:
         torch.set_num_threads(config.threads)
     classes = data["classes"]
-    train_ds = CachedVolumeDataset(data["train"], classes, training_transform(config.augment))
+    train_ds = CachedVolumeDataset(data["train"], classes, training_transform(config.augment), seed=config.seed)
     val_ds = CachedVolumeDataset(data["val"], classes)
-    generator = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(train_ds, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers, generator=generator, drop_last=len(train_ds) > config.batch_size)
+    sampler = EpochSeededSampler(len(train_ds), config.seed)
+    train_loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, drop_last=len(train_ds) > config.batch_size)
     val_loader = DataLoader(val_ds, batch_size=config.batch_size, num_workers=config.num_workers)
 
     module = Classifier(
