@@ -79,8 +79,15 @@ def test_bad_scans_fail_one_by_one_and_the_rest_is_cached(tmp_path: Path) -> Non
     assert snapshot(data) == before  # inputs never modified
 
 
-def _count(folder: Path) -> int:
-    return len(list(folder.glob("*.npy"))) if folder.is_dir() else 0
+def _arrays(folder: Path) -> list[Path]:
+    """Finished arrays (pathlib's ``*`` also matches the ``.tmp-*`` files of writes in progress)."""
+    return [p for p in folder.glob("*.npy") if not p.name.startswith(".")] if folder.is_dir() else []
+
+
+def _default_sigint() -> None:
+    # A shell running the tests in the background starts them with SIGINT ignored, and children
+    # inherit that; give the command under test the terminal default, as an interactive user has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
@@ -96,15 +103,15 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path: Path, how: signal
     # N4 at full resolution keeps each scan busy for a while, so the run is caught mid-way.
     args = [sys.executable, "-m", "alzmri", "preprocess", str(manifest), str(cache), "--size", "16", "--spacing", "1",
             "--skull-strip", "none", "--n4-grid-mm", "1", "-j", "1", "--no-progress"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_default_sigint)
     deadline = time.time() + 240
-    while _count(cache / "arrays") < 2 and time.time() < deadline and proc.poll() is None:
+    while len(_arrays(cache / "arrays")) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.killpg(proc.pid, how) if how == signal.SIGKILL else proc.send_signal(how)
     _, stderr = proc.communicate(timeout=60)
-    finished = {p.name: p.stat().st_mtime_ns for p in (cache / "arrays").glob("*.npy")}
+    finished = {p.name: p.stat().st_mtime_ns for p in _arrays(cache / "arrays")}
     assert 2 <= len(finished) < len(rows), "the run was not interrupted mid-way"
-    for path in (cache / "arrays").glob("*.npy"):
+    for path in _arrays(cache / "arrays"):
         assert np.load(path).shape == (16, 16, 16)  # every array that exists is complete
     if how == signal.SIGINT:
         assert proc.returncode == 130 and "interrupted; re-run the same command to resume" in stderr
@@ -113,6 +120,6 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path: Path, how: signal
     result = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert f"{len(rows) - len(finished)} done, {len(finished)} already cached, 0 failed" in result.stdout
-    after = {p.name: p.stat().st_mtime_ns for p in (cache / "arrays").glob("*.npy")}
+    after = {p.name: p.stat().st_mtime_ns for p in _arrays(cache / "arrays")}
     assert len(after) == len(rows) and all(after[name] == mtime for name, mtime in finished.items())
     assert not [p for p in cache.rglob(".tmp-*")]  # no leftovers of the killed run

@@ -34,16 +34,28 @@ def template_image(spacing: float) -> sitk.Image:
     return image.as_sitk()
 
 
-def estimate_affine(moving: sitk.Image, fixed: sitk.Image) -> tuple[sitk.Transform, float]:
-    """Affine transform mapping template (fixed) points to scan (moving) points, and the final metric."""
+def estimate_affine(
+    moving: sitk.Image, fixed: sitk.Image, fixed_mask: sitk.Image | None = None, sampling: float = 0.25, iterations: int = 150
+) -> tuple[sitk.Transform, float]:
+    """Affine transform mapping template (fixed) points to scan (moving) points, and the final metric.
+
+    Args:
+        moving: the scan.
+        fixed: the template.
+        fixed_mask: restrict the metric to this region of the template (None: everywhere).
+        sampling: fraction of voxels sampled (randomly, with a fixed seed) per metric evaluation.
+        iterations: optimiser iterations per resolution level.
+    """
     moving = sitk.Cast(moving, sitk.sitkFloat32)
     initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    if fixed_mask is not None:
+        reg.SetMetricFixedMask(fixed_mask)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.25, _SAMPLING_SEED)
+    reg.SetMetricSamplingPercentage(sampling, _SAMPLING_SEED)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=150, relaxationFactor=0.6)
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=iterations, relaxationFactor=0.6)
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel([2, 1])
     reg.SetSmoothingSigmasPerLevel([1.0, 0.0])

@@ -21,11 +21,11 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 from alzmri.io.templates import load_mni152
+from alzmri.preprocessing.register import estimate_affine
 from alzmri.utils.errors import AlzmriError
 
 REGISTRATION_MM = 3.0
 WORK_MM = 2.0  # finer scans are masked on a 2 mm copy and the mask is interpolated back
-_SEED = 1234  # fixed sampling seed: the same scan always gives the same mask
 
 
 def _template(spacing_mm: float) -> tuple[sitk.Image, sitk.Image]:
@@ -87,21 +87,7 @@ def register_template(scan: sitk.Image) -> tuple[sitk.Transform, float]:
     fixed, fixed_mask = template(REGISTRATION_MM)
     moving = coarse_copy(scan, REGISTRATION_MM)  # the metric only needs the template's resolution
     region = sitk.BinaryDilate(fixed_mask > 0.5, [2, 2, 2])
-    initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricFixedMask(region)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.3, _SEED)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=200, relaxationFactor=0.6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
-    reg.SetInitialTransform(initial, inPlace=False)
-    transform = reg.Execute(fixed, moving)
-    return transform, float(reg.GetMetricValue())
+    return estimate_affine(moving, fixed, fixed_mask=region, sampling=0.3, iterations=200)
 
 
 def refine_mask(volume: np.ndarray, prior: np.ndarray, spacing: tuple[float, float, float], band_mm: float = 5.0) -> np.ndarray:
