@@ -103,3 +103,21 @@ def test_crashed_run_resumes_to_the_same_weights(prepared: dict[str, Path], monk
     assert list(pd.read_csv(run_dir / "metrics.csv")["epoch"]) == [0, 1, 2, 3]
     for key, value in reference.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_named_augmentations_keep_shape_and_are_seeded() -> None:
+    from alzmri.training.augment import training_transform
+    from alzmri.training.config import Augmentation
+
+    names = list(Augmentation.__args__)
+    transform = training_transform(True, names)
+    assert [type(t).__name__ for t in transform.transforms][:3] == ["RandomNoise", "RandomGamma", "RandomFlip"]
+    volume = torch.randn(1, 20, 20, 20)
+    torch.manual_seed(0)
+    a = transform(volume)
+    torch.manual_seed(0)
+    b = transform(volume)
+    assert a.shape == volume.shape and torch.equal(a, b) and torch.isfinite(a).all()
+    assert training_transform(False, names) is None and training_transform(True, []) is None
+    with pytest.raises(ValidationError, match="augmentations"):
+        TrainConfig(cache=Path("c"), split=Path("s"), augmentations=["mixup"])

@@ -7,6 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Names only (building them needs TorchIO, imported by ``augment`` when training starts).
+Augmentation = Literal["noise", "gamma", "flip", "affine", "elastic", "blur", "bias_field", "crop"]
+DEFAULT_AUGMENTATIONS: tuple[Augmentation, ...] = ("noise", "gamma")
+
 
 class TrainConfig(BaseModel):
     """Train a classifier on a preprocessing cache with a subject-level split."""
@@ -43,7 +47,11 @@ class TrainConfig(BaseModel):
     precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="Numeric precision ('bf16-mixed' works on CPU; '16-mixed' needs a GPU).")
     patience: int = Field(10, ge=1, description="Early stopping: stop when neither validation loss nor accuracy improved for this many epochs.")
     class_weights: bool = Field(True, description="Weight the cross-entropy by inverse training class frequency.")
-    augment: bool = Field(True, description="TorchIO augmentation: RandomNoise and RandomGamma (inputs are z-scored in the brain by preprocessing).")
+    augment: bool = Field(True, description="Apply the training augmentations (--augmentations).")
+    augmentations: list[Augmentation] = Field(
+        default_factory=lambda: list(DEFAULT_AUGMENTATIONS),
+        description="TorchIO augmentations in order: noise, gamma, flip, affine, elastic, blur, bias_field, crop.",
+    )
     seed: int = Field(0, description="Random seed (weights, batches, augmentation).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")

@@ -63,7 +63,7 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
     if config.threads:
         torch.set_num_threads(config.threads)
     classes = data["classes"]
-    train_ds = CachedVolumeDataset(data["train"], classes, training_transform(config.augment), seed=config.seed)
+    train_ds = CachedVolumeDataset(data["train"], classes, training_transform(config.augment, config.augmentations), seed=config.seed)
     val_ds = CachedVolumeDataset(data["val"], classes)
     sampler = EpochSeededSampler(len(train_ds), config.seed)
     train_loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, drop_last=len(train_ds) > config.batch_size)
