@@ -172,23 +172,19 @@ def adapt_kinetics_weights(state: dict[str, torch.Tensor], model: nn.Module) -> 
     return state, notes
 
 
-def _builder_kwargs(in_channels: int, num_classes: int, dropout: float) -> dict[str, Any]:
-    return {"in_channels": in_channels, "num_classes": num_classes, "dropout": dropout}
-
-
 @register_model(min_input_size=16, default_input_size=128, gradcam_layer="layer4", head="fc", adapt_weights=adapt_kinetics_weights)
 def r3d_18(in_channels: int = 1, num_classes: int = 2, dropout: float = 0.0) -> nn.Module:
     """R3D-18 video ResNet (full 3D convolutions); loads torchvision Kinetics-400 weights."""
-    return VideoResNet3d((Conv3DSimple,) * 4, basic_stem, **_builder_kwargs(in_channels, num_classes, dropout))
+    return VideoResNet3d((Conv3DSimple,) * 4, basic_stem, in_channels, num_classes, dropout)
 
 
 @register_model(min_input_size=16, default_input_size=128, gradcam_layer="layer4", head="fc", adapt_weights=adapt_kinetics_weights)
 def mc3_18(in_channels: int = 1, num_classes: int = 2, dropout: float = 0.0) -> nn.Module:
     """MC3-18 video ResNet (3D convs in stage 1, 2D after); loads torchvision Kinetics-400 weights."""
-    return VideoResNet3d((Conv3DSimple,) + (Conv3DNoTemporal,) * 3, basic_stem, **_builder_kwargs(in_channels, num_classes, dropout))
+    return VideoResNet3d((Conv3DSimple,) + (Conv3DNoTemporal,) * 3, basic_stem, in_channels, num_classes, dropout)
 
 
 @register_model(min_input_size=16, default_input_size=128, gradcam_layer="layer4", head="fc", adapt_weights=adapt_kinetics_weights)
 def r2plus1d_18(in_channels: int = 1, num_classes: int = 2, dropout: float = 0.0) -> nn.Module:
     """R(2+1)D-18 video ResNet (factorised convs); loads torchvision Kinetics-400 weights."""
-    return VideoResNet3d((Conv2Plus1D,) * 4, r2plus1d_stem, **_builder_kwargs(in_channels, num_classes, dropout))
+    return VideoResNet3d((Conv2Plus1D,) * 4, r2plus1d_stem, in_channels, num_classes, dropout)

@@ -67,11 +67,8 @@ def remove_other_keys(out_dir: Path, relative: str) -> None:
             old.unlink(missing_ok=True)
 
 
-def claim_cache_dir(out_dir: Path) -> bool:
+def claim_cache_dir(out_dir: Path) -> None:
     """Create ``out_dir`` or accept it as an existing cache; remove temporary files a killed run left.
-
-    Returns:
-        Whether ``out_dir`` already was a cache.
 
     Raises:
         AlzmriError: ``out_dir`` holds files that are not an alzmri preprocessing cache.
@@ -84,7 +81,6 @@ def claim_cache_dir(out_dir: Path) -> bool:
         if folder.is_dir():
             for tmp in folder.glob(".tmp-*"):
                 tmp.unlink(missing_ok=True)
-    return (out_dir / CONFIG_FILE).is_file()
 
 
 def write_config(out_dir: Path, config: PreprocessConfig) -> None:

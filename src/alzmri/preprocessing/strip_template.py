@@ -15,6 +15,8 @@ No weights are downloaded; ~2 s per scan at 1 mm on one core.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
@@ -56,14 +58,10 @@ def _from_ras(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
     return image
 
 
-_CACHE: dict[float, tuple[sitk.Image, sitk.Image]] = {}
-
-
+@functools.lru_cache(maxsize=4)
 def template(spacing_mm: float) -> tuple[sitk.Image, sitk.Image]:
     """Cached :func:`_template` (one copy per process and spacing)."""
-    if spacing_mm not in _CACHE:
-        _CACHE[spacing_mm] = _template(spacing_mm)
-    return _CACHE[spacing_mm]
+    return _template(spacing_mm)
 
 
 def coarse_copy(image: sitk.Image, spacing_mm: float) -> sitk.Image:
