@@ -49,7 +49,7 @@ def write_tiny_bids(root: Path, n_per_class: int = 6, classes: tuple[str, ...] =
                 ses = f"ses-{s + 1:02d}"
                 radius = (0.42 if diagnosis == "AD" else 0.15) + rng.normal(0, 0.03)
                 save_nifti(root / sub / ses / "anat" / f"{sub}_{ses}_T1w.nii.gz", brain_volume(ventricle=radius, seed=k * 10 + s), flip_x=bool(k % 3 == 0))
-                rows.append({"participant_id": sub, "session_id": ses, "diagnosis": diagnosis})
+                rows.append({"participant_id": sub, "session_id": ses, "diagnosis": diagnosis, "age": 62.0 + 1.5 * k + 2 * s})
     pd.DataFrame(rows).to_csv(root / "labels.tsv", sep="\t", index=False)
     return root
 
@@ -81,3 +81,26 @@ def train_config(p: dict[str, Path], **kw):
 
     base = dict(cache=p["cache"], split=p["split"], out=p["root"] / "runs", epochs=4, batch_size=4, lr=1e-3, progress=False, threads=1)
     return TrainConfig(**(base | kw))
+
+
+@pytest.fixture(scope="session")
+def prepared88(prepared: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The ``prepared`` cohort upsampled to 88³, the smallest input of the paper-geometry liu2022."""
+    from scipy.ndimage import zoom
+
+    from alzmri.preprocessing.cache import CONFIG_FILE, MANIFEST_FILE, read_cache, write_config
+
+    root = tmp_path_factory.mktemp("e2e88")
+    cache, config = read_cache(prepared["cache"])
+    (root / "cache" / "arrays").mkdir(parents=True)
+    relative = []
+    for path in cache["array"]:
+        name = f"arrays/{Path(path).name}"
+        np.save(root / "cache" / name, zoom(np.load(path).astype(np.float32), 88 / config.size, order=1))
+        relative.append(name)
+    table = pd.read_csv(prepared["cache"] / MANIFEST_FILE, sep="\t", dtype=str)
+    table["array"] = relative
+    table.to_csv(root / "cache" / MANIFEST_FILE, sep="\t", index=False)
+    write_config(root / "cache", config.model_copy(update={"size": 88}))
+    assert (root / "cache" / CONFIG_FILE).is_file()
+    return {"root": root, "cache": root / "cache", "split": prepared["split"], "bids": prepared["bids"]}

@@ -20,7 +20,7 @@ def test_every_model_forwards_a_tiny_input(name: str) -> None:
 
 
 def test_liu_cnn_paper_widths() -> None:
-    model = create_model("liu_cnn", width=8, input_size=96)
+    model = create_model("liu2022", width=8, input_size=96)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
     assert [c.out_channels for c in convs] == [32, 256, 512, 512]
     assert [c.kernel_size[0] for c in convs] == [1, 3, 5, 3]
@@ -31,7 +31,7 @@ def test_liu_cnn_paper_widths() -> None:
 
 
 def test_list_models_pattern_and_unknown_model() -> None:
-    assert list_models("liu*") == ["liu_cnn", "liu_cnn_compact"]
+    assert list_models("liu*") == ["liu2022", "liu_cnn_compact"]
     assert list_models("nothing*") == []
     with pytest.raises(AlzmriError, match="unknown model 'nope'"):
         create_model("nope")
@@ -63,7 +63,7 @@ def test_profile_counts_parameters_flops_and_memory_without_allocating() -> None
     assert big.train_gb > big.activation_gb + 4 * 4 * big.parameters / 1e9 - 1e-6
     assert count_parameters_of("mc3_18") == 11_472_450  # torchvision's 11.7 M minus the 400-class head
     with pytest.raises(AlzmriError, match="at least 88"):
-        profile_model("liu_cnn", 64)
+        profile_model("liu2022", 64)
 
 
 def test_models_cli_lists_and_sizes(capsys) -> None:
@@ -72,6 +72,22 @@ def test_models_cli_lists_and_sizes(capsys) -> None:
     from alzmri.cli.main import app
 
     listing = CliRunner().invoke(app, ["models", "list", "r*"])
-    assert listing.exit_code == 0 and "r3d_18" in listing.stdout and "33.15M" in listing.stdout and "liu_cnn" not in listing.stdout
+    assert listing.exit_code == 0 and "r3d_18" in listing.stdout and "33.15M" in listing.stdout and "liu2022" not in listing.stdout
     info = CliRunner().invoke(app, ["models", "info", "r3d_18", "--input-size", "64"])
     assert info.exit_code == 0 and "GFLOPs" in info.stdout and "training step peak" in info.stdout
+
+
+def test_liu2022_age_encoding_changes_the_output_and_is_required() -> None:
+    model = create_model("liu2022", width=1, input_size=88, age_encoding=True, num_classes=3).eval()
+    assert model.uses_age and not create_model("liu2022", width=1, input_size=88).uses_age
+    x = torch.randn(2, 1, 88, 88, 88)
+    with torch.no_grad():
+        young, old = model(x, torch.tensor([60.0, 60.0])), model(x, torch.tensor([80.0, 80.0]))
+        one_year = model(x, torch.tensor([61.0, 61.0]))
+    assert young.shape == (2, 3)
+    assert not torch.allclose(young, old) and not torch.allclose(young, one_year)
+    with pytest.raises(ValueError, match="age"):
+        model(x)
+    # The encoding is bounded and distinct for ages a year apart.
+    codes = model.age_encoder(torch.tensor([50.0, 51.0, 90.0]))
+    assert codes.shape == (3, 512) and torch.isfinite(codes).all()

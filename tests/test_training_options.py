@@ -76,14 +76,19 @@ def test_sgd_cosine_smoothing_clipping_accumulation_bf16(prepared: dict[str, Pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["augment-dropout-cosine"])
-def test_crashed_run_resumes_to_the_same_weights(prepared: dict[str, Path], monkeypatch, variant) -> None:
+@pytest.mark.parametrize("variant", ["compact-augment-dropout-cosine", "liu2022-88"])
+def test_crashed_run_resumes_to_the_same_weights(request, monkeypatch, variant) -> None:
     from alzmri.data.dataset import EpochSeededSampler
     from alzmri.io.checkpoint import read_checkpoint
     from alzmri.training.fit import fit
 
     # Every source of randomness at once: shuffling, augmentation, dropout, and a schedule.
     settings = dict(augment=True, dropout=0.3, scheduler="cosine", cosine_t0=2, epochs=4)
+    if variant.startswith("liu2022"):  # the paper's geometry (instance norm, dilations) at its smallest input
+        prepared = request.getfixturevalue("prepared88")
+        settings |= dict(model="liu2022", width=1, epochs=3, age_encoding=True)
+    else:
+        prepared = request.getfixturevalue("prepared")
     reference = read_checkpoint(fit(train_config(prepared, run_name=f"whole-{variant}", **settings)) / "checkpoints" / "last.ckpt")["state_dict"]
 
     original = EpochSeededSampler.set_epoch
@@ -100,7 +105,7 @@ def test_crashed_run_resumes_to_the_same_weights(prepared: dict[str, Path], monk
     assert not (run_dir / "result.json").exists() and (run_dir / "checkpoints" / "last.ckpt").is_file()
     monkeypatch.setattr(EpochSeededSampler, "set_epoch", original)
     resumed = read_checkpoint(fit(train_config(prepared, run_name=f"crashed-{variant}", **settings)) / "checkpoints" / "last.ckpt")["state_dict"]
-    assert list(pd.read_csv(run_dir / "metrics.csv")["epoch"]) == [0, 1, 2, 3]
+    assert list(pd.read_csv(run_dir / "metrics.csv")["epoch"]) == list(range(settings["epochs"]))
     for key, value in reference.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
 
@@ -121,3 +126,29 @@ def test_named_augmentations_keep_shape_and_are_seeded() -> None:
     assert training_transform(False, names) is None and training_transform(True, []) is None
     with pytest.raises(ValidationError, match="augmentations"):
         TrainConfig(cache=Path("c"), split=Path("s"), augmentations=["mixup"])
+
+
+@pytest.mark.slow
+def test_age_encoding_trains_evaluates_and_needs_ages(prepared: dict[str, Path], tmp_path: Path) -> None:
+    from alzmri.evaluation.config import EvaluateConfig
+    from alzmri.evaluation.evaluate import evaluate
+    from alzmri.preprocessing.cache import MANIFEST_FILE
+    from alzmri.training.fit import fit
+    from alzmri.utils.errors import AlzmriError
+
+    run_dir = fit(train_config(prepared, epochs=1, age_encoding=True, run_name="age"))
+    metrics = evaluate(EvaluateConfig(checkpoint=run_dir / "checkpoints" / "last.ckpt", cache=prepared["cache"], split=prepared["split"], out=tmp_path / "eval"))
+    assert metrics["n_scans"] > 0 and 0.0 <= metrics["balanced_accuracy"] <= 1.0
+
+    # The same cache without ages: refused before training, with the reason.
+    import shutil
+
+    no_age = tmp_path / "cache"
+    shutil.copytree(prepared["cache"], no_age)
+    table = pd.read_csv(no_age / MANIFEST_FILE, sep="\t", dtype=str)
+    table["age"] = ""
+    table.to_csv(no_age / MANIFEST_FILE, sep="\t", index=False)
+    with pytest.raises(AlzmriError, match="uses age but .* have none"):
+        fit(train_config(prepared, cache=no_age, epochs=1, age_encoding=True, run_name="no-age"))
+    with pytest.raises(AlzmriError, match="has no age input"):
+        fit(train_config(prepared, model="r3d_18", epochs=1, age_encoding=True, run_name="r3d-age"))

@@ -52,7 +52,7 @@ add_config_command(app, "audit", AuditConfig, "alzmri.cli.commands.split:run_aud
 add_config_command(app, "train", TrainConfig, "alzmri.cli.commands.train:run",
     "Train a registered model with Lightning (class-weighted CE, early stopping, 3 checkpoints), "
     "tracked in MLflow (local SQLite) and a run folder. Refuses a leaky split.",
-    ["alzmri train cache split --epochs 50", "alzmri train cache split --model liu_cnn --width 8 --lr 1e-4 --out runs"])
+    ["alzmri train cache split --epochs 50", "alzmri train cache split --model liu2022 --width 8 --lr 1e-4 --out runs"])
 add_config_command(app, "cv", CrossValidateConfig, "alzmri.evaluation.cross_validate:cross_validate",
     "Subject-level stratified group k-fold cross-validation: one resumable training run per fold, each evaluated on "
     "its held-out fold; prints per-fold metrics and mean ± sd (accuracy, balanced accuracy, macro-F1, macro-AUC).",
@@ -108,7 +108,7 @@ def models_info(
 
       $ alzmri models info r3d_18 --input-size 128 --batch-size 2
 
-      $ alzmri models info liu_cnn --input-size 96
+      $ alzmri models info liu2022 --input-size 96
     """
 
     def go() -> None:

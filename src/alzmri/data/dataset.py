@@ -31,7 +31,7 @@ def select_scans(cache: pd.DataFrame, split: pd.DataFrame, split_name: str) -> p
 
 
 class CachedVolumeDataset(Dataset):
-    """``(1, S, S, S)`` float32 tensors and integer labels from cached arrays.
+    """``(1, S, S, S)`` float32 tensors and integer labels (and ages) from cached arrays.
 
     Args:
         scans: cache manifest rows (``array`` absolute, ``diagnosis``).
@@ -40,9 +40,14 @@ class CachedVolumeDataset(Dataset):
         seed: with an :class:`EpochSeededSampler`, the random transform of scan ``i`` in epoch
             ``e`` is drawn from a generator seeded by ``(seed, e, i)``: the same in a resumed run,
             in any batch order and with any number of loader workers.
+        with_age: items are ``(volume, label, age)`` for models with an age input; every scan
+            needs a finite ``age``.
+
+    Raises:
+        AlzmriError: a diagnosis outside ``classes``, or a missing age when ``with_age``.
     """
 
-    def __init__(self, scans: pd.DataFrame, classes: Sequence[str], transform: Callable | None = None, seed: int = 0) -> None:
+    def __init__(self, scans: pd.DataFrame, classes: Sequence[str], transform: Callable | None = None, seed: int = 0, with_age: bool = False) -> None:
         unknown = sorted(set(scans["diagnosis"]) - set(classes))
         if unknown:
             raise AlzmriError(f"scans with diagnoses {unknown} are not among the model's classes {list(classes)}")
@@ -50,13 +55,24 @@ class CachedVolumeDataset(Dataset):
         self.labels = [list(classes).index(d) for d in scans["diagnosis"]]
         self.transform = transform
         self.seed = seed
+        self.ages: list[float] | None = None
+        if with_age:
+            ages = pd.to_numeric(scans["age"], errors="coerce") if "age" in scans.columns else pd.Series(float("nan"), index=scans.index)
+            missing = scans.loc[~np.isfinite(ages.to_numpy(dtype=float))]
+            if len(missing):
+                first = missing.iloc[0]
+                raise AlzmriError(
+                    f"the model uses age but {len(missing)} scans have none, e.g. {first['participant_id']} {first['session_id']}; "
+                    "add an age column to the labels, or train without --age-encoding"
+                )
+            self.ages = [float(a) for a in ages]
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, float]:
         index, epoch = key if isinstance(key, tuple) else (key, None)
-        volume = torch.from_numpy(np.asarray(load_array(self.paths[index]), dtype=np.float32))[None]
+        volume = torch.from_numpy(np.array(load_array(self.paths[index]), dtype=np.float32))[None]  # a writable copy
         if self.transform is not None:
             if epoch is None:
                 volume = self.transform(volume)
@@ -64,6 +80,8 @@ class CachedVolumeDataset(Dataset):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed((self.seed * 1_000_003 + epoch) * 100_003 + index)
                     volume = self.transform(volume)
+        if self.ages is not None:
+            return volume, self.labels[index], self.ages[index]
         return volume, self.labels[index]
 
 

@@ -16,7 +16,7 @@ from alzmri.data.splits import read_split_dir
 from alzmri.evaluation.config import EvaluateConfig, PredictConfig
 from alzmri.evaluation.metrics import classification_metrics
 from alzmri.evaluation.plots import plot_confusion_matrix, plot_roc
-from alzmri.evaluation.predict import checkpoint_preprocess, load_classifier, predict_cached, predictions_table
+from alzmri.evaluation.predict import checkpoint_preprocess, load_classifier, predict_cached, predictions_table, uses_age
 from alzmri.io.bids import load_scans
 from alzmri.io.manifest import write_manifest
 from alzmri.preprocessing.cache import read_cache
@@ -72,15 +72,29 @@ def predict(config: PredictConfig) -> pd.DataFrame:
     preprocess = checkpoint_preprocess(hp)
     classes = list(hp["classes"])
     rows = _predict_inputs(config.inputs)
+    ages = _ages(rows) if uses_age(model) else None
     probs = []
     for start in range(0, len(rows), _PREDICT_BATCH):  # bounded memory for long input lists
         arrays = [preprocess_image(r["path"], preprocess)[0] for r in rows[start : start + _PREDICT_BATCH]]
+        extra = [torch.tensor(ages[start : start + _PREDICT_BATCH])] if ages is not None else []
         with torch.no_grad():
-            probs.append(torch.softmax(model(torch.from_numpy(np.stack(arrays)[:, None])), dim=1).numpy())
+            probs.append(torch.softmax(model(torch.from_numpy(np.stack(arrays)[:, None]), *extra), dim=1).numpy())
     table = predictions_table(pd.DataFrame(rows), np.concatenate(probs), classes)
     table.insert(2, "path", [str(r["path"]) for r in rows])
     write_manifest(table, Path(config.out))
     return table
+
+
+def _ages(rows: list[dict[str, Any]]) -> list[float]:
+    """Each scan's age, for models with an age input; a clear error when one is missing."""
+    ages = [float(r.get("age", float("nan"))) for r in rows]
+    missing = [r for r, a in zip(rows, ages, strict=True) if not np.isfinite(a)]
+    if missing:
+        raise AlzmriError(
+            f"this model uses age but {len(missing)} scans have none (e.g. {missing[0]['participant_id']}); "
+            "predict from a manifest or BIDS folder with an age column"
+        )
+    return ages
 
 
 def _predict_inputs(inputs: list[Path]) -> list[dict[str, Any]]:

@@ -34,8 +34,13 @@ def checkpoint_preprocess(hparams: dict[str, Any]) -> PreprocessConfig:
 @torch.no_grad()
 def predict_probabilities(model: nn.Module, volumes: torch.utils.data.Dataset, batch_size: int = 8) -> np.ndarray:
     """Softmax probabilities, shape ``(n_scans, n_classes)``."""
-    out = [torch.softmax(model(x), dim=1) for x, _ in DataLoader(volumes, batch_size=batch_size)]
+    out = [torch.softmax(model(x, *age), dim=1) for x, _, *age in DataLoader(volumes, batch_size=batch_size)]
     return torch.cat(out).numpy()
+
+
+def uses_age(model: nn.Module) -> bool:
+    """Whether the model takes each scan's age as a second input (``liu2022 age_encoding=True``)."""
+    return bool(getattr(model, "uses_age", False))
 
 
 def predictions_table(scans: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -51,5 +56,5 @@ def predictions_table(scans: pd.DataFrame, probs: np.ndarray, classes: list[str]
 
 def predict_cached(model: nn.Module, classes: list[str], scans: pd.DataFrame, batch_size: int = 8) -> pd.DataFrame:
     """Predictions for cache-manifest rows."""
-    probs = predict_probabilities(model, CachedVolumeDataset(scans, classes), batch_size)
+    probs = predict_probabilities(model, CachedVolumeDataset(scans, classes, with_age=uses_age(model)), batch_size)
     return predictions_table(scans, probs, classes)

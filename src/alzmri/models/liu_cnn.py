@@ -7,8 +7,9 @@ Four conv blocks (Conv3d → InstanceNorm3d → ReLU → MaxPool3d), then an MLP
 F → 1024 → 512 → C. Channel counts are ``(4, 32, 64, 64) × width``: ``width=8`` gives the
 paper's 32/256/512/512. Two geometries are registered:
 
-* ``liu_cnn``: the paper's kernels, dilations, paddings and pools; it needs inputs of at least
-  88³ (128³ in the paper).
+* ``liu2022``: the paper's kernels, dilations, paddings and pools; it needs inputs of at least
+  88³ (128³ in the paper). Any width, instance (the paper) or batch norm, and the paper's
+  optional age encoding (``age_encoding=True``, see :class:`AgeEncoding`).
 * ``liu_cnn_compact``: same blocks with "same" padding in convs and pools so that inputs
   down to 16³ keep a spatial extent, and batch norm by default — for CPU-sized runs and tests.
   It is *not* the paper's network; the name says so. Why batch norm: with ~100 training scans
@@ -19,6 +20,7 @@ paper's 32/256/512/512. Two geometries are registered:
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -37,6 +39,35 @@ def norm_layer(name: Norm, channels: int) -> nn.Module:
         return nn.BatchNorm3d(channels)
     raise ValueError(f"unknown norm {name!r}; use 'instance' or 'batch'")
 
+class AgeEncoding(nn.Module):
+    """Age in years → a learned vector added to the classifier's hidden features.
+
+    Liu et al. encode age like a transformer position: sines and cosines of the age at
+    geometrically spaced frequencies, then a learned linear layer with layer norm, added to
+    the network's hidden representation. Here the encoding has ``dim`` features (half sines,
+    half cosines, periods from 1 to 10,000 years × 2π, as in Vaswani et al.), the age is taken
+    in half years so one year apart differs at the fastest frequency, and the sum happens at
+    the 512-unit layer of the MLP head before its ReLU. (The paper's text does not fix these
+    details; this is our reading, stated so results can be compared.)
+
+    Args:
+        dim: size of the encoding and of the hidden layer it is added to (even).
+    """
+
+    def __init__(self, dim: int = 512) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"age encoding size must be even, got {dim}")
+        frequencies = torch.exp(-math.log(10_000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+        self.register_buffer("frequencies", frequencies, persistent=False)
+        self.project = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim))
+
+    def forward(self, age: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` ages in years → ``(N, dim)``."""
+        phase = (2.0 * age.float().reshape(-1, 1)) * self.frequencies
+        return self.project(torch.cat([phase.sin(), phase.cos()], dim=1))
+
+
 # (kernel, dilation, paper padding, pool kernel) per block, from the paper.
 _BLOCKS = ((1, 1, 0, 3), (3, 2, 0, 3), (5, 2, 2, 3), (3, 2, 1, 5))
 _CHANNELS = (4, 32, 64, 64)
@@ -54,6 +85,8 @@ class LiuCNN3d(nn.Module):
         same_padding: pad convs and pools so small inputs survive (``liu_cnn_compact``).
         dropout: dropout before each hidden MLP layer.
         norm: ``"instance"`` (the paper) or ``"batch"``.
+        age_encoding: add the scan's age (years) to the head's 512-unit layer; ``forward``
+            then needs ``age``.
     """
 
     def __init__(
@@ -66,6 +99,7 @@ class LiuCNN3d(nn.Module):
         same_padding: bool = False,
         dropout: float = 0.5,
         norm: Norm = "instance",
+        age_encoding: bool = False,
     ) -> None:
         super().__init__()
         if spatial_dims != 3:
@@ -97,23 +131,46 @@ class LiuCNN3d(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(512, num_classes),
         )
+        self.age_encoder = AgeEncoding(512) if age_encoding else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(N, C, S, S, S)`` volumes to ``(N, num_classes)`` logits."""
-        return self.head(self.features(x))
+    @property
+    def uses_age(self) -> bool:
+        """Whether ``forward`` needs each scan's age."""
+        return self.age_encoder is not None
+
+    def forward(self, x: torch.Tensor, age: torch.Tensor | None = None) -> torch.Tensor:
+        """Map ``(N, C, S, S, S)`` volumes (and ``(N,)`` ages in years) to ``(N, num_classes)`` logits."""
+        if self.age_encoder is None:
+            return self.head(self.features(x))
+        if age is None:
+            raise ValueError("this model was built with age_encoding=True; pass each scan's age")
+        hidden = self.head[:6](self.features(x))  # up to the 512-unit linear layer
+        return self.head[6:](hidden + self.age_encoder(age.to(hidden.device)))
 
 
 @register_model(min_input_size=88, default_input_size=128, gradcam_layer="features.12")
-def liu_cnn(
-    in_channels: int = 1, num_classes: int = 2, width: int = 8, input_size: int = 128, dropout: float = 0.5, norm: Norm = "instance"
+def liu2022(
+    in_channels: int = 1,
+    num_classes: int = 2,
+    width: int = 8,
+    input_size: int = 128,
+    dropout: float = 0.5,
+    norm: Norm = "instance",
+    age_encoding: bool = False,
 ) -> nn.Module:
-    """Liu et al. 2022 3D CNN, paper geometry (instance norm, dilated convs, MLP head)."""
-    return LiuCNN3d(3, in_channels, num_classes, width, input_size, same_padding=False, dropout=dropout, norm=norm)
+    """Liu et al. 2022 3D CNN, paper geometry (instance norm, dilated convs, MLP head, optional age encoding)."""
+    return LiuCNN3d(3, in_channels, num_classes, width, input_size, same_padding=False, dropout=dropout, norm=norm, age_encoding=age_encoding)
 
 
 @register_model(min_input_size=16, default_input_size=64, gradcam_layer="features.12")
 def liu_cnn_compact(
-    in_channels: int = 1, num_classes: int = 2, width: int = 1, input_size: int = 64, dropout: float = 0.5, norm: Norm = "batch"
+    in_channels: int = 1,
+    num_classes: int = 2,
+    width: int = 1,
+    input_size: int = 64,
+    dropout: float = 0.5,
+    norm: Norm = "batch",
+    age_encoding: bool = False,
 ) -> nn.Module:
     """Liu et al. 2022 blocks with same-padding and batch norm, for small CPU inputs (not the paper's network)."""
-    return LiuCNN3d(3, in_channels, num_classes, width, input_size, same_padding=True, dropout=dropout, norm=norm)
+    return LiuCNN3d(3, in_channels, num_classes, width, input_size, same_padding=True, dropout=dropout, norm=norm, age_encoding=age_encoding)

@@ -23,6 +23,7 @@ class TrainConfig(BaseModel):
     run_name: str | None = Field(None, description="Run folder name (default: model name + config hash, so re-running resumes).")
     model: str = Field("liu_cnn_compact", description="Registered model name (see 'alzmri models').")
     width: int | None = Field(None, ge=1, le=16, description="Channel widening factor of the model (default: the model's).")
+    age_encoding: bool = Field(False, description="Give the model each scan's age (liu2022, liu_cnn_compact; needs an age column in the labels).")
     dropout: float = Field(0.5, ge=0.0, lt=1.0, description="Dropout in the classification head.")
     classes: list[Literal["CN", "MCI", "AD"]] | None = Field(None, description="Diagnoses to classify (default: those in the training split).")
     epochs: int = Field(40, ge=1, description="Maximum number of epochs.")

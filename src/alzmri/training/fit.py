@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from alzmri.data.audit import assert_no_leakage
-from alzmri.data.dataset import select_scans
+from alzmri.data.dataset import CachedVolumeDataset, select_scans
 from alzmri.data.splits import read_split_dir
 from alzmri.io.manifest import DIAGNOSES
 from alzmri.models import model_info
@@ -77,6 +77,12 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
         if "width" not in info.defaults:
             raise AlzmriError(f"model {config.model} has no width setting; leave --width out")
         model_kwargs["width"] = config.width
+    if config.age_encoding:
+        if "age_encoding" not in info.defaults:
+            raise AlzmriError(f"model {config.model} has no age input; leave --age-encoding out (liu2022 and liu_cnn_compact have one)")
+        model_kwargs["age_encoding"] = True
+        for part in (train, val):  # a missing age fails here, before any run folder is made
+            CachedVolumeDataset(part, classes, with_age=True)
     # Models without an input-size or dropout argument (global pooling) simply do not get one.
     model_kwargs = {k: v for k, v in model_kwargs.items() if k in info.defaults}
     return {

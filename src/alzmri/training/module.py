@@ -66,21 +66,21 @@ class Classifier(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.val_bacc = MulticlassAccuracy(num_classes=n, average="macro")  # mean per-class recall
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        return self.model(x, *extra)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = self.loss(self(x), y)
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, y, *extra = batch  # extra: the ages, for models with an age input
+        loss = self.loss(self(x, *extra), y)
         if not torch.isfinite(loss):
             # Stop before backward/step: a NaN gradient would silently ruin every weight.
             raise NonFiniteLossError(f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} (batch {batch_idx})")
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        logits = self(x)
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        x, y, *extra = batch
+        logits = self(x, *extra)
         self.log("val_loss", self.loss(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
         self.val_acc.update(logits, y)
         self.val_bacc.update(logits, y)

@@ -63,8 +63,9 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
     if config.threads:
         torch.set_num_threads(config.threads)
     classes = data["classes"]
-    train_ds = CachedVolumeDataset(data["train"], classes, training_transform(config.augment, config.augmentations), seed=config.seed)
-    val_ds = CachedVolumeDataset(data["val"], classes)
+    with_age = config.age_encoding
+    train_ds = CachedVolumeDataset(data["train"], classes, training_transform(config.augment, config.augmentations), seed=config.seed, with_age=with_age)
+    val_ds = CachedVolumeDataset(data["val"], classes, with_age=with_age)
     sampler = EpochSeededSampler(len(train_ds), config.seed)
     train_loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, drop_last=len(train_ds) > config.batch_size)
     val_loader = DataLoader(val_ds, batch_size=config.batch_size, num_workers=config.num_workers)
