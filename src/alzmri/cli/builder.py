@@ -3,7 +3,8 @@
 A field becomes ``--field-name`` (plus a short alias given as ``{"short": "-j"}`` in its
 ``json_schema_extra``; or a positional argument when that has ``{"argument": True}``) with the field's description as help and its default shown. Sequence
 fields take comma-separated values (``--classes CN,AD``). Every command also takes
-``--config FILE`` (YAML or JSON): file values are used unless the option is given.
+``--config FILE`` (YAML or JSON): file values are used unless the option is given. A field
+with ``{"cli": False}`` gets no option.
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ def add_config_command(
     params: list[inspect.Parameter] = []
     sequences: set[str] = set()
     for field_name, field in config_cls.model_fields.items():
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("cli") is False:
+            continue  # inherited by a config that has no use for it
         annotation, is_seq = _cli_type(field.annotation)
         if is_seq and _is_argument(field):  # a list argument takes any number of values: FILE...
             inner = get_args(_strip_optional(field.annotation)) or (str,)

@@ -51,8 +51,13 @@ add_config_command(app, "audit", AuditConfig, "alzmri.cli.commands.split:run_aud
     ["alzmri audit split", "alzmri audit folds"])
 add_config_command(app, "train", TrainConfig, "alzmri.cli.commands.train:run",
     "Train a registered model with Lightning (class-weighted CE, early stopping, 3 checkpoints), "
-    "tracked in MLflow (local SQLite) and a run folder. Refuses a leaky split.",
-    ["alzmri train cache split --epochs 50", "alzmri train cache split --model liu2022 --width 8 --lr 1e-4 --out runs"])
+    "tracked in MLflow (local SQLite), TensorBoard and a run folder. Refuses a leaky split. "
+    "Picks CUDA, then Apple MPS, then CPU; under torchrun it trains with DDP (one result from rank 0).",
+    ["alzmri train cache split --epochs 50",
+     "alzmri train cache split --model liu2022 --width 8 --age-encoding --lr 1e-4 --out runs",
+     "alzmri train cache split --model r3d_18 --pretrained r3d_18-kinetics.pth --freeze-until layer2 --warmup-epochs 2",
+     "alzmri train --resume runs/liu2022-1a2b3c4d",
+     "torchrun --nproc_per_node 4 -m alzmri train cache split --model r3d_18 --batch-size 4"])
 add_config_command(app, "cv", CrossValidateConfig, "alzmri.evaluation.cross_validate:cross_validate",
     "Subject-level stratified group k-fold cross-validation: one resumable training run per fold, each evaluated on "
     "its held-out fold; prints per-fold metrics and mean ± sd (accuracy, balanced accuracy, macro-F1, macro-AUC).",

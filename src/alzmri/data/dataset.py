@@ -93,14 +93,24 @@ class EpochSeededSampler(torch.utils.data.Sampler[tuple[int, int]]):
     :class:`CachedVolumeDataset` seed that scan's augmentation. Lightning calls
     :meth:`set_epoch` every epoch (like ``DistributedSampler``).
 
+    With ``num_replicas > 1`` (DDP) process ``rank`` takes every ``num_replicas``-th scan of
+    the shuffled order, padded by repeating its start so that every process gets the same
+    number of scans (as ``DistributedSampler`` does).
+
     Args:
         length: dataset size.
         seed: base seed.
+        num_replicas: number of training processes.
+        rank: this process's rank.
     """
 
-    def __init__(self, length: int, seed: int = 0) -> None:
+    def __init__(self, length: int, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
         self.length = length
         self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -108,7 +118,10 @@ class EpochSeededSampler(torch.utils.data.Sampler[tuple[int, int]]):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter([(i, self.epoch) for i in torch.randperm(self.length, generator=generator).tolist()])
+        order = torch.randperm(self.length, generator=generator).tolist()
+        total = len(self) * self.num_replicas
+        order = (order * (total // max(len(order), 1) + 1))[:total]
+        return iter([(i, self.epoch) for i in order[self.rank :: self.num_replicas]])
 
     def __len__(self) -> int:
-        return self.length
+        return -(-self.length // self.num_replicas)

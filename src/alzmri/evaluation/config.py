@@ -35,6 +35,8 @@ class PredictConfig(BaseModel):
 class CrossValidateConfig(TrainConfig):
     """Subject-level stratified group k-fold cross-validation: one training run per fold."""
 
+    cache: Path = Field(description="Preprocessing cache folder (from 'alzmri preprocess').", json_schema_extra={"argument": True})  # type: ignore[assignment]
+    resume: None = Field(None, description="(Not for cv: re-running the command resumes each fold.)", json_schema_extra={"cli": False})  # type: ignore[assignment]
     split: Path | None = Field(  # type: ignore[assignment]
         None, description="Folder of fold-K splits from 'alzmri split --method kfold' (default: made from the cache's scans).",
     )

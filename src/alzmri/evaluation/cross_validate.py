@@ -51,7 +51,7 @@ def cross_validate(config: CrossValidateConfig) -> dict[str, Any]:
     fold_dirs = sorted((p for p in split_root.glob("fold-*") if p.is_dir()), key=lambda p: int(p.name.removeprefix("fold-")))
     if len(fold_dirs) < 3:
         raise AlzmriError(f"{split_root} holds {len(fold_dirs)} fold folders; cross-validation needs at least 3")
-    train_fields = set(TrainConfig.model_fields) - {"split", "out", "run_name"}
+    train_fields = set(TrainConfig.model_fields) - {"split", "out", "run_name", "resume"}
     rows = []
     for fold_dir in fold_dirs:
         k = int(fold_dir.name.removeprefix("fold-"))

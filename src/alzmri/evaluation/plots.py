@@ -8,34 +8,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 from alzmri.evaluation.metrics import probabilities  # noqa: E402
-from alzmri.utils.atomic import atomic_path  # noqa: E402
+from alzmri.utils.figures import plot_confusion_matrix, save_figure  # noqa: E402
 
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: Path, title: str = "") -> Path:
-    """Counts with row-normalised colour (per-class recall)."""
-    counts = np.asarray(matrix)
-    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(classes), 1.2 + 1.1 * len(classes)))
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, f"{counts[i, j]}\n{rates[i, j]:.0%}", ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(classes)), classes)
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix")
-    return _save(fig, path)
+__all__ = ["plot_confusion_matrix", "plot_roc"]
 
 
 def plot_roc(predictions: pd.DataFrame, classes: list[str], path: Path, title: str = "") -> Path:
@@ -53,4 +32,4 @@ def plot_roc(predictions: pd.DataFrame, classes: list[str], path: Path, title: s
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title=title or "ROC")
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -26,7 +26,7 @@ class EpochMetricsWriter(pl.Callback):
         self.echo = echo
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         m = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch}
@@ -45,7 +45,7 @@ class EpochMetricsWriter(pl.Callback):
             )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.path.is_file():
+        if self.path.is_file() and trainer.is_global_zero:
             plot_curves(pd.read_csv(self.path), self.path.with_name("curves.png"))
 
 
@@ -112,5 +112,47 @@ class EarlyStoppingOnLossOrAccuracy(pl.Callback):
         return {k: getattr(self, k) for k in ("best_loss", "best_acc", "since_loss", "since_acc")}
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        for key, value in state_dict.items():
+            setattr(self, key, value)
+
+
+class BestValidationConfusion(pl.Callback):
+    """Keep the validation confusion matrix of the epoch with the lowest validation loss.
+
+    The epoch is the one ``best-loss.ckpt`` holds; at the end of training the matrix is drawn
+    to ``RUN/confusion_matrix_val.png`` (by rank 0) for the trackers. Its state is checkpointed,
+    so a resumed run keeps the best epoch seen before the interruption.
+
+    Args:
+        run_dir: the run folder.
+        classes: class names in logit order.
+    """
+
+    def __init__(self, run_dir: Path, classes: list[str]) -> None:
+        self.path = Path(run_dir) / "confusion_matrix_val.png"
+        self.classes = classes
+        self.best_loss = math.inf
+        self.epoch = -1
+        self.matrix: list[list[int]] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
+            return
+        loss = float(trainer.callback_metrics["val_loss"])
+        if loss < self.best_loss and getattr(pl_module, "last_val_confusion", None) is not None:
+            self.best_loss, self.epoch, self.matrix = loss, trainer.current_epoch, pl_module.last_val_confusion
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.matrix is None or not trainer.is_global_zero:
+            return
+        from alzmri.utils.figures import plot_confusion_matrix
+
+        n = sum(map(sum, self.matrix))
+        plot_confusion_matrix(self.matrix, self.classes, self.path, f"validation, epoch {self.epoch} (lowest val loss), {n} scans")
+
+    def state_dict(self) -> dict[str, object]:
+        return {"best_loss": self.best_loss, "epoch": self.epoch, "matrix": self.matrix}
+
+    def load_state_dict(self, state_dict: dict[str, object]) -> None:
         for key, value in state_dict.items():
             setattr(self, key, value)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # Names only (building them needs TorchIO, imported by ``augment`` when training starts).
 Augmentation = Literal["noise", "gamma", "flip", "affine", "elastic", "blur", "bias_field", "crop"]
 DEFAULT_AUGMENTATIONS: tuple[Augmentation, ...] = ("noise", "gamma")
+Tracker = Literal["mlflow", "tensorboard", "wandb"]
 
 
 class TrainConfig(BaseModel):
@@ -17,8 +18,9 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cache: Path = Field(description="Preprocessing cache folder (from 'alzmri preprocess').", json_schema_extra={"argument": True})
-    split: Path = Field(description="Split folder with train/val/test TSVs (from 'alzmri split').", json_schema_extra={"argument": True})
+    cache: Path | None = Field(None, description="Preprocessing cache folder (from 'alzmri preprocess').", json_schema_extra={"argument": True})
+    split: Path | None = Field(None, description="Split folder with train/val/test TSVs (from 'alzmri split').", json_schema_extra={"argument": True})
+    resume: Path | None = Field(None, description="Continue the run in this run folder with its stored settings (CACHE and SPLIT come from it).")
     out: Path = Field(Path("runs"), description="Folder that holds run folders and the MLflow store.")
     run_name: str | None = Field(None, description="Run folder name (default: model name + config hash, so re-running resumes).")
     model: str = Field("liu_cnn_compact", description="Registered model name (see 'alzmri models').")
@@ -56,6 +58,10 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, description="Random seed (weights, batches, augmentation).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Where to train: auto picks CUDA, then Apple MPS, then CPU.")
+    trackers: list[Tracker] = Field(
+        default_factory=lambda: ["mlflow", "tensorboard"], description="Experiment trackers: mlflow, tensorboard, wandb (wandb needs the wandb package)."
+    )
     tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: sqlite:///OUT/mlflow.db, no server needed).")
     experiment: str = Field("alzmri", description="MLflow experiment name.")
     progress: bool = Field(True, description="Show a progress bar.")

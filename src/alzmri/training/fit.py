@@ -31,7 +31,8 @@ from alzmri.training.config import TrainConfig
 from alzmri.utils.atomic import atomic_write_text
 from alzmri.utils.errors import AlzmriError
 
-_NOT_HASHED = {"progress", "num_workers", "threads", "run_name", "out"}
+# Settings that do not change the trained weights (a run may resume with other values).
+_NOT_HASHED = {"progress", "num_workers", "threads", "run_name", "out", "resume", "device", "trackers", "tracking_uri", "experiment"}
 
 
 def run_name_for(config: TrainConfig) -> str:
@@ -107,8 +108,37 @@ def _claim_run_dir(run_dir: Path, record: dict[str, Any]) -> None:
     atomic_write_text(cfg_path, json.dumps(record, indent=2) + "\n")
 
 
+def resume_config(config: TrainConfig) -> TrainConfig:
+    """The stored config of the run folder ``config.resume``, with the options that may change.
+
+    Raises:
+        AlzmriError: not a run folder, or a result-changing option differs from the stored run.
+    """
+    run_dir = Path(config.resume)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise AlzmriError(f"{run_dir} is not an alzmri run folder (it has no config.json); pass the folder 'alzmri train' printed")
+    stored = TrainConfig.model_validate({**json.loads(cfg_path.read_text())["train_config"], "resume": None})
+    given = config.model_fields_set - {"resume"}
+    clashes = sorted(k for k in given - _NOT_HASHED if getattr(config, k) != getattr(stored, k))
+    if clashes:
+        shown = ", ".join(f"--{k.replace('_', '-')} (stored: {getattr(stored, k)})" for k in clashes)
+        raise AlzmriError(f"--resume continues {run_dir} with its stored settings; these differ: {shown}. Start a new run instead")
+    changes = {k: getattr(config, k) for k in given & _NOT_HASHED}
+    return stored.model_copy(update={**changes, "out": run_dir.parent, "run_name": run_dir.name})
+
+
 def fit(config: TrainConfig) -> Path:
-    """Train and return the run folder (see module docstring for its contents)."""
+    """Train and return the run folder (see module docstring for its contents).
+
+    Under ``torchrun`` every process calls this; only rank 0 writes the run folder's files.
+    """
+    from alzmri.training.devices import is_rank_zero
+
+    if config.resume is not None:
+        config = resume_config(config)
+    elif config.cache is None or config.split is None:
+        raise AlzmriError("give CACHE and SPLIT, or --resume RUN_FOLDER (see 'alzmri train --help')")
     data = prepare(config)
     out = Path(config.out)
     run_dir = out / (config.run_name or run_name_for(config))
@@ -123,7 +153,8 @@ def fit(config: TrainConfig) -> Path:
         "n_train_scans": len(data["train"]),
         "n_val_scans": len(data["val"]),
     }
-    _claim_run_dir(run_dir, record)
+    if is_rank_zero():
+        _claim_run_dir(run_dir, record)
     result_path = run_dir / "result.json"
     if result_path.is_file():
         print(f"run {run_dir} is already finished; delete result.json to train again")
@@ -132,5 +163,6 @@ def fit(config: TrainConfig) -> Path:
     from alzmri.training.trainer import train_model
 
     result = train_model(config, data, run_dir, record)
-    atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
+    if is_rank_zero():
+        atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
     return run_dir

@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from alzmri.models import create_model, model_info
 from alzmri.training import transfer
@@ -65,6 +65,8 @@ class Classifier(pl.LightningModule):
         n = len(classes)
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.val_bacc = MulticlassAccuracy(num_classes=n, average="macro")  # mean per-class recall
+        self.val_confusion = MulticlassConfusionMatrix(num_classes=n)
+        self.last_val_confusion: list[list[int]] | None = None  # of the latest validation epoch
 
     def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         return self.model(x, *extra)
@@ -75,17 +77,22 @@ class Classifier(pl.LightningModule):
         if not torch.isfinite(loss):
             # Stop before backward/step: a NaN gradient would silently ruin every weight.
             raise NonFiniteLossError(f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step} (batch {batch_idx})")
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         x, y, *extra = batch
         logits = self(x, *extra)
-        self.log("val_loss", self.loss(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("val_loss", self.loss(logits, y), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         self.val_acc.update(logits, y)
         self.val_bacc.update(logits, y)
         self.log("val_acc", self.val_acc, on_step=False, on_epoch=True)
         self.log("val_bacc", self.val_bacc, on_step=False, on_epoch=True)
+        self.val_confusion.update(logits, y)
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_val_confusion = self.val_confusion.compute().int().tolist()  # synced across DDP processes
+        self.val_confusion.reset()
 
     def on_train_epoch_start(self) -> None:
         transfer.keep_frozen_norms_in_eval(self.model)

@@ -2,57 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import MLFlowLogger
 from torch.utils.data import DataLoader
 
 from alzmri.data.dataset import CachedVolumeDataset, EpochSeededSampler
 from alzmri.models.registry import count_parameters
 from alzmri.training.augment import training_transform
-from alzmri.training.callbacks import EarlyStoppingOnLossOrAccuracy, EpochMetricsWriter
+from alzmri.training.callbacks import BestValidationConfusion, EarlyStoppingOnLossOrAccuracy, EpochMetricsWriter
 from alzmri.training.checkpoint_io import AtomicCheckpointIO
 from alzmri.training.config import TrainConfig
+from alzmri.training.devices import global_rank, training_layout
 from alzmri.training.module import Classifier, NonFiniteLossError
-from alzmri.utils.atomic import atomic_write_text
+from alzmri.training.tracking import build_loggers, log_run_files, quiet_libraries
 from alzmri.utils.errors import AlzmriError
-
-
-def quiet_libraries() -> None:
-    """Keep the console to our per-epoch lines: Lightning and MLflow set their log levels on import."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "alembic", "mlflow"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for message in (".*does not have many workers.*", ".*smaller than the logging interval.*", ".*LeafSpec.*"):
-        warnings.filterwarnings("ignore", message=message)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-
-def mlflow_logger(config: TrainConfig, run_dir: Path) -> MLFlowLogger:
-    """MLflow on a local SQLite store by default; one MLflow run per run folder (resumed runs continue it)."""
-    out = Path(config.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    uri = config.tracking_uri or f"sqlite:///{out / 'mlflow.db'}"
-    id_file = run_dir / "mlflow_run_id.txt"
-    run_id = id_file.read_text().strip() if id_file.is_file() else None
-    logger = MLFlowLogger(
-        experiment_name=config.experiment,
-        run_name=run_dir.name,
-        tracking_uri=uri,
-        artifact_location=(out / "mlartifacts").as_uri(),
-        run_id=run_id,
-    )
-    if run_id is None:
-        atomic_write_text(id_file, logger.run_id + "\n")
-    quiet_libraries()  # mlflow configures its loggers when first used
-    return logger
 
 
 def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -62,12 +31,15 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
     pl.seed_everything(config.seed, workers=True, verbose=False)
     if config.threads:
         torch.set_num_threads(config.threads)
+    layout = training_layout(config.device)
+    rank = global_rank()
     classes = data["classes"]
     with_age = config.age_encoding
     train_ds = CachedVolumeDataset(data["train"], classes, training_transform(config.augment, config.augmentations), seed=config.seed, with_age=with_age)
     val_ds = CachedVolumeDataset(data["val"], classes, with_age=with_age)
-    sampler = EpochSeededSampler(len(train_ds), config.seed)
-    train_loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, drop_last=len(train_ds) > config.batch_size)
+    # Each process trains on its shard; every process validates on the whole val set (small).
+    sampler = EpochSeededSampler(len(train_ds), config.seed, num_replicas=layout.world_size, rank=rank)
+    train_loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, drop_last=len(sampler) > config.batch_size)
     val_loader = DataLoader(val_ds, batch_size=config.batch_size, num_workers=config.num_workers)
 
     module = Classifier(
@@ -93,9 +65,11 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
             print(f"pretrained weights: {note}")
         print(f"pretrained weights: loaded from {config.pretrained}")
     trainable, frozen = count_parameters(module.model)
-    print(f"parameters: {trainable:,} trainable, {frozen:,} frozen"
-          + (f" ({len(module.frozen)} tensors, up to {config.freeze_until or module.frozen[-1]})" if module.frozen else "")
-          + f"; head lr x{module.hparams.head_lr_mult:g}")
+    if rank == 0:
+        processes = f", {layout.world_size} processes (DDP), {config.batch_size} scans per process and step" if layout.world_size > 1 else ""
+        frozen_text = f" ({len(module.frozen)} tensors, up to {config.freeze_until or module.frozen[-1]})" if module.frozen else ""
+        print(f"device: {layout.accelerator}{processes}")
+        print(f"parameters: {trainable:,} trainable, {frozen:,} frozen{frozen_text}; head lr x{module.hparams.head_lr_mult:g}")
     ckpt_dir = run_dir / "checkpoints"
     best_acc = ModelCheckpoint(ckpt_dir, filename="best-acc", monitor="val_acc", mode="max", enable_version_counter=False)
     best_loss = ModelCheckpoint(ckpt_dir, filename="best-loss", monitor="val_loss", mode="min", enable_version_counter=False)
@@ -103,20 +77,25 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
     # only when that metric improved, so a resume or the NaN guard could fall back epochs.
     latest = ModelCheckpoint(ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1, enable_version_counter=False)
     callbacks: list[pl.Callback] = [latest, best_acc, best_loss, EarlyStoppingOnLossOrAccuracy(config.patience), EpochMetricsWriter(run_dir, echo=config.progress)]
-    callbacks.append(LearningRateMonitor(logging_interval="epoch"))  # lr per epoch into MLflow
+    callbacks.append(BestValidationConfusion(run_dir, classes))
+    loggers = build_loggers(config, run_dir, rank_zero=rank == 0)  # Lightning logs the module's hyper-parameters to them
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))  # lr per epoch into every tracker
     show_bar = config.progress and sys.stderr.isatty()  # a bar in a log file is thousands of lines
     if show_bar:
         callbacks.append(TQDMProgressBar(leave=False))
-    if config.precision == "16-mixed" and not torch.cuda.is_available():
-        raise AlzmriError("--precision 16-mixed needs a CUDA GPU; on CPU use bf16-mixed or 32")
-    logger = mlflow_logger(config, run_dir)  # Lightning logs the module's hyper-parameters to it
+    if config.precision == "16-mixed" and layout.accelerator == "cpu":
+        raise AlzmriError("--precision 16-mixed needs a GPU; on CPU use bf16-mixed or 32")
     trainer = pl.Trainer(
         max_epochs=config.epochs,
-        accelerator="cpu" if not torch.cuda.is_available() else "auto",
-        devices=1,
-        logger=logger,
+        accelerator=layout.accelerator,
+        devices=layout.devices,
+        num_nodes=layout.num_nodes,
+        strategy=layout.strategy,
+        use_distributed_sampler=False,  # EpochSeededSampler shards itself (and keeps exact resume)
+        logger=loggers or False,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *layout.plugins],
         deterministic=True,
         precision=config.precision,
         gradient_clip_val=config.grad_clip,
@@ -147,10 +126,9 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
             "best_acc": best_acc.best_model_path,
             "best_loss": best_loss.best_model_path,
         },
-        "mlflow_run_id": logger.run_id,
-        "tracking_uri": logger._tracking_uri,
+        "device": layout.accelerator,
+        "processes": layout.world_size,
     }
-    for name in ("config.json", "metrics.csv", "curves.png"):
-        if (run_dir / name).is_file():
-            logger.experiment.log_artifact(logger.run_id, str(run_dir / name))
+    if trainer.is_global_zero:
+        result.update(log_run_files(loggers, run_dir, best_loss.best_model_path or None))
     return result

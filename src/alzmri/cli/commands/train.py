@@ -9,9 +9,12 @@ from alzmri.training.config import TrainConfig
 
 
 def run(config: TrainConfig) -> Path:
+    from alzmri.training.devices import is_rank_zero
     from alzmri.training.fit import fit
 
     run_dir = fit(config)
+    if not is_rank_zero():  # under torchrun, rank 0 reports for all processes
+        return run_dir
     result = json.loads((run_dir / "result.json").read_text())
     print(
         f"trained {result['epochs_trained']} epochs; best val accuracy {result['best_val_acc']:.3f}, "
