@@ -158,3 +158,34 @@ def test_age_encoding_trains_evaluates_and_needs_ages(prepared: dict[str, Path],
         fit(train_config(prepared, cache=no_age, epochs=1, age_encoding=True, run_name="no-age"))
     with pytest.raises(AlzmriError, match="has no age input"):
         fit(train_config(prepared, model="r3d_18", epochs=1, age_encoding=True, run_name="r3d-age"))
+
+
+@pytest.mark.slow
+def test_nan_batch_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(prepared: dict[str, Path], monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from alzmri.cli.main import app
+    from alzmri.data.dataset import CachedVolumeDataset
+    from alzmri.io.checkpoint import read_checkpoint
+
+    original = CachedVolumeDataset.__getitem__
+
+    def nan_from_epoch_1(self, key):
+        volume, *rest = original(self, key)
+        if isinstance(key, tuple) and key[1] >= 1:  # training items carry their epoch
+            volume = torch.full_like(volume, float("nan"))
+        return (volume, *rest)
+
+    monkeypatch.setattr(CachedVolumeDataset, "__getitem__", nan_from_epoch_1)
+    out = prepared["root"] / "runs"
+    args = ["train", str(prepared["cache"]), str(prepared["split"]), "--out", str(out), "--run-name", "nan", "--epochs", "3",
+            "--batch-size", "4", "--threads", "1", "--no-progress", "--trackers", "mlflow"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 2
+    last = out / "nan" / "checkpoints" / "last.ckpt"
+    message = done.stderr.strip()
+    assert message.startswith("error: training loss is nan at epoch 1, step ") and len(message.splitlines()) == 1
+    assert f"the last good checkpoint is {last} (end of epoch 0)" in message
+    state = read_checkpoint(last)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    assert not (out / "nan" / "result.json").exists()

@@ -33,9 +33,11 @@ def quiet_libraries() -> None:
 
 def mlflow_logger(config: TrainConfig, run_dir: Path) -> Any:
     """MLflow on ``sqlite:///OUT/mlflow.db`` by default; one MLflow run per run folder (a resumed run continues it)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow  # noqa: F401  (configures its loggers on import; quieten them before the store is created)
     from lightning.pytorch.loggers import MLFlowLogger
 
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    quiet_libraries()
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     uri = config.tracking_uri or f"sqlite:///{out / 'mlflow.db'}"

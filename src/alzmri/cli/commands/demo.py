@@ -90,6 +90,8 @@ def run(config: DemoConfig) -> dict:
         f"  cohort:       {bids}\n  cache:        {cache}\n  split:        {split}\n"
         f"  run:          {run_dir}  (config.json, metrics.csv, curves.png, checkpoints/)\n"
         f"  test results: {metrics['out']}  (predictions.tsv, metrics.json, confusion_matrix.png, roc.png)\n"
-        f"  MLflow:       mlflow ui --backend-store-uri sqlite:///{(runs / 'mlflow.db').resolve()}"
+        f"  MLflow:       mlflow ui --backend-store-uri sqlite:///{(runs / 'mlflow.db').resolve()}\n"
+        f"  TensorBoard:  tensorboard --logdir {runs}\n"
+        f"  next:         alzmri cv {cache} --folds 3 --epochs {config.epochs} --lr {config.lr:g} --dropout {config.dropout:g} --out {out / 'cv'}"
     )
     return metrics
