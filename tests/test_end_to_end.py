@@ -38,14 +38,19 @@ def test_train_evaluate_predict(prepared: dict[str, Path]) -> None:
 
     metrics = evaluate(EvaluateConfig(checkpoint=run_dir / "checkpoints" / "best-loss.ckpt", cache=prepared["cache"], split=prepared["split"]))
     out = Path(metrics["out"])
-    for name in ("predictions.tsv", "metrics.json", "confusion_matrix.png", "roc.png"):
+    for name in ("predictions.tsv", "metrics.json", "report.html", "confusion_matrix.png", "roc.png", "pr.png", "calibration.png", "predictive_values.png"):
         assert (out / name).is_file(), name
     preds = pd.read_csv(out / "predictions.tsv", sep="\t")
-    test_subjects = set(pd.read_csv(prepared["split"] / "test.tsv", sep="\t")["participant_id"])
-    assert set(preds["participant_id"]) == test_subjects  # held-out subjects only
-    assert preds[["prob_CN", "prob_AD"]].sum(axis=1).round(4).eq(1).all()
+    split_subjects = {s: set(pd.read_csv(prepared["split"] / f"{s}.tsv", sep="\t")["participant_id"]) for s in ("val", "test")}
+    assert {s: set(part["participant_id"]) for s, part in preds.groupby("split")} == split_subjects  # no training subject
+    assert preds[["prob_CN", "prob_AD"]].sum(axis=1).round(4).eq(1).all() and preds["image_hash"].str.len().eq(16).all()
     stored = json.loads((out / "metrics.json").read_text())
-    assert 0 <= stored["balanced_accuracy"] <= 1 and sum(map(sum, stored["confusion_matrix"])) == len(preds)
+    test = preds[preds["split"] == "test"]
+    assert stored["n_scans"] == len(test) and sum(map(sum, stored["scan_level"]["confusion_matrix"])) == len(test)
+    assert stored["scan_level"]["balanced_accuracy"] == pytest.approx(metrics["balanced_accuracy"])
+    assert stored["intervals"]["scan_level"]["balanced_accuracy"]["n_resamples"] == 2000
+    assert stored["clinical"]["threshold"]["chosen_on"].startswith("split 'val'") and not stored["audit"]["leaky"]
+    assert stored["small_sample"] == {"CN": 2, "AD": 2}  # 4 test subjects: the report warns
 
     # predict needs only the checkpoint: raw NIfTI in, same preprocessing applied
     scan = load_scans(prepared["bids"])["path"].iloc[0]

@@ -11,7 +11,7 @@ from alzmri.cli.commands.demo import DemoConfig
 from alzmri.cli.commands.preprocess import PreprocessCommand
 from alzmri.cli.commands.synth import SynthCommand
 from alzmri.data.config import AuditConfig, SplitConfig
-from alzmri.evaluation.config import CrossValidateConfig, EvaluateConfig, PredictConfig
+from alzmri.evaluation.config import CrossValidateConfig, EvaluateConfig, PredictConfig, ReportConfig
 from alzmri.training.config import TrainConfig
 
 app = typer.Typer(
@@ -63,8 +63,14 @@ add_config_command(app, "cv", CrossValidateConfig, "alzmri.evaluation.cross_vali
     "its held-out fold; prints per-fold metrics and mean ± sd (accuracy, balanced accuracy, macro-F1, macro-AUC).",
     ["alzmri cv cache --folds 5 --epochs 40 --out cv", "alzmri cv cache --split folds --model r3d_18 --pretrained r3d_18.pth"])
 add_config_command(app, "evaluate", EvaluateConfig, "alzmri.cli.commands.evaluate:run_evaluate",
-    "Predict on the held-out test subjects and write predictions.tsv, metrics.json, confusion_matrix.png, roc.png.",
-    ["alzmri evaluate runs/RUN/checkpoints/best-loss.ckpt cache split", "alzmri evaluate best.ckpt cache split --subset val --out eval-val"])
+    "Predict on the validation and held-out test subjects, then write predictions.tsv and the report "
+    "(report.html, metrics.json, PNG figures): scan- and subject-level metrics with subject-bootstrap 95 % CIs, "
+    "a threshold chosen on validation and applied to test, PPV/NPV at --prevalence, leakage checks.",
+    ["alzmri evaluate runs/RUN/checkpoints/best-loss.ckpt cache split", "alzmri evaluate best.ckpt cache split --prevalence 0.3 --out eval"])
+add_config_command(app, "report", ReportConfig, "alzmri.cli.commands.evaluate:run_report",
+    "The evaluation report of any predictions table (alzmri's or another tool's): one self-contained report.html, "
+    "metrics.json and PNGs. Shows a leakage banner when a subject or image is in two splits.",
+    ["alzmri report runs/RUN/eval-test/predictions.tsv", "alzmri report other_tool.csv --prevalence 0.05 --out report"])
 add_config_command(app, "predict", PredictConfig, "alzmri.cli.commands.evaluate:run_predict",
     "Predict diagnoses for raw scans; the checkpoint alone defines preprocessing and model.",
     ["alzmri predict best-loss.ckpt scan1.nii.gz scan2.nii.gz --out preds.tsv", "alzmri predict best-loss.ckpt cohort"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,12 @@ from alzmri.data.audit import assert_no_leakage
 from alzmri.data.dataset import select_scans
 from alzmri.data.splits import read_split_dir
 from alzmri.evaluation.config import EvaluateConfig, PredictConfig
-from alzmri.evaluation.metrics import classification_metrics
-from alzmri.evaluation.plots import plot_confusion_matrix, plot_roc
 from alzmri.evaluation.predict import checkpoint_preprocess, load_classifier, predict_cached, predictions_table, uses_age
 from alzmri.io.bids import load_scans
 from alzmri.io.manifest import write_manifest
 from alzmri.preprocessing.cache import read_cache
-from alzmri.utils.atomic import atomic_write_text
 from alzmri.utils.errors import AlzmriError
+from alzmri.utils.hashing import content_digest
 
 _PREDICT_BATCH = 8
 
@@ -34,7 +31,18 @@ def default_eval_dir(checkpoint: Path, subset: str) -> Path:
 
 
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
-    """Predict on one split of a cache and write predictions.tsv, metrics.json, confusion_matrix.png, roc.png."""
+    """Predict on the validation and test scans of a cache; write predictions.tsv and the report.
+
+    The validation rows are predicted too because the binary operating threshold is chosen on
+    them; the metrics are computed on ``config.subset`` only. Every cached image of every split
+    (training included) is hashed, so the report also flags one image filed under two splits.
+
+    Returns:
+        The scan-level metrics of ``config.subset`` (``classification_metrics`` keys) plus
+        ``subset``, ``checkpoint``, ``split``, ``out``, ``report`` (HTML path) and ``intervals``.
+    """
+    from alzmri.evaluation.report_html import write_report
+
     model, hp = load_classifier(config.checkpoint)
     cache, cache_preprocess = read_cache(config.cache)
     if cache_preprocess != checkpoint_preprocess(hp):
@@ -47,21 +55,50 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     if config.subset not in splits:
         raise AlzmriError(f"split folder {config.split} has no {config.subset!r} split (has: {', '.join(splits)})")
     classes = list(hp["classes"])
-    scans = select_scans(cache, splits[config.subset], config.subset)
-    scans = scans[scans["diagnosis"].isin(classes)].reset_index(drop=True)
-    predictions = predict_cached(model, classes, scans, config.batch_size)
-    metrics = classification_metrics(predictions, classes)
-    metrics.update(checkpoint=str(config.checkpoint), subset=config.subset, split=str(config.split))
+    parts = []
+    for name in dict.fromkeys([config.threshold_split, config.subset]):
+        if name not in splits:
+            continue
+        scans = select_scans(cache, splits[name], name)
+        scans = scans[scans["diagnosis"].isin(classes)].reset_index(drop=True)
+        if scans.empty:
+            if name == config.subset:
+                raise AlzmriError(f"the {name} split of {config.split} has no scans of the model's classes {classes}")
+            continue
+        table = predict_cached(model, classes, scans, config.batch_size)
+        table.insert(2, "split", name)
+        table["image_hash"] = [content_digest(a) for a in scans["array"]]
+        parts.append(table)
+    predictions = pd.concat(parts, ignore_index=True)
 
     out = Path(config.out) if config.out else default_eval_dir(Path(config.checkpoint), config.subset)
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(predictions, out / "predictions.tsv")
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    title = f"{config.subset} set: {metrics['n_scans']} scans, {metrics['n_subjects']} subjects"
-    plot_confusion_matrix(metrics["confusion_matrix"], classes, out / "confusion_matrix.png", title)
-    plot_roc(predictions, classes, out / "roc.png", title)
-    metrics["out"] = str(out)
+    context = {
+        "checkpoint": str(config.checkpoint),
+        "cache": str(config.cache),
+        "split": str(config.split),
+        "model": hp["model_name"],
+        "model_kwargs": hp["model_kwargs"],
+        "train_config": hp.get("train_config", {}),
+    }
+    report = write_report(
+        predictions, classes, out, title=f"{hp['model_name']}: {config.subset} set",
+        audit_extra={"images_in_several_splits": duplicate_images(cache, splits)}, context=context, **config.report_options(),
+    )  # fmt: skip
+    metrics = dict(report["scan_level"])
+    metrics.update(checkpoint=str(config.checkpoint), subset=config.subset, split=str(config.split), out=str(out),
+                   report=str(out / "report.html"), intervals=report["intervals"]["scan_level"])  # fmt: skip
     return metrics
+
+
+def duplicate_images(cache: pd.DataFrame, splits: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
+    """Identical cached images (by content hash) filed under more than one split."""
+    seen: dict[str, set[str]] = {}
+    for name, split in splits.items():
+        for path in select_scans(cache, split, name)["array"]:
+            seen.setdefault(content_digest(path), set()).add(name)
+    return [{"image_hash": h, "splits": sorted(s)} for h, s in seen.items() if len(s) > 1]
 
 
 def predict(config: PredictConfig) -> pd.DataFrame:

@@ -85,11 +85,12 @@ def run(config: DemoConfig) -> dict:
     stage(5, "evaluating the best-validation-loss checkpoint on the held-out test subjects")
     metrics = evaluate(EvaluateConfig(checkpoint=run_dir / "checkpoints" / "best-loss.ckpt", cache=cache, split=split))
     print_metrics(metrics)
+    print(f"REPORT: {Path(metrics['report']).resolve()}  (open in a browser: metrics with 95 % CIs, ROC/PR/calibration, PPV/NPV)")
     print(
         f"done in {time.perf_counter() - start:.0f}s — held-out test subjects only; synthetic data with AD atrophy x{config.atrophy_scale:g}\n"
         f"  cohort:       {bids}\n  cache:        {cache}\n  split:        {split}\n"
         f"  run:          {run_dir}  (config.json, metrics.csv, curves.png, checkpoints/)\n"
-        f"  test results: {metrics['out']}  (predictions.tsv, metrics.json, confusion_matrix.png, roc.png)\n"
+        f"  test results: {metrics['out']}  (predictions.tsv, metrics.json, PNG figures)\n"
         f"  MLflow:       mlflow ui --backend-store-uri sqlite:///{(runs / 'mlflow.db').resolve()}\n"
         f"  TensorBoard:  tensorboard --logdir {runs}\n"
         f"  next:         alzmri cv {cache} --folds 3 --epochs {config.epochs} --lr {config.lr:g} --dropout {config.dropout:g} --out {out / 'cv'}"

@@ -1,23 +1,56 @@
-"""``alzmri evaluate`` and ``alzmri predict``."""
+"""``alzmri evaluate``, ``alzmri report`` and ``alzmri predict``."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from alzmri.cli.console import fmt, print_table
-from alzmri.evaluation.config import EvaluateConfig, PredictConfig
+from alzmri.evaluation.config import EvaluateConfig, PredictConfig, ReportConfig
+
+
+def _with_ci(value: float | None, ci: dict[str, Any] | None) -> str:
+    if value is None:
+        return "n/a"
+    if not ci or ci.get("low") is None or ci.get("high") is None:
+        return fmt(value)
+    return f"{fmt(value)}  [{fmt(ci['low'])}, {fmt(ci['high'])}]"
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:
-    """The headline metrics as a table."""
+    """The headline metrics of ``evaluate`` (scan level, with subject-bootstrap 95 % intervals when present)."""
+    ci = metrics.get("intervals", {})
     rows = [
         ("scans / subjects", f"{metrics['n_scans']} / {metrics['n_subjects']}"),
-        ("accuracy", fmt(metrics["accuracy"])),
-        ("balanced accuracy", fmt(metrics["balanced_accuracy"])),
-        ("macro F1", fmt(metrics["macro_f1"])),
+        ("accuracy", _with_ci(metrics["accuracy"], ci.get("accuracy"))),
+        ("balanced accuracy", _with_ci(metrics["balanced_accuracy"], ci.get("balanced_accuracy"))),
+        ("macro F1", _with_ci(metrics["macro_f1"], ci.get("macro_f1"))),
     ]
-    rows += [(f"AUC {c} vs rest", fmt(v)) for c, v in metrics["auc"].items()]
-    print_table(f"{metrics['subset']} set", ["metric", "value"], rows)
+    rows += [(f"AUC {c} vs rest", fmt(v if v is not None else float("nan"))) for c, v in metrics["auc"].items()]
+    print_table(f"{metrics['subset']} set (95 % CI: bootstrap over subjects)", ["metric", "value"], rows)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The report's banners, headline metrics with intervals, and the clinical view, as text."""
+    from alzmri.evaluation.report import headline_rows
+
+    audit = report["audit"]
+    if audit["leaky"]:
+        print(f"LEAKAGE: {len(audit['subjects_in_several_splits'])} subjects and {len(audit['images_in_several_splits'])} images "
+              "appear in more than one split; these results are not held out")  # fmt: skip
+    if report["small_sample"]:
+        print("small sample: fewer than 30 subjects of " + ", ".join(f"{c} ({n})" for c, n in report["small_sample"].items()))
+    rows = [
+        (row["metric"].replace("_", " "), *(_with_ci(v[0], {"low": v[1], "high": v[2]}) for v in (row["scan_level"], row["subject_level"])))
+        for row in headline_rows(report)
+    ]  # fmt: skip
+    print_table(f"{report['evaluated']}: {report['n_scans']} scans, {report['n_subjects']} subjects (95 % CI)", ["metric", "scan level", "subject level"], rows)
+    clinical = report.get("clinical")
+    if clinical:
+        se, sp, ppv, npv = clinical["sensitivity"], clinical["specificity"], clinical["ppv"], clinical["npv"]
+        print(f"{clinical['positive_class']} per subject at threshold {clinical['threshold']['threshold']:.3g} ({clinical['threshold']['chosen_on']}): "
+              f"sensitivity {_with_ci(se['mean'], se)}, specificity {_with_ci(sp['mean'], sp)}; at prevalence {clinical['prevalence']:.0%}: "
+              f"PPV {_with_ci(ppv['mean'], ppv)}, NPV {_with_ci(npv['mean'], npv)}")  # fmt: skip
 
 
 def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
@@ -25,8 +58,20 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
 
     metrics = evaluate(config)
     print_metrics(metrics)
-    print(f"predictions, metrics.json, confusion_matrix.png, roc.png in {metrics['out']}")
+    print(f"predictions.tsv, metrics.json, figures and report.html in {metrics['out']}")
     return metrics
+
+
+def run_report(config: ReportConfig) -> dict[str, Any]:
+    from alzmri.evaluation.predictions import read_predictions
+    from alzmri.evaluation.report_html import write_report
+
+    table, classes = read_predictions(config.predictions)
+    out = Path(config.out) if config.out else Path(config.predictions).resolve().parent / "report"
+    report = write_report(table, classes, out, title=config.title, context={"predictions": str(config.predictions)}, **config.report_options())
+    print_report(report)
+    print(f"report: {out / 'report.html'}  (metrics.json and the PNG figures beside it)")
+    return report
 
 
 def run_predict(config: PredictConfig) -> None:
