@@ -11,7 +11,7 @@ from alzmri.cli.commands.demo import DemoConfig
 from alzmri.cli.commands.preprocess import PreprocessCommand
 from alzmri.cli.commands.synth import SynthCommand
 from alzmri.data.config import AuditConfig, SplitConfig
-from alzmri.evaluation.config import CrossValidateConfig, EvaluateConfig, PredictConfig, ReportConfig
+from alzmri.evaluation.config import CompareConfig, CrossValidateConfig, EvaluateConfig, PredictConfig, ReportConfig
 from alzmri.training.config import TrainConfig
 
 app = typer.Typer(
@@ -71,6 +71,10 @@ add_config_command(app, "report", ReportConfig, "alzmri.cli.commands.evaluate:ru
     "The evaluation report of any predictions table (alzmri's or another tool's): one self-contained report.html, "
     "metrics.json and PNGs. Shows a leakage banner when a subject or image is in two splits.",
     ["alzmri report runs/RUN/eval-test/predictions.tsv", "alzmri report other_tool.csv --prevalence 0.05 --out report"])
+add_config_command(app, "compare", CompareConfig, "alzmri.cli.commands.evaluate:run_compare",
+    "Compare two models on the same subjects: DeLong test of AUCs, McNemar test and a paired subject-bootstrap interval "
+    "(predictions), or the corrected resampled and Bayesian correlated t-tests (two 'alzmri cv' folders).",
+    ["alzmri compare runs/A runs/B", "alzmri compare cv-liu cv-r3d --out compare.json"])
 add_config_command(app, "predict", PredictConfig, "alzmri.cli.commands.evaluate:run_predict",
     "Predict diagnoses for raw scans; the checkpoint alone defines preprocessing and model.",
     ["alzmri predict best-loss.ckpt scan1.nii.gz scan2.nii.gz --out preds.tsv", "alzmri predict best-loss.ckpt cohort"])

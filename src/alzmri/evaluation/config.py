@@ -75,3 +75,16 @@ class CrossValidateConfig(TrainConfig):
     folds: int = Field(5, ge=3, le=20, description="Number of folds (each fold is the test set once; the next one is its val set).")
     out: Path = Field(Path("cv"), description="Folder for the folds, one run per fold, and the summary.")
     run_name: str | None = Field(None, description="Prefix of the per-fold run folders (default: 'fold' → fold-0, fold-1, ...).")
+
+
+class CompareConfig(BaseModel):
+    """Compare two models on the same subjects (two predictions tables or two cross-validation folders)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    a: Path = Field(description="Model A: predictions table, eval folder, run folder (uses eval-test/), or 'alzmri cv' folder.", json_schema_extra={"argument": True})
+    b: Path = Field(description="Model B, of the same kind as A.", json_schema_extra={"argument": True})
+    subset: str = Field("test", description="Split whose rows are compared (tables with a split column).")
+    bootstrap: int = Field(2000, ge=100, description="Subject-level bootstrap resamples for the paired interval.")
+    seed: int = Field(0, description="Seed of the bootstrap.")
+    out: Path | None = Field(None, description="Also write the result as JSON here.")

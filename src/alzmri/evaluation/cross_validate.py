@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from alzmri.evaluation.config import CrossValidateConfig, EvaluateConfig
+from alzmri.evaluation.stats import kfold_summary
 from alzmri.io.manifest import write_manifest
 from alzmri.training.config import TrainConfig
 from alzmri.utils.atomic import atomic_write_text
@@ -61,7 +62,7 @@ def cross_validate(config: CrossValidateConfig) -> dict[str, Any]:
         metrics = evaluate(EvaluateConfig(checkpoint=run_dir / "checkpoints" / "best-loss.ckpt", cache=config.cache, split=fold_dir))
         rows.append({"fold": k, "n_scans": metrics["n_scans"], "n_subjects": metrics["n_subjects"], **{m: metrics[m] for m in METRICS}})
     table = pd.DataFrame(rows)
-    summary = {m: {"mean": float(np.nanmean(table[m])), "sd": float(np.nanstd(table[m], ddof=1))} for m in METRICS}
+    summary = {m: _summary(table[m]) for m in METRICS}
     write_manifest(table, out / "cv_folds.tsv")
     result = {"folds": len(rows), "metrics": summary, "per_fold": rows, "split": str(split_root)}
     atomic_write_text(out / "cv_summary.json", json.dumps(result, indent=2) + "\n")
@@ -76,4 +77,14 @@ def format_cv(table: pd.DataFrame, summary: dict[str, dict[str, float]]) -> str:
     for row in table.to_dict("records"):
         lines.append(f"{row['fold']:>4d}  {row['n_scans']:>10d}/{row['n_subjects']:<8d}  " + "  ".join(f"{row[m]:>10.3f}" for m in METRICS))
     lines.append("mean ± sd" + " " * 16 + "  ".join(f"{summary[m]['mean']:.3f}±{summary[m]['sd']:.3f}".rjust(10) for m in METRICS))
+    lines.append("95 % t-interval" + " " * 10 + "  ".join(f"{summary[m]['low']:.2f}–{summary[m]['high']:.2f}".rjust(10) for m in METRICS))
+    lines.append("(folds share training data, so the interval is optimistic; compare models with 'alzmri compare CV_A CV_B')")
     return "\n".join(lines)
+
+
+def _summary(values: pd.Series) -> dict[str, float]:
+    """Mean ± sd over folds and a t-interval of the mean (NaN folds left out)."""
+    finite = values.dropna().to_numpy(dtype=float)
+    if len(finite) < 2:
+        return {"mean": float(np.mean(finite)) if len(finite) else float("nan"), "sd": float("nan"), "low": float("nan"), "high": float("nan"), "n": len(finite)}
+    return dict(kfold_summary(finite))

@@ -27,6 +27,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from alzmri.evaluation.stats.calibration import brier_score, expected_calibration_error
 from alzmri.utils.errors import AlzmriError
 
 ECE_BINS = 10
@@ -126,8 +127,8 @@ def classification_metrics(predictions: pd.DataFrame, classes: list[str]) -> dic
         "macro_auc": _nanmean(auc.values()),
         "micro_auc": micro_auc,
         "macro_pr_auc": _nanmean(pr_auc.values()),
-        "brier": _brier(onehot, probs),
-        "ece": _top_label_ece(onehot, probs),
+        "brier": brier_score(onehot.argmax(axis=1), probs, scale_by_half=False),
+        "ece": expected_calibration_error(onehot.argmax(axis=1), probs, n_bins=ECE_BINS),
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
     }
@@ -218,26 +219,6 @@ def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 def _nanmean(values: Any) -> float:
     finite = [v for v in values if np.isfinite(v)]
     return float(np.mean(finite)) if finite else float("nan")
-
-
-def _brier(onehot: np.ndarray, probs: np.ndarray) -> float:
-    """Multiclass Brier score: mean over samples of sum over classes of squared error."""
-    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
-
-
-def _top_label_ece(onehot: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """Top-label ECE: sum over bins (lo, hi] of |bin| / n * |accuracy - mean confidence|."""
-    confidence = probs.max(axis=1)
-    correct = onehot[np.arange(len(probs)), probs.argmax(axis=1)].astype(float)
-    # bin b holds confidences in (edges[b], edges[b + 1]]; 0 goes to the first bin
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = np.searchsorted(edges[1:-1], confidence, side="left")
-    ece = 0.0
-    for b in range(n_bins):
-        in_bin = bins == b
-        if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(ece)
 
 
 def _natural_key(session_id: str) -> tuple[tuple[int, int | str], ...]:

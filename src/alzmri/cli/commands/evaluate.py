@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from alzmri.cli.console import fmt, print_table
-from alzmri.evaluation.config import EvaluateConfig, PredictConfig, ReportConfig
+from alzmri.evaluation.config import CompareConfig, EvaluateConfig, PredictConfig, ReportConfig
 
 
 def _with_ci(value: float | None, ci: dict[str, Any] | None) -> str:
@@ -80,3 +80,30 @@ def run_predict(config: PredictConfig) -> None:
     table = predict(config)
     print(table.to_string(index=False))
     print(f"predictions written to {config.out}")
+
+
+def run_compare(config: CompareConfig) -> dict[str, Any]:
+    import json
+
+    from alzmri.evaluation.compare_runs import compare
+    from alzmri.utils.atomic import atomic_write_text
+
+    result = compare(config.a, config.b, config.subset, config.bootstrap, config.seed)
+    if result["kind"] == "cv":
+        rows = [
+            (m.replace("_", " "), f"{r['a_mean']:.3f}", f"{r['b_mean']:.3f}", f"{r['corrected_t']['mean_diff']:+.3f}",
+             f"{r['corrected_t']['p_value']:.3g}", f"{r['bayesian']['p_a_better']:.2f} / {r['bayesian']['p_rope']:.2f} / {r['bayesian']['p_b_better']:.2f}")
+            for m, r in result["metrics"].items()
+        ]  # fmt: skip
+        print_table(f"{result['folds']}-fold cross-validation, A = {config.a}, B = {config.b}",
+                    ["metric", "A mean", "B mean", "A − B", "p (corrected t)", "P(A>B) / P(rope ±0.01) / P(B>A)"], rows)  # fmt: skip
+    else:
+        rows = [(f"AUC {c} vs rest", f"{d['auc_a']:.3f}", f"{d['auc_b']:.3f}", f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]", f"DeLong p = {d['p_value']:.3g}")
+                for c, d in result["delong"].items()]  # fmt: skip
+        diff, mc = result["balanced_accuracy_difference"], result["mcnemar"]
+        rows.append(("accuracy", f"{result['accuracy']['a']:.3f}", f"{result['accuracy']['b']:.3f}", "", f"McNemar p = {mc['p_value']:.3g} (b={mc['b']}, c={mc['c']})"))
+        rows.append(("balanced accuracy A − B", "", "", f"{diff['estimate']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]", "subject bootstrap"))
+        print_table(f"{result['n_subjects']} subjects of split '{result['subset']}' (per subject)", ["", "A", "B", "difference [95 % CI]", "test"], rows)
+    if config.out:
+        atomic_write_text(Path(config.out), json.dumps(result, indent=2, default=float) + "\n")
+    return result
