@@ -162,3 +162,28 @@ def test_compare_cross_validations_with_the_corrected_t_test(tmp_path: Path) -> 
     assert bacc["corrected_t"]["t"] == pytest.approx(diffs.mean() / se)
     assert bacc["bayesian"]["p_a_better"] > 0.9
     assert "macro_auc" in result["metrics"] and "accuracy" in result["metrics"]
+
+
+def test_per_class_bootstrap_metrics_match_scikit_learn() -> None:
+    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+    from alzmri.evaluation.report import _bootstrap_metrics, _per_class_metrics, with_row_brier
+
+    rng = np.random.default_rng(2)
+    classes = ["CN", "MCI", "AD"]
+    probs = rng.dirichlet([1, 1, 1], 80)
+    table = pd.DataFrame({"participant_id": [f"s{i}" for i in range(80)], "diagnosis": rng.choice(classes, 80)})
+    for i, c in enumerate(classes):
+        table[f"prob_{c}"] = probs[:, i]
+    table["predicted"] = np.asarray(classes)[probs.argmax(axis=1)]
+    metrics = _per_class_metrics(classes)
+    for c in classes:
+        y, yhat = table["diagnosis"], table["predicted"]
+        assert metrics[f"{c}/precision"](table) == pytest.approx(precision_score(y, yhat, labels=[c], average=None)[0])
+        assert metrics[f"{c}/recall"](table) == pytest.approx(recall_score(y, yhat, labels=[c], average=None)[0])
+        assert metrics[f"{c}/specificity"](table) == pytest.approx(recall_score(y != c, yhat != c))
+        assert metrics[f"{c}/f1"](table) == pytest.approx(f1_score(y, yhat, labels=[c], average=None)[0])
+        assert metrics[f"{c}/auc"](table) == pytest.approx(roc_auc_score(y == c, table[f"prob_{c}"]))
+    headline = _bootstrap_metrics(classes)
+    assert headline["macro_f1"](table) == pytest.approx(f1_score(table["diagnosis"], table["predicted"], average="macro"))
+    assert headline["brier"](with_row_brier(table, classes)) == pytest.approx(((probs - (table["diagnosis"].to_numpy()[:, None] == classes)) ** 2).sum(1).mean())

@@ -125,9 +125,31 @@ def with_row_brier(table: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     return table.assign(_brier=((probabilities(table, classes) - onehot) ** 2).sum(axis=1))
 
 
-def confidence_intervals(table: pd.DataFrame, classes: list[str], n_resamples: int, level: float, seed: int) -> dict[str, Any]:
-    """Subject-resampling bootstrap intervals of the headline metrics."""
-    return bootstrap_many(_bootstrap_metrics(classes), with_row_brier(table, classes), n_resamples=n_resamples, level=level, seed=seed)
+def _per_class_metrics(classes: list[str]) -> dict[str, Any]:
+    """Per-class precision, recall, specificity, F1 and one-vs-rest AUC, keyed ``"<class>/<metric>"``."""
+
+    def of_class(i: int, what: str) -> Any:
+        def value(c: np.ndarray) -> np.ndarray:
+            tp = c[:, i, i]
+            fn, fp = c[:, i, :].sum(axis=1) - tp, c[:, :, i].sum(axis=1) - tp
+            tn = c.sum(axis=(1, 2)) - tp - fn - fp
+            num, den = {"precision": (tp, tp + fp), "recall": (tp, tp + fn), "specificity": (tn, tn + fp), "f1": (2 * tp, 2 * tp + fp + fn)}[what]
+            return np.divide(num, den, out=np.full_like(num, np.nan), where=den > 0)
+
+        return value
+
+    metrics: dict[str, Any] = {}
+    for i, c in enumerate(classes):
+        for what in ("precision", "recall", "specificity", "f1"):
+            metrics[f"{c}/{what}"] = confusion_metric(classes, of_class(i, what), f"{c} {what}")
+        metrics[f"{c}/auc"] = auc_metric(c, score_col=f"prob_{c}")
+    return metrics
+
+
+def confidence_intervals(table: pd.DataFrame, classes: list[str], n_resamples: int, level: float, seed: int, per_class: bool = False) -> dict[str, Any]:
+    """Subject-resampling bootstrap intervals of the headline metrics (and, optionally, of the per-class ones)."""
+    metrics = _bootstrap_metrics(classes) | (_per_class_metrics(classes) if per_class else {})
+    return bootstrap_many(metrics, with_row_brier(table, classes), n_resamples=n_resamples, level=level, seed=seed)
 
 
 def clinical_view(
@@ -265,7 +287,7 @@ def build_report(
         "subject_level": subject,
         "intervals": {
             "method": f"{level:.0%} percentile bootstrap over subjects, {n_resamples} resamples",
-            "scan_level": confidence_intervals(rows, classes, n_resamples, level, seed),
+            "scan_level": confidence_intervals(rows, classes, n_resamples, level, seed, per_class=True),
             "subject_level": confidence_intervals(subjects, classes, n_resamples, level, seed),
         },
         "audit": audit_table(table, audit_extra),

@@ -106,9 +106,15 @@ def render_html(report: dict[str, Any], figures: dict[str, Path], title: str = "
         [name.replace("_", " "), _interval(*row["scan_level"]), _interval(*row["subject_level"])]
         for row in headline_rows(report) for name in [row["metric"]]
     ]  # fmt: skip
+    intervals = report["intervals"]["scan_level"]
+
+    def cell(c: str, k: str) -> str:
+        ci = intervals.get(f"{c}/{k}", {})
+        return _interval(report["scan_level"]["per_class"][c][k], ci.get("low"), ci.get("high"))
+
     per_class = [
-        [html.escape(c)] + [_fmt(report["scan_level"]["per_class"][c][k]) for k in ("precision", "recall", "specificity", "f1", "auc", "pr_auc")]
-        + [str(report["scan_level"]["per_class"][c]["support"])]
+        [html.escape(c)] + [cell(c, k) for k in ("precision", "recall", "specificity", "f1", "auc")]
+        + [_fmt(report["scan_level"]["per_class"][c]["pr_auc"]), str(report["scan_level"]["per_class"][c]["support"])]
         for c in classes
     ]  # fmt: skip
     balance = [
@@ -134,7 +140,7 @@ Every number below is computed from the predictions table alone.</p>
 <p class=muted>{html.escape(report['intervals']['method'])}. Subject level: one row per subject, probabilities averaged over its sessions.</p>
 {_table(["metric", "scan level [95 % CI]", "subject level [95 % CI]"], headline)}
 {delong_text}
-<h2>Per class (scan level, one vs rest)</h2>
+<h2>Per class (scan level, one vs rest, 95 % CI)</h2>
 {_table(["class", "precision", "recall", "specificity", "F1", "ROC-AUC", "PR-AUC", "scans"], per_class)}
 {"<h2>Clinical view</h2>" + _clinical(report["clinical"]) if "clinical" in report else ""}
 <h2>Figures</h2><div class=figs>{figs}</div>
