@@ -84,12 +84,20 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     }
     report = write_report(
         predictions, classes, out, title=f"{hp['model_name']}: {config.subset} set",
-        audit_extra={"images_in_several_splits": duplicate_images(cache, splits)}, context=context, **config.report_options(),
+        audit_extra={"images_in_several_splits": duplicate_images(cache, splits), "balance": split_balance(cache, splits, skip=set(predictions["split"]))},
+        context=context, **config.report_options(),
     )  # fmt: skip
     metrics = dict(report["scan_level"])
     metrics.update(checkpoint=str(config.checkpoint), subset=config.subset, split=str(config.split), out=str(out),
-                   report=str(out / "report.html"), intervals=report["intervals"]["scan_level"])  # fmt: skip
+                   report=str(out / "report.html"), intervals=report["intervals"]["scan_level"], clinical=report.get("clinical"))  # fmt: skip
     return metrics
+
+
+def split_balance(cache: pd.DataFrame, splits: dict[str, pd.DataFrame], skip: set[str]) -> list[dict[str, Any]]:
+    """Subjects and scans per class of the splits that were not predicted (e.g. train), for the report."""
+    from alzmri.evaluation.report import class_balance
+
+    return [class_balance(name, select_scans(cache, split, name)) for name, split in splits.items() if name not in skip]
 
 
 def duplicate_images(cache: pd.DataFrame, splits: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:

@@ -221,9 +221,9 @@ def audit_table(table: pd.DataFrame, extra: dict[str, Any] | None = None) -> dic
             spread = hashed.groupby("image_hash")["split"].agg(lambda s: sorted(set(map(str, s))))
             findings["images_in_several_splits"] = [{"image_hash": h, "splits": s} for h, s in spread.items() if len(s) > 1]
         for split, part in table.groupby(table["split"].astype(str), sort=False):
-            findings["balance"].append(_balance(str(split), part))
+            findings["balance"].append(class_balance(str(split), part))
     else:
-        findings["balance"].append(_balance("all", table))
+        findings["balance"].append(class_balance("all", table))
     for key, value in (extra or {}).items():
         if isinstance(value, list) and key in findings:
             known = {repr(v) for v in findings[key]}
@@ -234,7 +234,8 @@ def audit_table(table: pd.DataFrame, extra: dict[str, Any] | None = None) -> dic
     return findings
 
 
-def _balance(split: str, part: pd.DataFrame) -> dict[str, Any]:
+def class_balance(split: str, part: pd.DataFrame) -> dict[str, Any]:
+    """Scans and subjects per diagnosis of one split."""
     subjects = part.groupby("diagnosis")["participant_id"].nunique()
     scans = part["diagnosis"].value_counts()
     return {"split": split, "scans": {str(k): int(v) for k, v in scans.items()}, "subjects": {str(k): int(v) for k, v in subjects.items()}}

@@ -26,8 +26,17 @@ def print_metrics(metrics: dict[str, Any]) -> None:
         ("balanced accuracy", _with_ci(metrics["balanced_accuracy"], ci.get("balanced_accuracy"))),
         ("macro F1", _with_ci(metrics["macro_f1"], ci.get("macro_f1"))),
     ]
-    rows += [(f"AUC {c} vs rest", fmt(v if v is not None else float("nan"))) for c, v in metrics["auc"].items()]
+    rows += [(f"AUC {c} vs rest", _with_ci(v, ci.get(f"{c}/auc"))) for c, v in metrics["auc"].items()]
     print_table(f"{metrics['subset']} set (95 % CI: bootstrap over subjects)", ["metric", "value"], rows)
+    if metrics.get("clinical"):
+        _print_clinical(metrics["clinical"])
+
+
+def _print_clinical(clinical: dict[str, Any]) -> None:
+    se, sp, ppv, npv = clinical["sensitivity"], clinical["specificity"], clinical["ppv"], clinical["npv"]
+    print(f"{clinical['positive_class']} per subject at threshold {clinical['threshold']['threshold']:.3g} ({clinical['threshold']['chosen_on']}): "
+          f"sensitivity {_with_ci(se['mean'], se)}, specificity {_with_ci(sp['mean'], sp)}; at prevalence {clinical['prevalence']:.0%}: "
+          f"PPV {_with_ci(ppv['mean'], ppv)}, NPV {_with_ci(npv['mean'], npv)}")  # fmt: skip
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -45,12 +54,8 @@ def print_report(report: dict[str, Any]) -> None:
         for row in headline_rows(report)
     ]  # fmt: skip
     print_table(f"{report['evaluated']}: {report['n_scans']} scans, {report['n_subjects']} subjects (95 % CI)", ["metric", "scan level", "subject level"], rows)
-    clinical = report.get("clinical")
-    if clinical:
-        se, sp, ppv, npv = clinical["sensitivity"], clinical["specificity"], clinical["ppv"], clinical["npv"]
-        print(f"{clinical['positive_class']} per subject at threshold {clinical['threshold']['threshold']:.3g} ({clinical['threshold']['chosen_on']}): "
-              f"sensitivity {_with_ci(se['mean'], se)}, specificity {_with_ci(sp['mean'], sp)}; at prevalence {clinical['prevalence']:.0%}: "
-              f"PPV {_with_ci(ppv['mean'], ppv)}, NPV {_with_ci(npv['mean'], npv)}")  # fmt: skip
+    if report.get("clinical"):
+        _print_clinical(report["clinical"])
 
 
 def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
