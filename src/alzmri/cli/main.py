@@ -12,6 +12,7 @@ from alzmri.cli.commands.preprocess import PreprocessCommand
 from alzmri.cli.commands.synth import SynthCommand
 from alzmri.data.config import AuditConfig, SplitConfig
 from alzmri.evaluation.config import CompareConfig, CrossValidateConfig, EvaluateConfig, PredictConfig, ReportConfig
+from alzmri.explain.config import ExplainConfig
 from alzmri.training.config import TrainConfig
 
 app = typer.Typer(
@@ -75,6 +76,11 @@ add_config_command(app, "compare", CompareConfig, "alzmri.cli.commands.evaluate:
     "Compare two models on the same subjects: DeLong test of AUCs, McNemar test and a paired subject-bootstrap interval "
     "(predictions), or the corrected resampled and Bayesian correlated t-tests (two 'alzmri cv' folders).",
     ["alzmri compare runs/A runs/B", "alzmri compare cv-liu cv-r3d --out compare.json"])
+add_config_command(app, "explain", ExplainConfig, "alzmri.cli.commands.explain:run",
+    "Attribution maps (Grad-CAM, Grad-CAM++, occlusion, saliency, SmoothGrad, integrated gradients) for cached or raw scans: "
+    "map NIfTI, tri-planar overlay, sweep GIF, depth profile, thresholded regions, and a parameter-randomisation sanity check.",
+    ["alzmri explain runs/RUN --cache cache --split split --data test --limit 4",
+     "alzmri explain runs/RUN --scan sub-01_T1w.nii.gz --method integrated_gradients"])
 add_config_command(app, "predict", PredictConfig, "alzmri.cli.commands.evaluate:run_predict",
     "Predict diagnoses for raw scans; the checkpoint alone defines preprocessing and model.",
     ["alzmri predict best-loss.ckpt scan1.nii.gz scan2.nii.gz --out preds.tsv", "alzmri predict best-loss.ckpt cohort"])

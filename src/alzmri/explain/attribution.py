@@ -50,9 +50,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from alzmri.explain.config import METHODS
 from alzmri.utils.errors import AlzmriError
 
-METHODS = ("gradcam", "gradcam++", "occlusion", "saliency", "smoothgrad", "integrated_gradients")
 
 # Options each method accepts through ``attribute(**options)``, with their defaults.
 _OPTIONS: dict[str, dict[str, Any]] = {

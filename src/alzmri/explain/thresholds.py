@@ -13,16 +13,17 @@ map (negative voxels inside a component contribute nothing to its share).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
+from alzmri.explain.config import THRESHOLDS, Threshold
 from alzmri.utils.errors import AlzmriError
 
-Method = Literal["percentile", "otsu", "mean_std"]
-METHODS: tuple[str, ...] = ("percentile", "otsu", "mean_std")
+Method = Threshold
+METHODS: tuple[str, ...] = THRESHOLDS
 
 # 3 x 3 x 3 block of ones: voxels sharing a face, an edge or a corner are neighbours.
 _CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)

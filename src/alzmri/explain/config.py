@@ -1,0 +1,34 @@
+"""The explain command's configuration (names only: building maps needs torch, imported later)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Method = Literal["gradcam", "gradcam++", "occlusion", "saliency", "smoothgrad", "integrated_gradients"]
+METHODS: tuple[str, ...] = get_args(Method)
+Threshold = Literal["percentile", "otsu", "mean_std"]
+THRESHOLDS: tuple[str, ...] = get_args(Threshold)
+
+
+class ExplainConfig(BaseModel):
+    """Attribution maps of a trained model, with thresholds, pictures and a sanity check."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run: Path = Field(description="Run folder (uses checkpoints/best-loss.ckpt) or a checkpoint file.", json_schema_extra={"argument": True})
+    scan: list[Path] | None = Field(None, description="Raw scans to explain (NIfTI or DICOM folders), preprocessed as the model's training data.")
+    cache: Path | None = Field(None, description="Preprocessing cache whose scans to explain (with --split and --data).")
+    split: Path | None = Field(None, description="Split folder (with --cache).")
+    data: str = Field("test", description="Which split's scans to explain (with --cache and --split).")
+    limit: int | None = Field(None, ge=1, description="Explain at most this many scans.")
+    method: Method = Field("gradcam", description="Attribution method: gradcam, gradcam++, occlusion, saliency, smoothgrad, integrated_gradients.")
+    layer: str | None = Field(None, description="Grad-CAM layer (default: the model's registered layer).")
+    threshold: Threshold = Field("percentile", description="How the map is thresholded: percentile, otsu or mean_std (mean + k sd), inside the brain.")
+    percentile: float = Field(95.0, gt=0, lt=100, description="Percentile threshold: keep the voxels above this percentile.")
+    k: float = Field(2.0, gt=0, description="mean_std threshold: mean + k standard deviations.")
+    sanity: bool = Field(True, description="Run the cascading parameter-randomisation check (Adebayo et al. 2018) on the first scan.")
+    gif: bool = Field(True, description="Write an animated GIF sweeping the three planes per scan.")
+    out: Path | None = Field(None, description="Output folder (default: RUN/explain-METHOD).")

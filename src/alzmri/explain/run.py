@@ -1,0 +1,153 @@
+"""``explain(config)``: attribution maps of a trained model for cached or raw scans.
+
+Per scan, in ``OUT/<participant>_<session>/``:
+
+    map.nii.gz         the positive part of the map inside the brain (the voxels above the
+                       preprocessed volume's constant background), in the model's input grid (voxel space:
+                       the preprocessing does not yet record the grid's world affine, so the
+                       file carries an identity affine; mapping back to the scan is to come)
+    overlay.png        tri-planar view through the map's peak, thresholded region outlined
+    sweep.gif          axial, coronal and sagittal sweeps (``--gif``)
+    depth_profile.png  attribution per slice along each axis
+
+and ``OUT/explain.tsv`` (one row per scan: prediction, threshold, surviving components, depth
+peaks), ``OUT/sanity.json`` (``--sanity``: cascading parameter randomisation on the first
+scan, Adebayo et al. 2018).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+
+from alzmri.data.dataset import select_scans
+from alzmri.data.splits import read_split_dir
+from alzmri.evaluation.predict import checkpoint_preprocess, load_classifier, uses_age
+from alzmri.explain.attribution import attribute
+from alzmri.explain.config import ExplainConfig
+from alzmri.explain.depth_profile import depth_profile, plot_depth_profile
+from alzmri.explain.overlay import plot_triplanar, write_sweep_gif
+from alzmri.explain.sanity import cascading_randomization, summarize
+from alzmri.explain.thresholds import components, threshold_map
+from alzmri.io.manifest import write_manifest
+from alzmri.preprocessing.cache import load_array, read_cache
+from alzmri.utils.atomic import atomic_path, atomic_write_text
+from alzmri.utils.errors import AlzmriError
+
+
+def checkpoint_of(run: Path) -> Path:
+    """The checkpoint behind ``run``: the file itself, or ``RUN/checkpoints/best-loss.ckpt``."""
+    run = Path(run)
+    if run.is_file():
+        return run
+    if not run.is_dir():
+        raise AlzmriError(f"{run} is neither a run folder nor a checkpoint file")
+    checkpoint = run / "checkpoints" / "best-loss.ckpt"
+    if not checkpoint.is_file():
+        raise AlzmriError(f"run folder {run} has no checkpoints/best-loss.ckpt (did training finish a validation epoch?)")
+    return checkpoint
+
+
+def scans_to_explain(config: ExplainConfig, hp: dict[str, Any]) -> list[dict[str, Any]]:
+    """``[{participant_id, session_id, diagnosis, age, volume}]`` from raw scans or from a cache split."""
+    if config.scan and (config.cache or config.split):
+        raise AlzmriError("give either --scan or --cache with --split, not both")
+    rows: list[dict[str, Any]] = []
+    if config.scan:
+        from alzmri.preprocessing.pipeline import preprocess_image
+
+        preprocess = checkpoint_preprocess(hp)
+        for path in config.scan[: config.limit]:
+            array, _ = preprocess_image(path, preprocess)
+            rows.append({"participant_id": Path(path).name.split(".nii")[0], "session_id": "", "diagnosis": "", "age": float("nan"), "volume": array})
+        return rows
+    if not (config.cache and config.split):
+        raise AlzmriError("give --scan FILE..., or --cache CACHE --split SPLIT (and --data test|val|train)")
+    cache, cache_preprocess = read_cache(config.cache)
+    if cache_preprocess != checkpoint_preprocess(hp):
+        raise AlzmriError(f"cache {config.cache} was preprocessed differently from the model's training data; preprocess the scans with the model's settings")
+    splits = read_split_dir(config.split)
+    if config.data not in splits:
+        raise AlzmriError(f"split folder {config.split} has no {config.data!r} split (has: {', '.join(splits)})")
+    scans = select_scans(cache, splits[config.data], config.data).head(config.limit)
+    for row in scans.to_dict("records"):
+        rows.append({**{k: row.get(k, "") for k in ("participant_id", "session_id", "diagnosis")}, "age": float(row.get("age", float("nan"))),
+                     "volume": np.asarray(load_array(row["array"]), dtype=np.float32)})  # fmt: skip
+    return rows
+
+
+def brain_mask(volume: np.ndarray) -> np.ndarray:
+    """The brain in a preprocessed volume: voxels above the constant background (the minimum)."""
+    brain = volume > volume.min() + 1e-6
+    return brain if brain.any() else np.ones_like(volume, dtype=bool)
+
+
+def _save_nifti(array: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        nib.save(nib.Nifti1Image(array.astype(np.float32), np.eye(4)), str(tmp))
+
+
+def explain(config: ExplainConfig) -> dict[str, Any]:
+    """Maps, pictures, a per-scan table and the sanity check (see the module docstring)."""
+    checkpoint = checkpoint_of(config.run)
+    model, hp = load_classifier(checkpoint)
+    classes = list(hp["classes"])
+    rows = scans_to_explain(config, hp)
+    if not rows:
+        raise AlzmriError("no scans to explain")
+    needs_age = uses_age(model)
+    if needs_age and any(not np.isfinite(r["age"]) for r in rows):
+        raise AlzmriError("this model uses age, but some scans have none; explain scans from a cache whose labels have ages")
+    out = Path(config.out) if config.out else (Path(config.run) if Path(config.run).is_dir() else checkpoint.parent) / f"explain-{config.method}"
+    out.mkdir(parents=True, exist_ok=True)
+    options = {"layer": config.layer} if config.layer else {}
+    table = []
+    for i, row in enumerate(rows):
+        volume = row["volume"]
+        age = row["age"] if needs_age else None
+        x = torch.from_numpy(volume)[None, None]
+        with torch.no_grad():
+            extra = [torch.tensor([age], dtype=torch.float32)] if needs_age else []
+            probs = torch.softmax(model(x, *extra), dim=1)[0].numpy()
+        predicted = classes[int(probs.argmax())]
+        brain = brain_mask(volume)
+        heat = np.clip(attribute(model, volume, config.method, model_name=hp["model_name"], age=age, **options), 0, None) * brain
+        mask, cut = threshold_map(heat, config.threshold, percentile=config.percentile, k=config.k, mask=brain)
+        parts = components(mask, heat, top=None)
+        profile = depth_profile(heat)
+        name = "_".join(p for p in (row["participant_id"], row["session_id"]) if p) or f"scan{i}"
+        folder = out / name
+        folder.mkdir(exist_ok=True)
+        _save_nifti(heat, folder / "map.nii.gz")
+        title = f"{name}: predicted {predicted} (p = {probs.max():.2f})" + (f", true {row['diagnosis']}" if row["diagnosis"] else "")
+        plot_triplanar(volume, heat, folder / "overlay.png", predicted=predicted, mask=mask, title=title)
+        plot_depth_profile(profile, folder / "depth_profile.png", title=title)
+        if config.gif:
+            write_sweep_gif(volume, heat, folder / "sweep.gif", predicted=predicted)
+        top = parts[0] if parts else {}
+        table.append({
+            "participant_id": row["participant_id"], "session_id": row["session_id"], "diagnosis": row["diagnosis"], "predicted": predicted,
+            **{f"prob_{c}": round(float(p), 6) for c, p in zip(classes, probs, strict=True)},
+            "threshold": round(float(cut), 6), "kept_voxels": int(mask.sum()), "components": len(parts),
+            "top_component_share": round(float(top.get("attribution_share", float("nan"))), 4),
+            "peak_voxel": "x".join(map(str, np.unravel_index(int(np.argmax(heat)), heat.shape))),
+            **{f"depth_peak_{axis.split()[0]}": int(np.nanargmax(p)) if np.isfinite(p).any() else -1 for axis, p in profile.items()},
+        })  # fmt: skip
+        print(f"[{i + 1}/{len(rows)}] {title}: top region holds {top.get('attribution_share', float('nan')):.0%} of the map → {folder}", flush=True)
+    result: dict[str, Any] = {"checkpoint": str(checkpoint), "method": config.method, "n_scans": len(rows), "out": str(out)}
+    write_manifest(pd.DataFrame(table), out / "explain.tsv")
+    if config.sanity:
+        first = rows[0]
+        steps = cascading_randomization(model, first["volume"], config.method, age=first["age"] if needs_age else None,
+                                        model_name=hp["model_name"], **options)  # fmt: skip
+        verdict = summarize(steps)
+        result["sanity"] = {"scan": table[0]["participant_id"], "steps": steps, **verdict}
+        atomic_write_text(out / "sanity.json", json.dumps(result["sanity"], indent=2, default=float) + "\n")
+        print(f"sanity check (parameter randomisation, {len(steps)} layers): {verdict['message']}")
+    return result
