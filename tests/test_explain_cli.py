@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -83,4 +84,7 @@ def test_explain_a_raw_scan_preprocessed_like_the_training_data(prepared: dict[s
     assert len(table) == 1 and table["participant_id"].iloc[0] == Path(scan).name.split(".nii")[0]
     import nibabel as nib
 
-    assert nib.load(tmp_path / "raw" / table["participant_id"].iloc[0] / "map.nii.gz").shape == (16, 16, 16)
+    folder = tmp_path / "raw" / table["participant_id"].iloc[0]
+    assert nib.load(folder / "map.nii.gz").shape == (16, 16, 16)
+    back = nib.load(folder / "map_scan_space.nii.gz")  # the map on the scan's own grid
+    assert back.shape == nib.load(scan).shape and np.allclose(back.affine, nib.load(scan).affine)

@@ -3,9 +3,10 @@
 Per scan, in ``OUT/<participant>_<session>/``:
 
     map.nii.gz         the positive part of the map inside the brain (the voxels above the
-                       preprocessed volume's constant background), in the model's input grid (voxel space:
-                       the preprocessing does not yet record the grid's world affine, so the
-                       file carries an identity affine; mapping back to the scan is to come)
+                       preprocessed volume's constant background), on the model's input grid,
+                       with that grid's world affine from the preprocessing record
+    map_scan_space.nii.gz  the same map resampled (trilinear) onto the original scan's grid
+                       (NIfTI sources, pipelines without 'register')
     overlay.png        tri-planar view through the map's peak, thresholded region outlined
     sweep.gif          axial, coronal and sagittal sweeps (``--gif``)
     depth_profile.png  attribution per slice along each axis
@@ -33,10 +34,13 @@ from alzmri.explain.attribution import attribute
 from alzmri.explain.config import ExplainConfig
 from alzmri.explain.depth_profile import depth_profile, plot_depth_profile
 from alzmri.explain.overlay import plot_triplanar, write_sweep_gif
+from alzmri.explain.spaces import resample_between
 from alzmri.explain.sanity import cascading_randomization, summarize
 from alzmri.explain.thresholds import components, threshold_map
 from alzmri.io.manifest import write_manifest
-from alzmri.preprocessing.cache import load_array, read_cache
+from alzmri.explain.truth import score_map, truth_on_grid, truth_path
+from alzmri.preprocessing.cache import load_array, qc_record_name, read_cache
+from alzmri.preprocessing.pipeline import output_affine
 from alzmri.utils.atomic import atomic_path, atomic_write_text
 from alzmri.utils.errors import AlzmriError
 
@@ -64,8 +68,9 @@ def scans_to_explain(config: ExplainConfig, hp: dict[str, Any]) -> list[dict[str
 
         preprocess = checkpoint_preprocess(hp)
         for path in config.scan[: config.limit]:
-            array, _ = preprocess_image(path, preprocess)
-            rows.append({"participant_id": Path(path).name.split(".nii")[0], "session_id": "", "diagnosis": "", "age": float("nan"), "volume": array})
+            array, qc = preprocess_image(path, preprocess)
+            rows.append({"participant_id": Path(path).name.split(".nii")[0], "session_id": "", "diagnosis": "", "age": float("nan"), "volume": array,
+                         "affine": output_affine(qc), "source": str(path)})  # fmt: skip
         return rows
     if not (config.cache and config.split):
         raise AlzmriError("give --scan FILE..., or --cache CACHE --split SPLIT (and --data test|val|train)")
@@ -77,9 +82,30 @@ def scans_to_explain(config: ExplainConfig, hp: dict[str, Any]) -> list[dict[str
         raise AlzmriError(f"split folder {config.split} has no {config.data!r} split (has: {', '.join(splits)})")
     scans = select_scans(cache, splits[config.data], config.data).head(config.limit)
     for row in scans.to_dict("records"):
+        record = Path(config.cache) / qc_record_name(row["participant_id"], row["session_id"])
+        affine = output_affine(json.loads(record.read_text())) if record.is_file() else None
         rows.append({**{k: row.get(k, "") for k in ("participant_id", "session_id", "diagnosis")}, "age": float(row.get("age", float("nan"))),
-                     "volume": np.asarray(load_array(row["array"]), dtype=np.float32)})  # fmt: skip
+                     "volume": np.asarray(load_array(row["array"]), dtype=np.float32), "affine": affine, "source": row.get("source", "")})  # fmt: skip
     return rows
+
+
+def truth_summary(table: pd.DataFrame) -> dict[str, Any]:
+    """Per true diagnosis: mean enrichment with a subject-bootstrap 95 % interval, energy, pointing game."""
+    from alzmri.evaluation.stats import bootstrap_ci, mean_metric
+
+    summary: dict[str, Any] = {}
+    for diagnosis, part in table.groupby("diagnosis"):
+        part = part[np.isfinite(part["truth_enrichment"].astype(float))]
+        if part.empty:
+            continue
+        summary[str(diagnosis)] = {
+            "n_scans": int(len(part)),
+            "enrichment": bootstrap_ci(mean_metric("truth_enrichment"), part.reset_index(drop=True), n_resamples=2000, seed=0),
+            "energy_inside": float(part["truth_energy_inside"].mean()),
+            "volume_share": float(part["truth_volume_share"].mean()),
+            "pointing_game": float(part["truth_pointing_game"].astype(bool).mean()),
+        }
+    return summary
 
 
 def brain_mask(volume: np.ndarray) -> np.ndarray:
@@ -88,9 +114,9 @@ def brain_mask(volume: np.ndarray) -> np.ndarray:
     return brain if brain.any() else np.ones_like(volume, dtype=bool)
 
 
-def _save_nifti(array: np.ndarray, path: Path) -> None:
+def _save_nifti(array: np.ndarray, path: Path, affine: np.ndarray | None) -> None:
     with atomic_path(path) as tmp:
-        nib.save(nib.Nifti1Image(array.astype(np.float32), np.eye(4)), str(tmp))
+        nib.save(nib.Nifti1Image(array.astype(np.float32), np.eye(4) if affine is None else affine), str(tmp))
 
 
 def explain(config: ExplainConfig) -> dict[str, Any]:
@@ -101,12 +127,20 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
     rows = scans_to_explain(config, hp)
     if not rows:
         raise AlzmriError("no scans to explain")
+    if config.truth is not None:
+        if config.scan:
+            raise AlzmriError("--truth scores cached scans: use it with --cache and --split")
+        if any(r["affine"] is None for r in rows):
+            raise AlzmriError(f"cache {config.cache} predates grid affines; re-run the same 'alzmri preprocess' command (it only redoes the fast steps)")
     needs_age = uses_age(model)
     if needs_age and any(not np.isfinite(r["age"]) for r in rows):
         raise AlzmriError("this model uses age, but some scans have none; explain scans from a cache whose labels have ages")
     out = Path(config.out) if config.out else (Path(config.run) if Path(config.run).is_dir() else checkpoint.parent) / f"explain-{config.method}"
     out.mkdir(parents=True, exist_ok=True)
     options = {"layer": config.layer} if config.layer else {}
+    # After 'register' the grid's world is MNI, not the scan's: mapping back needs the inverse
+    # registration, which the cache does not keep; the map then stays on the (MNI) model grid.
+    registered = "register" in checkpoint_preprocess(hp).steps
     table = []
     for i, row in enumerate(rows):
         volume = row["volume"]
@@ -124,13 +158,22 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         name = "_".join(p for p in (row["participant_id"], row["session_id"]) if p) or f"scan{i}"
         folder = out / name
         folder.mkdir(exist_ok=True)
-        _save_nifti(heat, folder / "map.nii.gz")
+        _save_nifti(heat, folder / "map.nii.gz", row["affine"])
+        if registered is False and row["affine"] is not None and str(row.get("source", "")).endswith((".nii", ".nii.gz")) and Path(row["source"]).is_file():
+            scan = nib.load(row["source"])
+            with atomic_path(folder / "map_scan_space.nii.gz") as tmp:
+                back = resample_between(heat, row["affine"], scan.shape[:3], scan.affine, order=1)
+                nib.save(nib.Nifti1Image(back, scan.affine), str(tmp))
         title = f"{name}: predicted {predicted} (p = {probs.max():.2f})" + (f", true {row['diagnosis']}" if row["diagnosis"] else "")
         plot_triplanar(volume, heat, folder / "overlay.png", predicted=predicted, mask=mask, title=title)
         plot_depth_profile(profile, folder / "depth_profile.png", title=title)
         if config.gif:
             write_sweep_gif(volume, heat, folder / "sweep.gif", predicted=predicted)
         top = parts[0] if parts else {}
+        scores = {}
+        if config.truth is not None:
+            truth = truth_on_grid(truth_path(config.truth, row["participant_id"], row["session_id"]), heat.shape, row["affine"])
+            scores = {f"truth_{k}": v for k, v in score_map(heat, truth, brain, config.truth_level).items()}
         table.append({
             "participant_id": row["participant_id"], "session_id": row["session_id"], "diagnosis": row["diagnosis"], "predicted": predicted,
             **{f"prob_{c}": round(float(p), 6) for c, p in zip(classes, probs, strict=True)},
@@ -138,10 +181,19 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
             "top_component_share": round(float(top.get("attribution_share", float("nan"))), 4),
             "peak_voxel": "x".join(map(str, np.unravel_index(int(np.argmax(heat)), heat.shape))),
             **{f"depth_peak_{axis.split()[0]}": int(np.nanargmax(p)) if np.isfinite(p).any() else -1 for axis, p in profile.items()},
+            **scores,
         })  # fmt: skip
         print(f"[{i + 1}/{len(rows)}] {title}: top region holds {top.get('attribution_share', float('nan')):.0%} of the map → {folder}", flush=True)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "method": config.method, "n_scans": len(rows), "out": str(out)}
     write_manifest(pd.DataFrame(table), out / "explain.tsv")
+    if config.truth is not None:
+        result["truth"] = truth_summary(pd.DataFrame(table))
+        atomic_write_text(out / "truth.json", json.dumps(result["truth"], indent=2, default=float) + "\n")
+        for diagnosis, s in result["truth"].items():
+            e = s["enrichment"]
+            print(f"planted atrophy, {diagnosis} scans ({s['n_scans']}): enrichment {e['estimate']:.2f} [{e['low']:.2f}, {e['high']:.2f}] "
+                  f"(1 = chance), energy inside {s['energy_inside']:.0%} of the map on {s['volume_share']:.0%} of the brain, "
+                  f"pointing game {s['pointing_game']:.0%}")  # fmt: skip
     if config.sanity:
         first = rows[0]
         steps = cascading_randomization(model, first["volume"], config.method, age=first["age"] if needs_age else None,

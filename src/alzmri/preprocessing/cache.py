@@ -38,6 +38,11 @@ FIGURE_DIR = "qc"
 _OWN = {CONFIG_FILE, MANIFEST_FILE, FAILURES_FILE, QC_TABLE, QC_PAGE, ARRAY_DIR, STAGE_DIR, FIGURE_DIR}
 
 
+def qc_record_name(participant_id: str, session_id: str) -> str:
+    """Relative path of a scan's QC record (JSON) in the cache."""
+    return f"{figure_name(participant_id, session_id)[:-4]}.json"
+
+
 def scan_name(participant_id: str, session_id: str) -> str:
     """File stem shared by a scan's cache files."""
     return f"{participant_id}_{session_id}"

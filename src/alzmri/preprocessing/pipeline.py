@@ -216,6 +216,17 @@ def _intensity_stats(values: np.ndarray) -> dict[str, float]:
             "brain_p1": round(float(p1), 3), "brain_p50": round(float(p50), 3), "brain_p99": round(float(p99), 3)}
 
 
+OUTPUT_AFFINE = "output_affine"
+
+
+def output_affine(qc: dict[str, Any]) -> np.ndarray | None:
+    """The 4×4 model-grid affine recorded in a scan's QC record (None for caches made before it was recorded)."""
+    text = qc.get(OUTPUT_AFFINE)
+    if not isinstance(text, str) or not text.strip():
+        return None
+    return np.array([float(v) for v in text.split()], dtype=float).reshape(4, 4)
+
+
 def run_suffix(intermediate: Intermediate, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Run the fast steps on an intermediate.
 
@@ -235,6 +246,9 @@ def run_suffix(intermediate: Intermediate, config: PreprocessConfig) -> tuple[np
         raise AlzmriError("preprocessing produced non-finite values (is the image constant?)")
     mask = subject[MASK_KEY].data[0].numpy() > 0 if MASK_KEY in subject else None
     qc["output_shape"] = "x".join(map(str, array.shape))
+    # The model grid's voxel-to-world matrix (RAS mm of the scan, or MNI after 'register'):
+    # what maps an attribution map back onto the scan.
+    qc[OUTPUT_AFFINE] = " ".join(f"{v:.6g}" for v in np.asarray(subject[IMAGE_KEY].affine, dtype=float).ravel())
     qc["output_mean"] = round(float(array.mean()), 3)
     qc["output_std"] = round(float(array.std()), 3)
     return array, mask, qc

@@ -31,6 +31,7 @@ from alzmri.preprocessing.cache import (
     claim_cache_dir,
     figure_name,
     remove_other_keys,
+    qc_record_name,
     save_array,
     stage_name,
     write_config,
@@ -43,7 +44,7 @@ _META_COLUMNS = ("participant_id", "session_id", "diagnosis", "age", "sex")
 
 
 def _qc_json(out_dir: Path, pid: str, ses: str) -> Path:
-    return out_dir / f"{figure_name(pid, ses)[:-4]}.json"
+    return out_dir / qc_record_name(pid, ses)
 
 
 def _init_worker() -> None:
@@ -62,7 +63,7 @@ def process_scan(source: str, pid: str, ses: str, out_dir: Path, config: Preproc
     Returns:
         The scan's QC record, with ``status`` ``done`` or ``cached`` and its ``array`` path.
     """
-    from alzmri.preprocessing.pipeline import Intermediate, run_prefix, run_suffix, split_steps, step_keys
+    from alzmri.preprocessing.pipeline import OUTPUT_AFFINE, Intermediate, run_prefix, run_suffix, split_steps, step_keys
     from alzmri.preprocessing.qc_figure import save_qc_figure
     from alzmri.utils.hashing import content_digest
 
@@ -72,7 +73,9 @@ def process_scan(source: str, pid: str, ses: str, out_dir: Path, config: Preproc
     qc_path = _qc_json(out_dir, pid, ses)
     if (out_dir / rel).is_file():
         previous = json.loads(qc_path.read_text()) if qc_path.is_file() else {}
-        return {**(previous if previous.get("array") == rel else {}), "status": "cached", "array": rel}
+        if previous.get("array") == rel and OUTPUT_AFFINE in previous:
+            return {**previous, "status": "cached", "array": rel}
+        # An entry from before grid affines were recorded: redo the (fast) suffix to record it.
     prefix, _ = split_steps(config)
     stage = out_dir / stage_name(pid, ses, prefix_key)
     reused = bool(prefix) and stage.is_file()
