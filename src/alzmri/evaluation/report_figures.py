@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn.metrics import auc, precision_recall_curve, roc_curve  # noqa: E402
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve  # noqa: E402
 
 from alzmri.evaluation.stats import reliability_curve  # noqa: E402
 from alzmri.utils.figures import plot_confusion_matrix, save_figure  # noqa: E402
@@ -58,42 +58,42 @@ def _curve_band(table: pd.DataFrame, c: str, kind: str, draws: list[np.ndarray],
     return np.quantile(stacked, alpha, axis=0), np.quantile(stacked, 1 - alpha, axis=0)
 
 
-def plot_roc_band(rows: pd.DataFrame, classes: list[str], path: Path, level: float = 0.95, seed: int = 0, title: str = "") -> Path:
-    """One-vs-rest ROC curve per class with a subject-bootstrap band."""
+def _plot_band(rows: pd.DataFrame, classes: list[str], kind: str, path: Path, level: float, seed: int) -> Path:
+    """ROC (``kind="roc"``) or precision–recall curves, one per class vs rest, with subject-bootstrap bands."""
     draws = _subject_draws(rows, BAND_RESAMPLES, seed)
     fig, ax = plt.subplots(figsize=(5.2, 5))
     for c in _shown(classes):
         y = (rows["diagnosis"] == c).to_numpy()
         if not 0 < y.sum() < len(y):
             continue
-        fpr, tpr, _ = roc_curve(y, rows[f"prob_{c}"])
-        (line,) = ax.plot(fpr, tpr, label=f"{c} vs rest (AUC {auc(fpr, tpr):.3f})")
-        low, high = _curve_band(rows, c, "roc", draws, level)
+        scores = rows[f"prob_{c}"]
+        if kind == "roc":
+            fpr, tpr, _ = roc_curve(y, scores)
+            (line,) = ax.plot(fpr, tpr, label=f"{c} vs rest (AUC {auc(fpr, tpr):.3f})")
+        else:
+            precision, recall, _ = precision_recall_curve(y, scores)
+            (line,) = ax.plot(recall, precision, label=f"{c} (AP {average_precision_score(y, scores):.3f}; base rate {y.mean():.2f})")
+            ax.axhline(y.mean(), color=line.get_color(), ls=":", lw=0.8)
+        low, high = _curve_band(rows, c, kind, draws, level)
         ax.fill_between(GRID, low, high, color=line.get_color(), alpha=0.2, lw=0)
-    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
-    ax.set(xlabel="false positive rate (1 − specificity)", ylabel="true positive rate (sensitivity)", xlim=(0, 1), ylim=(0, 1.01),
-           title=title or f"ROC, {level:.0%} subject-bootstrap band")  # fmt: skip
-    ax.legend(loc="lower right", fontsize=8)
+    if kind == "roc":
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
+        labels = ("false positive rate (1 − specificity)", "true positive rate (sensitivity)", "ROC", "lower right")
+    else:
+        labels = ("recall (sensitivity)", "precision (PPV at the test set's prevalence)", "Precision–recall", "lower left")
+    ax.set(xlabel=labels[0], ylabel=labels[1], xlim=(0, 1), ylim=(0, 1.01), title=f"{labels[2]}, {level:.0%} subject-bootstrap band")
+    ax.legend(loc=labels[3], fontsize=8)
     return save_figure(fig, path)
+
+
+def plot_roc_band(rows: pd.DataFrame, classes: list[str], path: Path, level: float = 0.95, seed: int = 0) -> Path:
+    """One-vs-rest ROC curve per class with a subject-bootstrap band."""
+    return _plot_band(rows, classes, "roc", path, level, seed)
 
 
 def plot_pr_band(rows: pd.DataFrame, classes: list[str], path: Path, level: float = 0.95, seed: int = 0) -> Path:
-    """One-vs-rest precision–recall curve per class with a subject-bootstrap band and its base rate."""
-    draws = _subject_draws(rows, BAND_RESAMPLES, seed)
-    fig, ax = plt.subplots(figsize=(5.2, 5))
-    for c in _shown(classes):
-        y = (rows["diagnosis"] == c).to_numpy()
-        if not 0 < y.sum() < len(y):
-            continue
-        precision, recall, _ = precision_recall_curve(y, rows[f"prob_{c}"])
-        (line,) = ax.plot(recall, precision, label=f"{c} (AP {auc(recall, precision):.3f}; base rate {y.mean():.2f})")
-        low, high = _curve_band(rows, c, "pr", draws, level)
-        ax.fill_between(GRID, low, high, color=line.get_color(), alpha=0.2, lw=0)
-        ax.axhline(y.mean(), color=line.get_color(), ls=":", lw=0.8)
-    ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV at the test set's prevalence)", xlim=(0, 1), ylim=(0, 1.01),
-           title=f"Precision–recall, {level:.0%} subject-bootstrap band")  # fmt: skip
-    ax.legend(loc="lower left", fontsize=8)
-    return save_figure(fig, path)
+    """One-vs-rest precision–recall curve per class with a subject-bootstrap band and its base rate (dotted)."""
+    return _plot_band(rows, classes, "pr", path, level, seed)
 
 
 def plot_calibration(rows: pd.DataFrame, classes: list[str], path: Path, n_bins: int = 10) -> Path:
