@@ -88,3 +88,32 @@ def test_explain_a_raw_scan_preprocessed_like_the_training_data(prepared: dict[s
     assert nib.load(folder / "map.nii.gz").shape == (16, 16, 16)
     back = nib.load(folder / "map_scan_space.nii.gz")  # the map on the scan's own grid
     assert back.shape == nib.load(scan).shape and np.allclose(back.affine, nib.load(scan).affine)
+
+
+@pytest.mark.slow
+def test_explain_regions_needs_mni_and_reports_the_planted_regions(prepared: dict[str, Path], trained: Path, tmp_path: Path) -> None:
+    from alzmri.io.bids import load_scans
+    from alzmri.preprocessing.config import PreprocessConfig
+    from alzmri.preprocessing.runner import preprocess_scans
+    from alzmri.training.fit import fit
+
+    # Without registration the grid is not in MNI space: refused with the reason.
+    done = CliRunner().invoke(app, ["explain", str(trained), "--cache", str(prepared["cache"]), "--split", str(prepared["split"]), "--regions", "--limit", "1"])
+    assert done.exit_code == 2 and "registered to MNI152" in done.stderr
+
+    config = PreprocessConfig(size=16, spacing=2.0, skull_strip="none", steps=("reorient", "resample", "skull_strip", "register", "crop", "resize", "normalize"))
+    preprocess_scans(load_scans(prepared["bids"]), tmp_path / "mni-cache", config, workers=2, progress=False, report=False)
+    run = fit(train_config(prepared, cache=tmp_path / "mni-cache", epochs=1, run_name="mni", out=tmp_path / "runs"))
+    out = tmp_path / "regions"
+    done = CliRunner().invoke(app, ["explain", str(run), "--cache", str(tmp_path / "mni-cache"), "--split", str(prepared["split"]), "--regions",
+                                    "--limit", "3", "--method", "saliency", "--no-gif", "--no-sanity", "--out", str(out)])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "hippocampus + entorhinal + lateral ventricles" in done.output
+    per_scan = pd.read_csv(out / "regions_per_scan.tsv", sep="\t")
+    regions = per_scan[per_scan["kind"] == "region"]
+    for _, scan in regions.groupby("scan"):
+        assert scan["attribution_share"].sum() == pytest.approx(1.0, abs=1e-3) and scan["volume_share"].sum() == pytest.approx(1.0, abs=1e-3)
+    assert {"Left-Hippocampus", "Right-Lateral-Ventricle"} <= set(regions["name"])
+    assert (out / "regions.png").stat().st_size > 1000 and (out / "regions_by_class.tsv").is_file()
+    table = pd.read_csv(out / "explain.tsv", sep="\t")
+    assert table["planted_regions_enrichment"].notna().all()

@@ -31,6 +31,7 @@ class ExplainConfig(BaseModel):
     k: float = Field(2.0, gt=0, description="mean_std threshold: mean + k standard deviations.")
     sanity: bool = Field(True, description="Run the cascading parameter-randomisation check (Adebayo et al. 2018) on the first scan.")
     gif: bool = Field(True, description="Write an animated GIF sweeping the three planes per scan.")
+    regions: bool = Field(False, description="Attribution per Desikan-Killiany region and enrichment over chance (needs scans registered to MNI152: 'register' in the preprocessing steps).")
     truth: Path | None = Field(None, description="Score the maps against planted atrophy: the derivatives/synth folder of an 'alzmri synth' cohort (with --cache).")
     truth_level: float = Field(0.1, gt=0, le=1, description="Planted-atrophy strength (fraction of full scale) at which a voxel counts as planted.")
     out: Path | None = Field(None, description="Output folder (default: RUN/explain-METHOD).")

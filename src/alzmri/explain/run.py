@@ -34,6 +34,7 @@ from alzmri.explain.attribution import attribute
 from alzmri.explain.config import ExplainConfig
 from alzmri.explain.depth_profile import depth_profile, plot_depth_profile
 from alzmri.explain.overlay import plot_triplanar, write_sweep_gif
+from alzmri.explain.regions import aggregate_by_class, group_attribution, labels_for_grid, plot_top_regions, region_attribution, region_groups
 from alzmri.explain.spaces import resample_between
 from alzmri.explain.sanity import cascading_randomization, summarize
 from alzmri.explain.thresholds import components, threshold_map
@@ -89,6 +90,26 @@ def scans_to_explain(config: ExplainConfig, hp: dict[str, Any]) -> list[dict[str
     return rows
 
 
+# The regions where alzmri synth plants AD atrophy and the issue asks about.
+PLANTED = "hippocampus + entorhinal + lateral ventricles"
+PLANTED_LABELS = (17, 53, 1006, 2006, 4, 43)
+
+
+def region_summary(per_scan: pd.DataFrame, out: Path) -> dict[str, Any]:
+    """Per-class region and group enrichment (subject-bootstrap intervals): TSVs, a bar plot, a printed line per class."""
+    write_manifest(per_scan, out / "regions_per_scan.tsv")
+    aggregate = aggregate_by_class(per_scan, cluster="participant_id")
+    write_manifest(aggregate, out / "regions_by_class.tsv")
+    plot_top_regions(aggregate[aggregate["name"].isin(per_scan.loc[per_scan["kind"] == "region", "name"])], out / "regions.png")
+    summary = {}
+    for cls, part in aggregate[aggregate["name"] == PLANTED].groupby("class"):
+        row = part.iloc[0]
+        summary[str(cls)] = {k: float(row[k]) for k in ("enrichment_mean", "enrichment_low", "enrichment_high", "attribution_share_mean")}
+        print(f"{PLANTED}, {cls} scans ({int(row['n_scans'])}): enrichment {row['enrichment_mean']:.2f} "
+              f"[{row['enrichment_low']:.2f}, {row['enrichment_high']:.2f}] (1 = chance), {row['attribution_share_mean']:.0%} of the map")  # fmt: skip
+    return summary
+
+
 def truth_summary(table: pd.DataFrame) -> dict[str, Any]:
     """Per true diagnosis: mean enrichment with a subject-bootstrap 95 % interval, energy, pointing game."""
     from alzmri.evaluation.stats import bootstrap_ci, mean_metric
@@ -141,6 +162,11 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
     # After 'register' the grid's world is MNI, not the scan's: mapping back needs the inverse
     # registration, which the cache does not keep; the map then stays on the (MNI) model grid.
     registered = "register" in checkpoint_preprocess(hp).steps
+    if config.regions and not registered:
+        raise AlzmriError("--regions needs scans registered to MNI152: train on a cache preprocessed with 'register' in --steps")
+    if config.regions and any(r["affine"] is None for r in rows):
+        raise AlzmriError(f"cache {config.cache} predates grid affines; re-run the same 'alzmri preprocess' command (it only redoes the fast steps)")
+    region_rows: list[pd.DataFrame] = []
     table = []
     for i, row in enumerate(rows):
         volume = row["volume"]
@@ -174,6 +200,13 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         if config.truth is not None:
             truth = truth_on_grid(truth_path(config.truth, row["participant_id"], row["session_id"]), heat.shape, row["affine"])
             scores = {f"truth_{k}": v for k, v in score_map(heat, truth, brain, config.truth_level).items()}
+        if config.regions:
+            per_region = region_attribution(heat, *labels_for_grid(heat.shape, row["affine"]))
+            groups = group_attribution(per_region, region_groups() | {PLANTED: PLANTED_LABELS})
+            both = pd.concat([per_region.assign(kind="region"), groups.assign(kind="group")], ignore_index=True)
+            region_rows.append(both.assign(scan=name, participant_id=row["participant_id"], **{"class": row["diagnosis"] or predicted}))
+            planted = groups.set_index("name").loc[PLANTED]
+            scores = {**scores, "planted_regions_enrichment": float(planted["enrichment"]), "planted_regions_share": float(planted["attribution_share"])}
         table.append({
             "participant_id": row["participant_id"], "session_id": row["session_id"], "diagnosis": row["diagnosis"], "predicted": predicted,
             **{f"prob_{c}": round(float(p), 6) for c, p in zip(classes, probs, strict=True)},
@@ -186,6 +219,8 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         print(f"[{i + 1}/{len(rows)}] {title}: top region holds {top.get('attribution_share', float('nan')):.0%} of the map → {folder}", flush=True)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "method": config.method, "n_scans": len(rows), "out": str(out)}
     write_manifest(pd.DataFrame(table), out / "explain.tsv")
+    if config.regions:
+        result["regions"] = region_summary(pd.concat(region_rows, ignore_index=True), out)
     if config.truth is not None:
         result["truth"] = truth_summary(pd.DataFrame(table))
         atomic_write_text(out / "truth.json", json.dumps(result["truth"], indent=2, default=float) + "\n")
