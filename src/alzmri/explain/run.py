@@ -104,6 +104,8 @@ def region_summary(per_scan: pd.DataFrame, out: Path) -> dict[str, Any]:
     summary = {}
     for cls, part in aggregate[aggregate["name"] == PLANTED].groupby("class"):
         row = part.iloc[0]
+        if not int(row["n_scans"]):  # no scan of this class had positive evidence in the atlas
+            continue
         summary[str(cls)] = {k: float(row[k]) for k in ("enrichment_mean", "enrichment_low", "enrichment_high", "attribution_share_mean")}
         print(f"{PLANTED}, {cls} scans ({int(row['n_scans'])}): enrichment {row['enrichment_mean']:.2f} "
               f"[{row['enrichment_low']:.2f}, {row['enrichment_high']:.2f}] (1 = chance), {row['attribution_share_mean']:.0%} of the map")  # fmt: skip
