@@ -100,39 +100,32 @@ def check_same_length(**arrays: np.ndarray) -> int:
     return next(iter(lengths.values()))
 
 
-def check_count(value: Any, name: str) -> float:
-    """A finite, non-negative count (integers expected; fractional weights are accepted).
+def check_number(value: Any, name: str, *, positive: bool = False) -> float:
+    """A finite number that is ``>= 0`` (or ``> 0`` with ``positive=True``).
 
     Args:
-        value: the count.
+        value: the number (a count, a weight, a tolerance ...).
         name: argument name used in error messages.
-
-    Returns:
-        The count as a float.
-    """
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise AlzmriError(f"{name} must be a non-negative number, got {value!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise AlzmriError(f"{name} must be a finite, non-negative count, got {value!r}")
-    return v
-
-
-def check_positive(value: Any, name: str) -> float:
-    """A finite, strictly positive number.
-
-    Args:
-        value: the number.
-        name: argument name used in error messages.
+        positive: require strictly positive.
 
     Returns:
         The value as a float.
     """
+    bound = "> 0" if positive else ">= 0"
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise AlzmriError(f"{name} must be a positive number, got {value!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise AlzmriError(f"{name} must be a finite number > 0, got {value!r}")
+        raise AlzmriError(f"{name} must be a number {bound}, got {value!r}") from None
+    if not np.isfinite(v) or v < 0 or (positive and v == 0):
+        raise AlzmriError(f"{name} must be a finite number {bound}, got {value!r}")
     return v
+
+
+def check_count(value: Any, name: str) -> float:
+    """A finite, non-negative count (integers expected; fractional weights are accepted)."""
+    return check_number(value, name)
+
+
+def check_positive(value: Any, name: str) -> float:
+    """A finite, strictly positive number."""
+    return check_number(value, name, positive=True)

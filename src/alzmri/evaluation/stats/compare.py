@@ -22,6 +22,7 @@ from alzmri.evaluation.stats._checks import (
     as_bool_vector,
     as_vector,
     check_level,
+    check_number,
     check_positive,
     check_same_length,
 )
@@ -275,12 +276,7 @@ def bayesian_correlated_ttest(
         ``{"p_a_better", "p_rope", "p_b_better", "mean", "scale", "df"}``.
     """
     d, ratio = _fold_diffs(diffs, n_train, n_test)
-    try:
-        r = float(rope)
-    except (TypeError, ValueError):
-        raise AlzmriError(f"rope must be a non-negative number, got {rope!r}") from None
-    if not np.isfinite(r) or r < 0:
-        raise AlzmriError(f"rope must be a finite number >= 0, got {rope!r}")
+    r = check_number(rope, "rope")
     k = d.size
     mean = float(d.mean())
     scale = float(np.sqrt((1.0 / k + ratio) * d.var(ddof=1)))
