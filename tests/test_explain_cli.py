@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -117,3 +118,69 @@ def test_explain_regions_needs_mni_and_reports_the_planted_regions(prepared: dic
     assert (out / "regions.png").stat().st_size > 1000 and (out / "regions_by_class.tsv").is_file()
     table = pd.read_csv(out / "explain.tsv", sep="\t")
     assert table["planted_regions_enrichment"].notna().all()
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny alzmri synth cohort (with its ground truth), preprocessed without registration, and a 2-epoch model."""
+    from alzmri.cli.commands.demo import DEMO_PREPROCESS
+    from alzmri.cli.commands.split import run_split
+    from alzmri.data.config import SplitConfig
+    from alzmri.data.synth import SynthConfig, synthesize_cohort
+    from alzmri.io.bids import load_scans
+    from alzmri.preprocessing.runner import preprocess_scans
+    from alzmri.training.fit import fit
+
+    root = tmp_path_factory.mktemp("synth-explain")
+    bids = synthesize_cohort(SynthConfig(subjects=8, classes=["CN", "AD"], sessions=(1, 1), voxel_size=4.0, atrophy_scale=3.0, workers=2), root / "bids", progress=False)
+    preprocess_scans(load_scans(bids), root / "cache", DEMO_PREPROCESS.model_copy(update={"size": 16, "spacing": 4.0}), workers=2, progress=False, report=False)
+    run_split(SplitConfig(source=bids, out=root / "split", ratios=(0.5, 0.25, 0.25), seed=0))
+    paths = {"root": root, "cache": root / "cache", "split": root / "split", "truth": bids / "derivatives" / "synth"}
+    return paths | {"run": fit(train_config(paths, epochs=2, batch_size=2, run_name="synth"))}
+
+
+def test_explain_scores_true_anatomy_of_unregistered_synthetic_scans(synthetic_run: dict[str, Path], tmp_path: Path) -> None:
+    p = synthetic_run
+    out = tmp_path / "truth"
+    args = ["explain", str(p["run"]), "--cache", str(p["cache"]), "--split", str(p["split"]), "--truth", str(p["truth"]), "--regions",
+            "--target", "true", "--method", "saliency", "--smooth", "1", "--no-gif", "--out", str(out)]  # fmt: skip
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert "own Desikan-Killiany labels" in done.output and "hippocampus + entorhinal + lateral ventricles" in done.output
+    table = pd.read_csv(out / "explain.tsv", sep="\t")
+    assert (table["explained"] == table["diagnosis"]).all()  # --target true: every map explains the scan's own diagnosis
+    assert table["planted_regions_enrichment"].notna().all() and np.isfinite(table["truth_enrichment"]).all()
+    per_scan = pd.read_csv(out / "regions_per_scan.tsv", sep="\t")
+    regions = per_scan[per_scan["kind"] == "region"]
+    assert {"Left-Hippocampus", "Left-Lateral-Ventricle", "ctx-lh-entorhinal"} <= set(regions["name"])
+    for _, scan in regions.groupby("scan"):
+        assert scan["attribution_share"].sum() == pytest.approx(1.0, abs=1e-3)
+    sanity = json.loads((out / "sanity.json").read_text())  # the sanity check maps what the run maps: smoothed, same class
+    assert sanity["steps"] and all(np.isfinite(s["spearman"]) for s in sanity["steps"])
+    # Smoothing spreads the map: more voxels above zero than the raw saliency of the same scan.
+    raw = tmp_path / "raw"
+    done = CliRunner().invoke(app, ["explain", str(p["run"]), "--cache", str(p["cache"]), "--split", str(p["split"]), "--target", "true",
+                                    "--method", "saliency", "--no-gif", "--no-sanity", "--limit", "1", "--out", str(raw)])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    first = f"{table['participant_id'][0]}_{table['session_id'][0]}"
+    smoothed_map, raw_map = (np.asarray(nib.load(d / first / "map.nii.gz").dataobj) for d in (out, raw))
+    assert (smoothed_map > 1e-6 * smoothed_map.max()).sum() > (raw_map > 1e-6 * raw_map.max()).sum()
+
+
+def test_explain_target_errors_are_one_line(synthetic_run: dict[str, Path], tmp_path: Path) -> None:
+    p = synthetic_run
+    common = ["explain", str(p["run"]), "--cache", str(p["cache"]), "--split", str(p["split"]), "--limit", "1", "--no-gif", "--no-sanity", "--out", str(tmp_path)]
+    done = CliRunner().invoke(app, [*common, "--target", "MCI"])
+    assert done.exit_code == 2 and "--target 'MCI' is not a class of this model (CN, AD)" in done.stderr
+    scan = next(iter(sorted((p["root"] / "bids").glob("sub-*/ses-*/anat/*_T1w.nii.gz"))))
+    done = CliRunner().invoke(app, ["explain", str(p["run"]), "--scan", str(scan), "--target", "true", "--no-gif", "--no-sanity", "--out", str(tmp_path)])
+    assert done.exit_code == 2 and "--target true needs each scan's diagnosis" in done.stderr
+    first = pd.read_csv(p["split"] / "test.tsv", sep="\t", dtype=str).iloc[0]
+    labels = next(iter(p["truth"].rglob(f"{first['participant_id']}_{first['session_id']}_desc-aparcaseg_dseg.nii.gz")))
+    moved = tmp_path / "moved"
+    labels.rename(moved)
+    try:
+        done = CliRunner().invoke(app, [*common, "--truth", str(p["truth"]), "--regions"])
+        assert done.exit_code == 2 and "re-running the same 'alzmri synth' command" in done.stderr
+    finally:
+        moved.rename(labels)

@@ -201,6 +201,37 @@ def test_atrophy_mask_marks_disease_only(disease_pair: dict[float, tuple[SynthCo
     assert all(not np.asarray(nib.load(job.mask).dataobj).any() for job in jobs0)
 
 
+def test_atlas_labels_are_the_scans_true_anatomy(longitudinal: tuple[SynthConfig, Path]) -> None:
+    config, root = longitudinal
+    _, jobs = _jobs(config, root)
+    for job in jobs[:3]:
+        written, t1w = nib.load(job.labels), nib.load(job.t1w)
+        assert job.labels.name.endswith("_desc-aparcaseg_dseg.nii.gz") and job.labels.parent == job.mask.parent
+        assert written.shape == t1w.shape and np.allclose(written.affine, t1w.affine)
+        labels, _ = _labels(job)
+        assert np.array_equal(np.asarray(written.dataobj), labels)
+        assert set(LATERAL_VENTRICLES[:2]) | {17, 53, 1006, 2006} <= set(np.unique(labels).tolist())
+
+
+def test_thinning_scale_acts_on_cortical_thinning_only() -> None:
+    from alzmri.data.synth.anatomy import draw_subject_anatomy, region_changes
+
+    anatomy = draw_subject_anatomy(np.random.default_rng(0), "F")
+    full = region_changes(anatomy, 1.0, 75.0, atrophy_scale=3.0)
+    none = region_changes(anatomy, 1.0, 75.0, atrophy_scale=3.0, thinning_scale=0.0)
+    third = region_changes(anatomy, 1.0, 75.0, atrophy_scale=3.0, thinning_scale=1 / 3)
+    for region in REGIONS:
+        if region.effect == "thin":
+            assert full[region.name].disease > 0 and none[region.name].disease == 0.0
+            assert third[region.name].disease == pytest.approx(full[region.name].disease / 3)
+            assert none[region.name].ageing == full[region.name].ageing > 0  # ageing is not disease
+        else:
+            assert none[region.name] == full[region.name] == third[region.name]
+    # The default keeps the identity of cohorts made before the option existed; another value is part of it.
+    assert "thinning_scale" not in SynthConfig().identity()
+    assert SynthConfig(thinning_scale=0.5).identity()["thinning_scale"] == 0.5
+
+
 def test_refuses_foreign_or_different_output(tmp_path: Path, longitudinal: tuple[SynthConfig, Path]) -> None:
     config, root = longitudinal
     foreign = tmp_path / "mine"
@@ -233,6 +264,14 @@ def test_rerun_is_a_noop_and_resumes(tmp_path: Path) -> None:
     assert not list(root.rglob(".tmp-*"))
     after = _files(root)
     assert {p for p in after if after[p] != before.get(p)} == {victim}
+
+    # A cohort made before the atlas labels were written gets them, and only them, on a re-run.
+    labels = next(iter(sorted(root.rglob("*_desc-aparcaseg_dseg.nii.gz"))))
+    original = labels.read_bytes()
+    labels.unlink()
+    synthesize_cohort(config, root, progress=False)
+    again = _files(root)
+    assert labels.read_bytes() == original and {p for p in again if again[p] != after.get(p)} == {labels}
 
 
 def test_config_validation() -> None:

@@ -36,10 +36,10 @@ from alzmri.explain.depth_profile import depth_profile, plot_depth_profile
 from alzmri.explain.overlay import plot_triplanar, write_sweep_gif
 from alzmri.explain.regions import aggregate_by_class, group_attribution, labels_for_grid, plot_top_regions, region_attribution, region_groups
 from alzmri.explain.spaces import resample_between
-from alzmri.explain.sanity import cascading_randomization, summarize
+from alzmri.explain.sanity import GRADIENT_METHODS, cascading_randomization, summarize
 from alzmri.explain.thresholds import components, threshold_map
 from alzmri.io.manifest import write_manifest
-from alzmri.explain.truth import score_map, truth_on_grid, truth_path
+from alzmri.explain.truth import labels_on_grid, labels_path, score_map, truth_on_grid, truth_path
 from alzmri.preprocessing.cache import load_array, qc_record_name, read_cache
 from alzmri.preprocessing.pipeline import output_affine
 from alzmri.utils.atomic import atomic_path, atomic_write_text
@@ -131,6 +131,30 @@ def truth_summary(table: pd.DataFrame) -> dict[str, Any]:
     return summary
 
 
+def target_for(target: str, classes: list[str], diagnosis: str, probs: np.ndarray) -> int:
+    """Index of the class a scan's map explains: the predicted one, the true one, or a named one."""
+    if target == "predicted":
+        return int(probs.argmax())
+    name = diagnosis if target == "true" else target
+    if name not in classes:
+        what = f"scan diagnosis {name!r}" if target == "true" else f"--target {name!r}"
+        raise AlzmriError(f"{what} is not a class of this model ({', '.join(classes)}); use --target predicted, true or one of them")
+    return classes.index(name)
+
+
+def map_function(method: str, smooth: float) -> Any:
+    """``attribute`` for ``method``, followed by Gaussian smoothing with sigma ``smooth`` voxels when > 0."""
+    if smooth <= 0:
+        return method
+
+    def smoothed(model: Any, volume: np.ndarray, *, target: int, **kw: Any) -> np.ndarray:
+        from scipy import ndimage
+
+        return ndimage.gaussian_filter(attribute(model, volume, method, target=target, **kw), smooth)
+
+    return smoothed
+
+
 def brain_mask(volume: np.ndarray) -> np.ndarray:
     """The brain in a preprocessed volume: voxels above the constant background (the minimum)."""
     brain = volume > volume.min() + 1e-6
@@ -164,8 +188,20 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
     # After 'register' the grid's world is MNI, not the scan's: mapping back needs the inverse
     # registration, which the cache does not keep; the map then stays on the (MNI) model grid.
     registered = "register" in checkpoint_preprocess(hp).steps
-    if config.regions and not registered:
-        raise AlzmriError("--regions needs scans registered to MNI152: train on a cache preprocessed with 'register' in --steps")
+    if config.regions and not registered and config.truth is None:
+        raise AlzmriError("--regions needs scans registered to MNI152 ('register' in the preprocessing steps), "
+                          "or --truth with a synthetic cohort (each of its scans carries its own atlas labels)")
+    if config.target not in ("predicted", "true"):
+        target_for(config.target, classes, "", np.zeros(len(classes)))
+    elif config.target == "true" and any(not r["diagnosis"] for r in rows):
+        raise AlzmriError("--target true needs each scan's diagnosis: explain scans from a cache and split, or name a class")
+    if config.regions and config.truth is not None:
+        labels_path(config.truth, rows[0]["participant_id"], rows[0]["session_id"])  # fail before any work
+        from alzmri.io.templates import load_desikan_killiany_on_mni
+
+        atlas_names = load_desikan_killiany_on_mni()[1]
+        print("regions: each scan's own Desikan-Killiany labels from --truth (its true anatomy, no registration)")
+    compute_map = map_function(config.method, config.smooth)
     if config.regions and any(r["affine"] is None for r in rows):
         raise AlzmriError(f"cache {config.cache} predates grid affines; re-run the same 'alzmri preprocess' command (it only redoes the fast steps)")
     region_rows: list[pd.DataFrame] = []
@@ -178,8 +214,14 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
             extra = [torch.tensor([age], dtype=torch.float32)] if needs_age else []
             probs = torch.softmax(model(x, *extra), dim=1)[0].numpy()
         predicted = classes[int(probs.argmax())]
+        row["target"] = target_for(config.target, classes, row["diagnosis"], probs)
         brain = brain_mask(volume)
-        heat = np.clip(attribute(model, volume, config.method, model_name=hp["model_name"], age=age, **options), 0, None) * brain
+        raw = attribute(model, volume, config.method, target=row["target"], model_name=hp["model_name"], age=age, **options)
+        if config.smooth > 0:
+            from scipy import ndimage
+
+            raw = ndimage.gaussian_filter(raw, config.smooth)
+        heat = np.clip(raw, 0, None) * brain
         mask, cut = threshold_map(heat, config.threshold, percentile=config.percentile, k=config.k, mask=brain)
         parts = components(mask, heat, top=None)
         profile = depth_profile(heat)
@@ -193,6 +235,8 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
                 back = resample_between(heat, row["affine"], scan.shape[:3], scan.affine, order=1)
                 nib.save(nib.Nifti1Image(back, scan.affine), str(tmp))
         title = f"{name}: predicted {predicted} (p = {probs.max():.2f})" + (f", true {row['diagnosis']}" if row["diagnosis"] else "")
+        if classes[row["target"]] != predicted:
+            title += f"; map explains {classes[row['target']]}"
         plot_triplanar(volume, heat, folder / "overlay.png", predicted=predicted, mask=mask, title=title)
         plot_depth_profile(profile, folder / "depth_profile.png", title=title)
         if config.gif:
@@ -203,7 +247,11 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
             truth = truth_on_grid(truth_path(config.truth, row["participant_id"], row["session_id"]), heat.shape, row["affine"])
             scores = {f"truth_{k}": v for k, v in score_map(heat, truth, brain, config.truth_level).items()}
         if config.regions:
-            per_region = region_attribution(heat, *labels_for_grid(heat.shape, row["affine"]))
+            if config.truth is not None:
+                grid_labels = labels_on_grid(labels_path(config.truth, row["participant_id"], row["session_id"]), heat.shape, row["affine"])
+                per_region = region_attribution(heat, grid_labels, atlas_names)
+            else:
+                per_region = region_attribution(heat, *labels_for_grid(heat.shape, row["affine"]))
             groups = group_attribution(per_region, region_groups() | {PLANTED: PLANTED_LABELS})
             both = pd.concat([per_region.assign(kind="region"), groups.assign(kind="group")], ignore_index=True)
             region_rows.append(both.assign(scan=name, participant_id=row["participant_id"], **{"class": row["diagnosis"] or predicted}))
@@ -211,14 +259,15 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
             scores = {**scores, "planted_regions_enrichment": float(planted["enrichment"]), "planted_regions_share": float(planted["attribution_share"])}
         table.append({
             "participant_id": row["participant_id"], "session_id": row["session_id"], "diagnosis": row["diagnosis"], "predicted": predicted,
-            **{f"prob_{c}": round(float(p), 6) for c, p in zip(classes, probs, strict=True)},
+            **{f"prob_{c}": round(float(p), 6) for c, p in zip(classes, probs, strict=True)}, "explained": classes[row["target"]],
             "threshold": round(float(cut), 6), "kept_voxels": int(mask.sum()), "components": len(parts),
             "top_component_share": round(float(top.get("attribution_share", float("nan"))), 4),
             "peak_voxel": "x".join(map(str, np.unravel_index(int(np.argmax(heat)), heat.shape))),
             **{f"depth_peak_{axis.split()[0]}": int(np.nanargmax(p)) if np.isfinite(p).any() else -1 for axis, p in profile.items()},
             **scores,
         })  # fmt: skip
-        print(f"[{i + 1}/{len(rows)}] {title}: top region holds {top.get('attribution_share', float('nan')):.0%} of the map → {folder}", flush=True)
+        held = f"top region holds {top['attribution_share']:.0%} of the map" if top else "no positive evidence"
+        print(f"[{i + 1}/{len(rows)}] {title}: {held} → {folder}", flush=True)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "method": config.method, "n_scans": len(rows), "out": str(out)}
     write_manifest(pd.DataFrame(table), out / "explain.tsv")
     if config.regions:
@@ -233,8 +282,8 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
                   f"pointing game {s['pointing_game']:.0%}")  # fmt: skip
     if config.sanity:
         first = rows[0]
-        steps = cascading_randomization(model, first["volume"], config.method, age=first["age"] if needs_age else None,
-                                        model_name=hp["model_name"], **options)  # fmt: skip
+        steps = cascading_randomization(model, first["volume"], compute_map, age=first["age"] if needs_age else None, target=first["target"],
+                                        absolute=config.method in GRADIENT_METHODS, model_name=hp["model_name"], **options)  # fmt: skip
         verdict = summarize(steps)
         result["sanity"] = {"scan": table[0]["participant_id"], "steps": steps, **verdict}
         atomic_write_text(out / "sanity.json", json.dumps(result["sanity"], indent=2, default=float) + "\n")

@@ -32,7 +32,7 @@ from alzmri.utils.errors import AlzmriError
 
 # Gradient maps are compared in absolute value, as Adebayo et al. do (sign flips of a gradient
 # are not a change of what the map highlights).
-_GRADIENT_METHODS = ("saliency", "smoothgrad", "integrated_gradients")
+GRADIENT_METHODS = ("saliency", "smoothgrad", "integrated_gradients")
 _SSIM_WINDOW = 7
 
 MapMethod = Callable[..., np.ndarray]
@@ -89,7 +89,7 @@ def cascading_randomization(
     if isinstance(method, str) and method not in METHODS:
         raise AlzmriError(f"unknown attribution method {method!r}; choose one of {', '.join(METHODS)}")
     if absolute is None:
-        absolute = isinstance(method, str) and method in _GRADIENT_METHODS
+        absolute = isinstance(method, str) and method in GRADIENT_METHODS
     if target is None:
         target = predicted_class(model, volume, age=kw.get("age"))
 

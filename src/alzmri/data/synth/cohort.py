@@ -104,7 +104,7 @@ def _subject(config: SynthConfig, index: int, diagnosis: str, width: int) -> Sub
         if visit:
             years += float(np.clip(rng.normal(1.0, 0.08), 0.75, 1.4))
         level = severity + rate * years
-        changes = region_changes(anatomy, level, age + years, config.atrophy_scale)
+        changes = region_changes(anatomy, level, age + years, config.atrophy_scale, config.thinning_scale)
         sessions.append(Session(f"ses-{visit + 1:02d}", round(age + years, 2), round(level, 4), changes))
     return Subject(index, f"sub-{index + 1:0{width}d}", diagnosis, sex, site, anatomy, tuple(sessions))
 

@@ -23,6 +23,8 @@ class SynthConfig(BaseModel):
         voxel_size: nominal voxel size in mm; every scan jitters around it.
         seed: random seed; the same seed gives the same cohort, byte for byte.
         atrophy_scale: multiplier on the disease-related atrophy (0 removes the disease signal).
+        thinning_scale: extra multiplier on the disease-related cortical thinning alone (on top of
+            ``atrophy_scale``; 0 leaves only the volume changes of the deep structures).
         workers: parallel worker processes (0 = one per CPU core); does not change the output.
     """
 
@@ -36,6 +38,9 @@ class SynthConfig(BaseModel):
     voxel_size: float = Field(1.0, gt=0.3, le=4.0, description="Nominal voxel size in mm (each scan jitters around it).")
     seed: int = Field(0, description="Random seed; same seed, same cohort.")
     atrophy_scale: float = Field(1.0, ge=0.0, description="Multiplier on disease-related atrophy (0 = no disease signal).")
+    thinning_scale: float = Field(
+        1.0, ge=0.0, description="Extra multiplier on the disease-related cortical thinning alone, on top of atrophy_scale (0 = volume changes only)."
+    )
     workers: int = Field(0, ge=0, description="Parallel worker processes (0 = one per CPU core).")
 
     @model_validator(mode="after")
@@ -55,4 +60,7 @@ class SynthConfig(BaseModel):
         Returns:
             A JSON-serialisable dict used to recognise a previous output of the same config.
         """
-        return self.model_dump(mode="json", exclude={"workers"})
+        exclude = {"workers"}
+        if self.thinning_scale == 1.0:  # added later: cohorts made before it keep their identity
+            exclude.add("thinning_scale")
+        return self.model_dump(mode="json", exclude=exclude)

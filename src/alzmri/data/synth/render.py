@@ -59,9 +59,14 @@ class ScanJob:
     nominal_voxel: float
     noise_entropy: tuple[int, ...]
 
+    @property
+    def labels(self) -> Path:
+        """Where the scan's ground-truth anatomy goes: the atlas carried through its transform chain."""
+        return self.mask.with_name(self.mask.name.replace("_desc-atrophy_mask", "_desc-aparcaseg_dseg"))
+
     def outputs(self) -> tuple[Path, ...]:
         """Every file this job writes (the T1w image last)."""
-        return (_json_of(self.mask), self.mask, _json_of(self.t1w), self.t1w)
+        return (_json_of(self.mask), self.mask, self.labels, _json_of(self.t1w), self.t1w)
 
     def done(self) -> bool:
         """Whether every output exists (each is written atomically, so existing means complete)."""
@@ -206,17 +211,18 @@ def scan_geometry(job: ScanJob) -> ScanGeometry:
     return ScanGeometry(shape, affine, full[:3], full[3], full[4])
 
 
-def render_arrays(job: ScanJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render_arrays(job: ScanJob, geometry: ScanGeometry | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render a scan in memory.
 
     Args:
         job: the scan to render.
+        geometry: its :func:`scan_geometry`, when already computed.
 
     Returns:
         ``(t1w, mask, affine)``: int16 image, uint8 atrophy mask on the same grid, 4 x 4 affine.
     """
     base, cortex, depth, lobe = _intensity_model(round(job.nominal_voxel, 3))
-    geometry = scan_geometry(job)
+    geometry = scan_geometry(job) if geometry is None else geometry
     thinned = base.copy()
     thinned.ravel()[cortex] -= thinning_lookup(job.changes)[lobe] * depth
     image = _sample(thinned, geometry.template_index)
@@ -226,17 +232,18 @@ def render_arrays(job: ScanJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return t1w, mask, geometry.affine
 
 
-def render_labels(job: ScanJob) -> tuple[np.ndarray, np.ndarray]:
+def render_labels(job: ScanJob, geometry: ScanGeometry | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The Desikan-Killiany atlas carried through the scan's transform chain (ground-truth anatomy).
 
     Args:
         job: the scan.
+        geometry: its :func:`scan_geometry`, when already computed.
 
     Returns:
         ``(labels, affine)``: int32 atlas labels on the scan's grid (nearest neighbour) and its affine.
     """
     labels, _ = load_desikan_killiany_on_mni()
-    geometry = scan_geometry(job)
+    geometry = scan_geometry(job) if geometry is None else geometry
     warped = ndi.map_coordinates(labels, geometry.template_index, order=0, mode="constant", cval=0)
     return warped.astype(np.int32), geometry.affine
 
@@ -255,7 +262,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def render_scan(job: ScanJob) -> str:
-    """Render one scan and write its T1w image, sidecar, atrophy mask and mask sidecar.
+    """Render one scan and write its T1w image and sidecar, atrophy mask and sidecar, and atlas labels.
 
     Args:
         job: the scan to render.
@@ -263,8 +270,13 @@ def render_scan(job: ScanJob) -> str:
     Returns:
         The scan's name, e.g. ``sub-001_ses-01``.
     """
-    t1w, mask, affine = render_arrays(job)
-    mask_json, mask_path, t1w_json, t1w_path = job.outputs()
+    geometry = scan_geometry(job)
+    t1w, mask, affine = render_arrays(job, geometry)
+    mask_json, mask_path, labels_path, t1w_json, t1w_path = job.outputs()
+    if not labels_path.is_file():
+        labels, _ = render_labels(job, geometry)
+        with atomic_path(labels_path) as tmp:
+            nib.save(_nifti(labels.astype(np.int16), affine), tmp)
     # Outputs are deterministic: on resume, files that survived are kept untouched.
     if not mask_path.is_file():
         with atomic_path(mask_path) as tmp:
