@@ -167,9 +167,42 @@ def test_explain_scores_true_anatomy_of_unregistered_synthetic_scans(synthetic_r
     assert (smoothed_map > 1e-6 * smoothed_map.max()).sum() > (raw_map > 1e-6 * raw_map.max()).sum()
 
 
+def test_label_randomization_check(synthetic_run: dict[str, Path], tmp_path: Path) -> None:
+    from alzmri.training.fit import fit
+
+    p = synthetic_run
+    shuffled = fit(train_config(p, epochs=2, batch_size=2, run_name="shuffled", shuffle_labels=True))
+    common = ["explain", str(p["run"]), "--cache", str(p["cache"]), "--split", str(p["split"]), "--no-gif", "--no-sanity", "--method", "saliency"]
+    done = CliRunner().invoke(app, [*common, "--label-randomized", str(shuffled), "--out", str(tmp_path / "lr")])
+    assert done.exit_code == 0, done.output
+    verdict = json.loads((tmp_path / "lr" / "label_randomization.json").read_text())
+    table = pd.read_csv(tmp_path / "lr" / "explain.tsv", sep="\t")
+    assert verdict["n_scans"] == len(table) == 2 and verdict["mean_spearman"] == pytest.approx(table["label_randomized_spearman"].mean(), abs=1e-3)
+    assert "label randomisation" in done.output and verdict["message"].split(":")[0] in ("passed", "failed")
+    # The same model compared with itself would correlate perfectly, so the check needs a --shuffle-labels run.
+    done = CliRunner().invoke(app, [*common, "--label-randomized", str(p["run"]), "--out", str(tmp_path / "self")])
+    assert done.exit_code == 2 and "was not trained with --shuffle-labels" in done.stderr
+
+
+def test_shuffled_labels_keep_subjects_whole_and_class_counts() -> None:
+    from alzmri.training.fit import shuffle_subject_labels
+
+    scans = pd.DataFrame({"participant_id": [f"sub-{i // 2:02d}" for i in range(40)], "diagnosis": ["CN"] * 20 + ["AD"] * 20})
+    shuffled = shuffle_subject_labels(scans, seed=0)
+    assert shuffled.groupby("participant_id")["diagnosis"].nunique().eq(1).all()
+    assert shuffled.drop_duplicates("participant_id")["diagnosis"].value_counts().to_dict() == {"CN": 10, "AD": 10}
+    assert not shuffled["diagnosis"].equals(scans["diagnosis"]) and shuffled.equals(shuffle_subject_labels(scans, seed=0))
+    assert scans["diagnosis"].iloc[0] == "CN"  # the input is not modified
+
+
 def test_explain_target_errors_are_one_line(synthetic_run: dict[str, Path], tmp_path: Path) -> None:
     p = synthetic_run
     common = ["explain", str(p["run"]), "--cache", str(p["cache"]), "--split", str(p["split"]), "--limit", "1", "--no-gif", "--no-sanity", "--out", str(tmp_path)]
+    done = CliRunner().invoke(app, [*common, "--occlusion-size", "4"])
+    assert done.exit_code == 2 and "--occlusion-size applies to --method occlusion only" in done.stderr
+    done = CliRunner().invoke(app, [*common, "--method", "occlusion", "--occlusion-size", "4", "--target", "AD"])
+    assert done.exit_code == 0, done.output
+    assert (pd.read_csv(tmp_path / "explain.tsv", sep="\t")["explained"] == "AD").all()
     done = CliRunner().invoke(app, [*common, "--target", "MCI"])
     assert done.exit_code == 2 and "--target 'MCI' is not a class of this model (CN, AD)" in done.stderr
     scan = next(iter(sorted((p["root"] / "bids").glob("sub-*/ses-*/anat/*_T1w.nii.gz"))))

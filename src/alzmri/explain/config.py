@@ -26,12 +26,16 @@ class ExplainConfig(BaseModel):
     limit: int | None = Field(None, ge=1, description="Explain at most this many scans.")
     method: Method = Field("gradcam", description="Attribution method: gradcam, gradcam++, occlusion, saliency, smoothgrad, integrated_gradients.")
     layer: str | None = Field(None, description="Grad-CAM layer (default: the model's registered layer).")
+    occlusion_size: int | None = Field(None, ge=1, description="Occlusion: edge of the occluded cube in model-grid voxels (default: the input edge // 8); windows step by half of it.")
     target: str = Field("predicted", description="Class each map explains: predicted (the model's choice), true (the scan's diagnosis) or a class name such as AD.")
     smooth: float = Field(0.0, ge=0, description="Gaussian smoothing of each map before it is clipped to its positive part, sigma in model-grid voxels (0 = none; gradient maps are speckled voxel to voxel).")
     threshold: Threshold = Field("percentile", description="How the map is thresholded: percentile, otsu or mean_std (mean + k sd), inside the brain.")
     percentile: float = Field(95.0, gt=0, lt=100, description="Percentile threshold: keep the voxels above this percentile.")
     k: float = Field(2.0, gt=0, description="mean_std threshold: mean + k standard deviations.")
     sanity: bool = Field(True, description="Run the cascading parameter-randomisation check (Adebayo et al. 2018) on the first scan.")
+    label_randomized: Path | None = Field(
+        None, description="Run (or checkpoint) trained on the same data with 'alzmri train --shuffle-labels': the label-randomisation check compares its maps with this model's, scan by scan."
+    )
     gif: bool = Field(True, description="Write an animated GIF sweeping the three planes per scan.")
     regions: bool = Field(False, description="Attribution per Desikan-Killiany region and enrichment over chance: on the MNI atlas for scans registered to MNI152 ('register' in the preprocessing steps), or with --truth on each synthetic scan's own atlas labels.")
     truth: Path | None = Field(None, description="Score the maps against planted atrophy: the derivatives/synth folder of an 'alzmri synth' cohort (with --cache).")

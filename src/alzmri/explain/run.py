@@ -13,7 +13,9 @@ Per scan, in ``OUT/<participant>_<session>/``:
 
 and ``OUT/explain.tsv`` (one row per scan: prediction, threshold, surviving components, depth
 peaks), ``OUT/sanity.json`` (``--sanity``: cascading parameter randomisation on the first
-scan, Adebayo et al. 2018).
+scan, Adebayo et al. 2018) and ``OUT/label_randomization.json`` (``--label-randomized RUN``: per
+scan, the Spearman correlation between this model's map and that of a model trained on
+shuffled labels, and the verdict).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage
 
 from alzmri.data.dataset import select_scans
 from alzmri.data.splits import read_split_dir
@@ -36,7 +39,7 @@ from alzmri.explain.depth_profile import depth_profile, plot_depth_profile
 from alzmri.explain.overlay import plot_triplanar, write_sweep_gif
 from alzmri.explain.regions import aggregate_by_class, group_attribution, labels_for_grid, plot_top_regions, region_attribution, region_groups
 from alzmri.explain.spaces import resample_between
-from alzmri.explain.sanity import GRADIENT_METHODS, cascading_randomization, summarize
+from alzmri.explain.sanity import GRADIENT_METHODS, cascading_randomization, map_similarity, summarize, summarize_label_randomization
 from alzmri.explain.thresholds import components, threshold_map
 from alzmri.io.manifest import write_manifest
 from alzmri.explain.truth import labels_on_grid, labels_path, score_map, truth_on_grid, truth_path
@@ -148,11 +151,21 @@ def map_function(method: str, smooth: float) -> Any:
         return method
 
     def smoothed(model: Any, volume: np.ndarray, *, target: int, **kw: Any) -> np.ndarray:
-        from scipy import ndimage
-
         return ndimage.gaussian_filter(attribute(model, volume, method, target=target, **kw), smooth)
 
     return smoothed
+
+
+def label_randomized_model(path: Path, classes: list[str], hp: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The model (and hparams) of a ``--shuffle-labels`` run, checked to match the explained model's classes and preprocessing."""
+    model, other = load_classifier(checkpoint_of(path))
+    if list(other["classes"]) != classes:
+        raise AlzmriError(f"--label-randomized model has classes {other['classes']}, the explained model {classes}; train both on the same classes")
+    if checkpoint_preprocess(other) != checkpoint_preprocess(hp):
+        raise AlzmriError("--label-randomized model was trained on differently preprocessed scans; train it on the same cache")
+    if not other.get("train_config", {}).get("shuffle_labels", False):
+        raise AlzmriError(f"--label-randomized {path} was not trained with --shuffle-labels; train one with 'alzmri train CACHE SPLIT --shuffle-labels'")
+    return model, other
 
 
 def brain_mask(volume: np.ndarray) -> np.ndarray:
@@ -184,7 +197,11 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         raise AlzmriError("this model uses age, but some scans have none; explain scans from a cache whose labels have ages")
     out = Path(config.out) if config.out else (Path(config.run) if Path(config.run).is_dir() else checkpoint.parent) / f"explain-{config.method}"
     out.mkdir(parents=True, exist_ok=True)
-    options = {"layer": config.layer} if config.layer else {}
+    options: dict[str, Any] = {"layer": config.layer} if config.layer else {}
+    if config.occlusion_size is not None:
+        if config.method != "occlusion":
+            raise AlzmriError("--occlusion-size applies to --method occlusion only")
+        options["mask_size"] = config.occlusion_size
     # After 'register' the grid's world is MNI, not the scan's: mapping back needs the inverse
     # registration, which the cache does not keep; the map then stays on the (MNI) model grid.
     registered = "register" in checkpoint_preprocess(hp).steps
@@ -202,6 +219,12 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         atlas_names = load_desikan_killiany_on_mni()[1]
         print("regions: each scan's own Desikan-Killiany labels from --truth (its true anatomy, no registration)")
     compute_map = map_function(config.method, config.smooth)
+    shuffled = None
+    if config.label_randomized is not None:
+        shuffled, shuffled_hp = label_randomized_model(config.label_randomized, classes, hp)
+        if uses_age(shuffled) != needs_age:
+            raise AlzmriError("--label-randomized model and the explained model differ in their age input")
+    label_similarity: list[float] = []
     if config.regions and any(r["affine"] is None for r in rows):
         raise AlzmriError(f"cache {config.cache} predates grid affines; re-run the same 'alzmri preprocess' command (it only redoes the fast steps)")
     region_rows: list[pd.DataFrame] = []
@@ -218,10 +241,14 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         brain = brain_mask(volume)
         raw = attribute(model, volume, config.method, target=row["target"], model_name=hp["model_name"], age=age, **options)
         if config.smooth > 0:
-            from scipy import ndimage
-
             raw = ndimage.gaussian_filter(raw, config.smooth)
         heat = np.clip(raw, 0, None) * brain
+        if shuffled is not None:
+            other = attribute(shuffled, volume, config.method, target=row["target"], model_name=shuffled_hp["model_name"], age=age, **options)
+            if config.smooth > 0:
+                other = ndimage.gaussian_filter(other, config.smooth)
+            absolute = config.method in GRADIENT_METHODS
+            label_similarity.append(map_similarity(raw, other, absolute=absolute)["spearman"])
         mask, cut = threshold_map(heat, config.threshold, percentile=config.percentile, k=config.k, mask=brain)
         parts = components(mask, heat, top=None)
         profile = depth_profile(heat)
@@ -264,7 +291,7 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
             "top_component_share": round(float(top.get("attribution_share", float("nan"))), 4),
             "peak_voxel": "x".join(map(str, np.unravel_index(int(np.argmax(heat)), heat.shape))),
             **{f"depth_peak_{axis.split()[0]}": int(np.nanargmax(p)) if np.isfinite(p).any() else -1 for axis, p in profile.items()},
-            **scores,
+            **scores, **({"label_randomized_spearman": round(label_similarity[-1], 4)} if shuffled is not None else {}),
         })  # fmt: skip
         held = f"top region holds {top['attribution_share']:.0%} of the map" if top else "no positive evidence"
         print(f"[{i + 1}/{len(rows)}] {title}: {held} → {folder}", flush=True)
@@ -280,6 +307,11 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
             print(f"planted atrophy, {diagnosis} scans ({s['n_scans']}): enrichment {e['estimate']:.2f} [{e['low']:.2f}, {e['high']:.2f}] "
                   f"(1 = chance), energy inside {s['energy_inside']:.0%} of the map on {s['volume_share']:.0%} of the brain, "
                   f"pointing game {s['pointing_game']:.0%}")  # fmt: skip
+    if shuffled is not None:
+        verdict = summarize_label_randomization(label_similarity)
+        result["label_randomization"] = {"run": str(config.label_randomized), **verdict}
+        atomic_write_text(out / "label_randomization.json", json.dumps(result["label_randomization"], indent=2, default=float) + "\n")
+        print(f"sanity check (label randomisation): {verdict['message']}")
     if config.sanity:
         first = rows[0]
         steps = cascading_randomization(model, first["volume"], compute_map, age=first["age"] if needs_age else None, target=first["target"],

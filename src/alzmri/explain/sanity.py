@@ -218,6 +218,32 @@ def summarize(results: Sequence[dict[str, Any]], threshold: float = 0.5) -> dict
     return {"final_spearman": final, "passed": passed, "message": message}
 
 
+def summarize_label_randomization(spearman: Sequence[float], threshold: float = 0.5) -> dict[str, Any]:
+    """Verdict of the label-randomisation check: maps of the trained model vs a model trained on shuffled labels.
+
+    Adebayo et al. (2018)'s data-randomisation test: a model trained on permuted labels has
+    nothing true to find, so a trustworthy method's maps of it should not resemble the trained
+    model's. The per-scan Spearman correlations are averaged.
+
+    Args:
+        spearman: one rank correlation per scan (same scan, same explained class, both models).
+        threshold: largest mean correlation that counts as "different".
+
+    Returns:
+        ``mean_spearman``, ``n_scans``, ``passed`` and a one-line ``message``.
+    """
+    values = [float(v) for v in spearman]
+    if not values:
+        raise AlzmriError("no scans to compare for the label-randomisation check")
+    mean = float(np.mean(values))
+    passed = mean <= threshold
+    verdict = "passed" if passed else "failed"
+    relation = f"{mean:.2f} (<= {threshold}): the maps depend on what the model learned from the labels" if passed else (
+        f"{mean:.2f} (> {threshold}): the maps look alike even though the other model learned nothing true (Adebayo et al. 2018)")
+    return {"mean_spearman": mean, "n_scans": len(values), "passed": passed,
+            "message": f"{verdict}: over {len(values)} scans the maps of the model trained on shuffled labels correlate with these at Spearman {relation}"}
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return _correlation(np.ravel(a), np.ravel(b), stats.spearmanr)
 

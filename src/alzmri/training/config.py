@@ -55,6 +55,9 @@ class TrainConfig(BaseModel):
         default_factory=lambda: list(DEFAULT_AUGMENTATIONS),
         description="TorchIO augmentations in order: noise, gamma, flip, affine, elastic, blur, bias_field, crop.",
     )
+    shuffle_labels: bool = Field(
+        False, description="Permute the training labels across subjects (seeded): a model for the label-randomisation sanity check ('alzmri explain --label-randomized RUN'). Validation keeps the true labels."
+    )
     seed: int = Field(0, description="Random seed (weights, batches, augmentation).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from alzmri.data.audit import assert_no_leakage
@@ -33,11 +34,19 @@ from alzmri.utils.errors import AlzmriError
 
 # Settings that do not change the trained weights (a run may resume with other values).
 _NOT_HASHED = {"progress", "num_workers", "threads", "run_name", "out", "resume", "device", "trackers", "tracking_uri", "experiment"}
+# Settings added after runs existed: left out of the hash at their default, so those runs keep their names.
+_ADDED_LATER = {"shuffle_labels": False}
+
+
+def hashed_fields(config: TrainConfig) -> dict[str, Any]:
+    """The settings that change the trained weights, as JSON types."""
+    payload = config.model_dump(mode="json", exclude=_NOT_HASHED)
+    return {k: v for k, v in payload.items() if not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
 
 
 def run_name_for(config: TrainConfig) -> str:
     """``<model>-<hash>`` of every setting that changes the result."""
-    payload = config.model_dump(mode="json", exclude=_NOT_HASHED)
+    payload = hashed_fields(config)
     payload["cache"] = str(Path(config.cache).resolve())
     payload["split"] = str(Path(config.split).resolve())
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
@@ -53,6 +62,19 @@ def class_weights(labels: pd.Series, classes: list[str]) -> list[float]:
     return [len(labels) / (len(classes) * int(counts[c])) for c in classes]
 
 
+def shuffle_subject_labels(scans: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The scans with diagnoses permuted across subjects (Adebayo et al.'s data randomisation).
+
+    Each subject's label (that of its first scan) goes to another subject, drawn by a seeded
+    permutation, and holds for all of that subject's scans; the class counts over subjects stay
+    the same. A model trained on this can only memorise.
+    """
+    first = scans.drop_duplicates("participant_id")
+    permuted = np.random.default_rng(seed).permutation(first["diagnosis"].to_numpy())
+    mapping = dict(zip(first["participant_id"], permuted, strict=True))
+    return scans.assign(diagnosis=scans["participant_id"].map(mapping))
+
+
 def prepare(config: TrainConfig) -> dict[str, Any]:
     """Everything ``fit`` needs, checked before any training: data, classes, model kwargs."""
     cache, preprocess = read_cache(config.cache)
@@ -65,6 +87,8 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
         raise AlzmriError(f"need at least two diagnoses to classify; the training split has {classes}")
     train = train[train["diagnosis"].isin(classes)].reset_index(drop=True)
     val = val[val["diagnosis"].isin(classes)].reset_index(drop=True)
+    if config.shuffle_labels:
+        train = shuffle_subject_labels(train, config.seed)
     if val.empty:
         raise AlzmriError(f"the val split of {config.split} has no scans of classes {classes}")
     info = model_info(config.model)
@@ -144,7 +168,7 @@ def fit(config: TrainConfig) -> Path:
     run_dir = out / (config.run_name or run_name_for(config))
     record = {
         "train_config": config.model_dump(mode="json"),
-        "hash_fields": {k: v for k, v in config.model_dump(mode="json").items() if k not in _NOT_HASHED},
+        "hash_fields": hashed_fields(config),
         "classes": data["classes"],
         "model": config.model,
         "model_kwargs": data["model_kwargs"],
