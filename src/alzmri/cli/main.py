@@ -80,7 +80,9 @@ add_config_command(app, "explain", ExplainConfig, "alzmri.cli.commands.explain:r
     "Attribution maps (Grad-CAM, Grad-CAM++, occlusion, saliency, SmoothGrad, integrated gradients) for cached or raw scans: "
     "map NIfTI, tri-planar overlay, sweep GIF, depth profile, thresholded regions, and a parameter-randomisation sanity check.",
     ["alzmri explain runs/RUN --cache cache --split split --data test --limit 4",
-     "alzmri explain runs/RUN --scan sub-01_T1w.nii.gz --method integrated_gradients"])
+     "alzmri explain runs/RUN --scan sub-01_T1w.nii.gz --method integrated_gradients",
+     "alzmri explain runs/RUN --cache cache --split split --truth bids/derivatives/synth --regions --target true --method occlusion",
+     "alzmri explain runs/RUN --cache cache --split split --label-randomized runs/SHUFFLED   # after: alzmri train cache split --shuffle-labels"])
 add_config_command(app, "predict", PredictConfig, "alzmri.cli.commands.evaluate:run_predict",
     "Predict diagnoses for raw scans; the checkpoint alone defines preprocessing and model.",
     ["alzmri predict best-loss.ckpt scan1.nii.gz scan2.nii.gz --out preds.tsv", "alzmri predict best-loss.ckpt cohort"])
