@@ -30,9 +30,9 @@ Cost: Grad-CAM/++ is one forward pass plus a backward pass from the logits down 
 layer only (nothing before the layer keeps an autograd graph); saliency is one forward and one
 full backward to the input, smoothgrad ``n_samples`` of those, integrated gradients ``steps + 1``
 (batched); occlusion is one forward pass per occlusion window (thousands, see :func:`attribute`).
-For ``liu2022`` (width 8) at 128³ a forward pass alone takes about 9 s on 2 CPU cores, almost all
-in its third convolution (256 → 512 channels, 5³ kernel on a 29³ grid, ~0.5 TFLOP), and a
-Grad-CAM costs about the same.
+For ``liu2022`` at 128³ on an idle 2-core CPU (``benchmarks/explain_speed.py``) a Grad-CAM takes
+0.3 s at width 1 and 4.8 s at width 8, barely more than a forward pass (4.8 s at width 8, almost
+all in its third convolution: 256 → 512 channels, 5³ kernel on a 29³ grid).
 
 Models with an age input (``model.uses_age``, e.g. ``liu2022(age_encoding=True)``) get their
 age through a small wrapper module that fixes it, since MONAI calls ``model(x)``.

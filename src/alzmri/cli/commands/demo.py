@@ -93,6 +93,7 @@ def run(config: DemoConfig) -> dict:
         f"  test results: {metrics['out']}  (predictions.tsv, metrics.json, PNG figures)\n"
         f"  MLflow:       mlflow ui --backend-store-uri sqlite:///{(runs / 'mlflow.db').resolve()}\n"
         f"  TensorBoard:  tensorboard --logdir {runs}\n"
-        f"  next:         alzmri cv {cache} --folds 3 --epochs {config.epochs} --lr {config.lr:g} --dropout {config.dropout:g} --out {out / 'cv'}"
+        f"  next:         alzmri cv {cache} --folds 3 --epochs {config.epochs} --lr {config.lr:g} --dropout {config.dropout:g} --out {out / 'cv'}\n"
+        f"  explain:      alzmri explain {run_dir} --cache {cache} --split {split} --truth {bids / 'derivatives' / 'synth'} --regions --target true --method occlusion --occlusion-size 8"
     )
     return metrics
