@@ -146,14 +146,14 @@ def target_for(target: str, classes: list[str], diagnosis: str, probs: np.ndarra
 
 
 def map_function(method: str, smooth: float) -> Any:
-    """``attribute`` for ``method``, followed by Gaussian smoothing with sigma ``smooth`` voxels when > 0."""
-    if smooth <= 0:
-        return method
+    """``compute(model, volume, *, target, **kw)``: :func:`attribute` for ``method``, then Gaussian
+    smoothing with sigma ``smooth`` voxels when > 0 (the same map for the scan and the sanity checks)."""
 
-    def smoothed(model: Any, volume: np.ndarray, *, target: int, **kw: Any) -> np.ndarray:
-        return ndimage.gaussian_filter(attribute(model, volume, method, target=target, **kw), smooth)
+    def compute(model: Any, volume: np.ndarray, *, target: int | None = None, **kw: Any) -> np.ndarray:
+        result = attribute(model, volume, method, target=target, **kw)
+        return ndimage.gaussian_filter(result, smooth) if smooth > 0 else result
 
-    return smoothed
+    return compute
 
 
 def label_randomized_model(path: Path, classes: list[str], hp: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -239,16 +239,11 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         predicted = classes[int(probs.argmax())]
         row["target"] = target_for(config.target, classes, row["diagnosis"], probs)
         brain = brain_mask(volume)
-        raw = attribute(model, volume, config.method, target=row["target"], model_name=hp["model_name"], age=age, **options)
-        if config.smooth > 0:
-            raw = ndimage.gaussian_filter(raw, config.smooth)
+        raw = compute_map(model, volume, target=row["target"], model_name=hp["model_name"], age=age, **options)
         heat = np.clip(raw, 0, None) * brain
         if shuffled is not None:
-            other = attribute(shuffled, volume, config.method, target=row["target"], model_name=shuffled_hp["model_name"], age=age, **options)
-            if config.smooth > 0:
-                other = ndimage.gaussian_filter(other, config.smooth)
-            absolute = config.method in GRADIENT_METHODS
-            label_similarity.append(map_similarity(raw, other, absolute=absolute)["spearman"])
+            other = compute_map(shuffled, volume, target=row["target"], model_name=shuffled_hp["model_name"], age=age, **options)
+            label_similarity.append(map_similarity(raw, other, absolute=config.method in GRADIENT_METHODS)["spearman"])
         mask, cut = threshold_map(heat, config.threshold, percentile=config.percentile, k=config.k, mask=brain)
         parts = components(mask, heat, top=None)
         profile = depth_profile(heat)

@@ -33,10 +33,13 @@ from alzmri.utils.errors import AlzmriError
 DEFAULT_LEVEL = 0.1  # of full scale: voxels that got at least a tenth of the maximal atrophy
 
 
+def _derivative(root: Path, participant_id: str, session_id: str, suffix: str) -> Path:
+    return Path(root) / participant_id / session_id / "anat" / f"{participant_id}_{session_id}_{suffix}.nii.gz"
+
+
 def truth_path(root: Path, participant_id: str, session_id: str) -> Path:
     """Where ``alzmri synth`` put a scan's atrophy mask under its ``derivatives/synth`` folder."""
-    stem = f"{participant_id}_{session_id}"
-    path = Path(root) / participant_id / session_id / "anat" / f"{stem}_desc-atrophy_mask.nii.gz"
+    path = _derivative(root, participant_id, session_id, "desc-atrophy_mask")
     if not path.is_file():
         raise AlzmriError(f"no planted-atrophy mask for {participant_id} {session_id} at {path}; --truth takes the derivatives/synth folder of an 'alzmri synth' cohort")
     return path
@@ -44,8 +47,7 @@ def truth_path(root: Path, participant_id: str, session_id: str) -> Path:
 
 def labels_path(root: Path, participant_id: str, session_id: str) -> Path:
     """Where ``alzmri synth`` put a scan's atlas labels (its true anatomy) under ``derivatives/synth``."""
-    stem = f"{participant_id}_{session_id}"
-    path = Path(root) / participant_id / session_id / "anat" / f"{stem}_desc-aparcaseg_dseg.nii.gz"
+    path = _derivative(root, participant_id, session_id, "desc-aparcaseg_dseg")
     if not path.is_file():
         raise AlzmriError(f"no atlas labels for {participant_id} {session_id} at {path}; cohorts made before alzmri synth wrote them "
                           "get them by re-running the same 'alzmri synth' command into the same folder (it adds missing files only)")
