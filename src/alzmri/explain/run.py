@@ -156,13 +156,15 @@ def map_function(method: str, smooth: float) -> Any:
     return compute
 
 
-def label_randomized_model(path: Path, classes: list[str], hp: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The model (and hparams) of a ``--shuffle-labels`` run, checked to match the explained model's classes and preprocessing."""
+def label_randomized_model(path: Path, explained: Any, classes: list[str], hp: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The model (and hparams) of a ``--shuffle-labels`` run, checked to match the explained model's classes, preprocessing and age input."""
     model, other = load_classifier(checkpoint_of(path))
     if list(other["classes"]) != classes:
         raise AlzmriError(f"--label-randomized model has classes {other['classes']}, the explained model {classes}; train both on the same classes")
     if checkpoint_preprocess(other) != checkpoint_preprocess(hp):
         raise AlzmriError("--label-randomized model was trained on differently preprocessed scans; train it on the same cache")
+    if uses_age(model) != uses_age(explained):
+        raise AlzmriError("--label-randomized model and the explained model differ in their age input")
     if not other.get("train_config", {}).get("shuffle_labels", False):
         raise AlzmriError(f"--label-randomized {path} was not trained with --shuffle-labels; train one with 'alzmri train CACHE SPLIT --shuffle-labels'")
     return model, other
@@ -187,11 +189,10 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
     rows = scans_to_explain(config, hp)
     if not rows:
         raise AlzmriError("no scans to explain")
-    if config.truth is not None:
-        if config.scan:
-            raise AlzmriError("--truth scores cached scans: use it with --cache and --split")
-        if any(r["affine"] is None for r in rows):
-            raise AlzmriError(f"cache {config.cache} predates grid affines; re-run the same 'alzmri preprocess' command (it only redoes the fast steps)")
+    if config.truth is not None and config.scan:
+        raise AlzmriError("--truth scores cached scans: use it with --cache and --split")
+    if (config.truth is not None or config.regions) and any(r["affine"] is None for r in rows):
+        raise AlzmriError(f"cache {config.cache} predates grid affines; re-run the same 'alzmri preprocess' command (it only redoes the fast steps)")
     needs_age = uses_age(model)
     if needs_age and any(not np.isfinite(r["age"]) for r in rows):
         raise AlzmriError("this model uses age, but some scans have none; explain scans from a cache whose labels have ages")
@@ -221,12 +222,8 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
     compute_map = map_function(config.method, config.smooth)
     shuffled = None
     if config.label_randomized is not None:
-        shuffled, shuffled_hp = label_randomized_model(config.label_randomized, classes, hp)
-        if uses_age(shuffled) != needs_age:
-            raise AlzmriError("--label-randomized model and the explained model differ in their age input")
+        shuffled, shuffled_hp = label_randomized_model(config.label_randomized, model, classes, hp)
     label_similarity: list[float] = []
-    if config.regions and any(r["affine"] is None for r in rows):
-        raise AlzmriError(f"cache {config.cache} predates grid affines; re-run the same 'alzmri preprocess' command (it only redoes the fast steps)")
     region_rows: list[pd.DataFrame] = []
     table = []
     for i, row in enumerate(rows):
