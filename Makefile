@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt "deepbet==1.0.2"
 	@if $(BIN)/pip list 2>/dev/null | grep -qiE '^(nvidia-|triton )'; then \
 		echo "error: CUDA packages were pulled into $(VENV); check pins" >&2; exit 1; fi
 	@$(BIN)/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else 'error: torch ' + v + ' installed, expected 2.13.0')"

@@ -42,7 +42,7 @@ def write_bad_inputs(data: Path) -> dict[str, tuple[str, str]]:
         "good": ("good.nii.gz", ""),
         "fourd": ("fourd.nii.gz", ""),
         "dicom": ("dicom", ""),
-        "text": ("notes.txt", "cannot read NIfTI file"),
+        "text": ("notes.txt", "unknown scan format"),
         "flat": ("flat.nii.gz", "not a 3D volume"),
         "nan": ("nan.nii.gz", "NaN"),
         "empty": ("empty.nii.gz", "cannot read NIfTI file"),

@@ -47,12 +47,13 @@ def test_head_phantom_is_what_the_tests_assume(head) -> None:
     assert 1500 < mask.sum() * np.prod(VOXEL) / 1000 < 2400  # brain volume in ml
 
 
-def test_template_skull_stripping_matches_the_true_mask(head) -> None:
-    subject = tio.Compose([tio.ToCanonical(), tio.Resample(4.0), N4BiasFieldCorrection(), SkullStrip("template")])(subject_of(head))
+@pytest.mark.parametrize("method", ["template", "deepbet"])
+def test_skull_stripping_matches_the_true_mask(head, method) -> None:
+    subject = tio.Compose([tio.ToCanonical(), tio.Resample(4.0), N4BiasFieldCorrection(), SkullStrip(method)])(subject_of(head))
     found = subject["brain_mask"].data[0].numpy() > 0
     truth = subject["truth"].data[0].numpy() > 0
     assert dice(found, truth) >= 0.90
-    assert subject["qc"]["skull_strip_method"] == "template"
+    assert subject["qc"]["skull_strip_method"] == method
     image = subject["image"].data[0].numpy()
     assert (image[~found] == 0).all() and (image[found] != 0).mean() > 0.95  # skull and scalp removed
 
@@ -103,9 +104,11 @@ def test_resampling_preserves_physical_extent(head) -> None:
 
 
 def test_prefix_qc_records_the_method_timings_and_mask_volume(head) -> None:
-    intermediate = run_prefix(head.image, SMALL)
+    intermediate = run_prefix(head.image, SMALL.model_copy(update={"strip_check": "template"}))
     qc = intermediate.qc
-    assert qc["skull_strip_method"] == "template" and qc["input_orientation"] == "PIR"
+    assert qc["skull_strip_method"] == "deepbet" and qc["input_orientation"] == "PIR"
+    assert qc["skull_strip_check_method"] == "template" and qc["skull_strip_check_dice"] >= 0.9
+    assert qc["skull_strip_registration_ncc"] > 0.45 and qc["mask_surface_contact"] < 0.05
     assert {"seconds_reorient", "seconds_resample", "seconds_n4", "seconds_skull_strip"} <= set(qc)
     assert 1300 < qc["brain_ml"] < 2600 and qc["warnings"] == ""
     assert intermediate.preview_mask is not None and intermediate.preview.shape == intermediate.preview_mask.shape

@@ -32,15 +32,23 @@ add_config_command(app, "synth", SynthCommand, "alzmri.cli.commands.synth:run",
     "1–3 sessions, scanner variation and graded AD-like atrophy whose location is recorded.",
     ["alzmri synth cohort --subjects 60 --classes CN,MCI,AD --seed 1", "alzmri synth small --subjects 20 --voxel-size 2"])
 add_config_command(app, "convert", ConvertCommand, "alzmri.cli.commands.convert:run",
-    "Convert DICOM series (any folder layout) to BIDS-like NIfTI with JSON sidecars; skip localizers and "
-    "report inconsistent series in conversion.tsv; write manifest.tsv (fill in diagnosis) for preprocess. Resumable.",
+    "Convert DICOM series (any folder layout) to BIDS-like NIfTI with JSON sidecars. Each series is classified from its "
+    "tags (sequence, image type, TR/TE/TI, slices): only 3D T1w (MPRAGE, SPGR, TFE) series become anat/*_T1w; field maps, "
+    "localizers, derived images and other contrasts are skipped with the reason in conversion.tsv; DICOM warnings go to "
+    "conversion.log. Writes manifest.tsv (fill in diagnosis) for preprocess. Resumable.",
     ["alzmri convert dicom nifti", "alzmri convert /data/dicom out --min-slices 20 --no-progress"])
 add_config_command(app, "preprocess", PreprocessCommand, "alzmri.cli.commands.preprocess:run",
-    "Raw T1w scans (NIfTI or DICOM folders, skull on, any orientation) → cached model-ready arrays: reorient to RAS, "
-    "resample, N4 bias correction, skull stripping (offline template method, or SynthStrip/HD-BET/BET if installed), "
-    "optional MNI152 registration, crop, resize, normalise. Parallel (-j), resumable, content+settings hashed; "
-    "writes qc.tsv and a self-contained qc.html. Exit code 2 if any scan failed (the others are cached).",
+    "Raw T1w scans (NIfTI, Analyze, MGZ, MINC, NRRD, MetaImage, DICOM folders or zips; skull on, any orientation) → "
+    "cached model-ready arrays: reorient to RAS, resample, N4 bias correction, skull stripping (deepbet networks shipped "
+    "in its wheel, offline; or the template method; or SynthStrip/HD-BET/BET if installed), optional MNI152 registration, "
+    "crop, resize, normalise. Parallel (-j), shardable (--shard I/N) or on a Dask cluster (--scheduler), resumable, "
+    "content+settings hashed; QC flags implausible masks (volume, scalp contact, border, registration, method "
+    "disagreement, sessions of one subject) in qc.tsv and a self-contained qc.html. Exit code 2 if any scan failed "
+    "(the others are cached).",
     ["alzmri preprocess manifest.tsv cache -j 4", "alzmri preprocess cohort cache64 --size 64 --spacing 2 --skull-strip none",
+     "alzmri preprocess raw cache --strip-check template --fail-on-qc",
+     "alzmri preprocess raw cache --shard $SLURM_ARRAY_TASK_ID/8 -j $SLURM_CPUS_PER_TASK",
+     "alzmri preprocess raw cache --scheduler tcp://10.0.0.5:8786",
      "alzmri preprocess raw cache --steps reorient,resample,n4,skull_strip,register,crop,resize,normalize",
      "alzmri preprocess raw cache --config preprocess.yaml"])
 add_config_command(app, "split", SplitConfig, "alzmri.cli.commands.split:run_split",

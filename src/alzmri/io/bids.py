@@ -8,26 +8,27 @@ from pathlib import Path
 import pandas as pd
 
 from alzmri.io.manifest import check_columns, check_filled, check_unique, read_manifest, read_table, validate_scans
+from alzmri.io.volumes import T1W_SUFFIXES
 from alzmri.utils.errors import AlzmriError
 
 DEFAULT_SESSION = "ses-01"
-_PATTERNS = (
-    "sub-*/ses-*/anat/*_T1w.nii.gz",
-    "sub-*/ses-*/anat/*_T1w.nii",
-    "sub-*/anat/*_T1w.nii.gz",
-    "sub-*/anat/*_T1w.nii",
-)
+# BIDS itself has NIfTI only; the other formats load_scan reads are accepted alike. A .hdr/.img
+# pair is found once, by its .hdr; a MetaImage/NRRD data file (.raw) is not a scan of its own.
+_PATTERNS = tuple(f"{level}/anat/*_T1w{suffix}" for level in ("sub-*/ses-*", "sub-*") for suffix in T1W_SUFFIXES)
+_FORMATS = "|".join(suffix.lstrip(".") for suffix in T1W_SUFFIXES)
 
 
 def read_bids(root: str | os.PathLike[str], labels: Path | None = None) -> pd.DataFrame:
     """Find the T1w scans of a BIDS folder and attach their diagnoses.
 
     Scans are ``sub-*/ses-*/anat/*_T1w.nii[.gz]``, or ``sub-*/anat/*_T1w.nii[.gz]`` (session
-    ``ses-01``). Diagnoses come from ``labels`` if given, else ``root/labels.tsv``, else the
-    ``diagnosis`` column of ``root/participants.tsv``. A labels table with a ``session_id``
-    column labels scans; without one it labels subjects (all their sessions). IDs written
-    without their ``sub-``/``ses-`` prefix are accepted. Every scan needs a label row and
-    every label row a scan.
+    ``ses-01``); besides NIfTI, any T1w format ``load_scan`` reads is found (``_T1w.mgz``,
+    ``.mgh``, ``.hdr`` of a ``.hdr``/``.img`` pair, ``.mnc``, ``.nrrd``, ``.nhdr``, ``.mha``,
+    ``.mhd``; see ``alzmri.io.volumes.T1W_SUFFIXES``). Diagnoses come from ``labels`` if
+    given, else ``root/labels.tsv``, else the ``diagnosis`` column of ``root/participants.tsv``.
+    A labels table with a ``session_id`` column labels scans; without one it labels subjects
+    (all their sessions). IDs written without their ``sub-``/``ses-`` prefix are accepted.
+    Every scan needs a label row and every label row a scan.
 
     Args:
         root: the BIDS dataset folder.
@@ -96,7 +97,7 @@ def _find_t1w(root: Path) -> pd.DataFrame:
             )
         found[key] = path
     if not found:
-        raise AlzmriError(f"no T1w images (sub-*/[ses-*/]anat/*_T1w.nii[.gz]) found under {root}")
+        raise AlzmriError(f"no T1w images (sub-*/[ses-*/]anat/*_T1w.{{{_FORMATS}}}) found under {root}")
     rows = [(pid, sid, path) for (pid, sid), path in found.items()]
     return pd.DataFrame(rows, columns=["participant_id", "session_id", "path"], dtype=str)
 

@@ -1,20 +1,29 @@
 """DICOM series → BIDS-like NIfTI: ``alzmri convert``.
 
 Every file under the input folder is read (headers only, with pydicom) and grouped by
-SeriesInstanceUID, across sub-folders. Each series is either converted or reported with a
-reason in ``conversion.tsv``; one bad series never stops the others.
+SeriesInstanceUID, across sub-folders. Each series is classified from its tags by
+:func:`alzmri.io.series_kind.classify_series` (T1w, fieldmap, localizer, derived, T2w, FLAIR,
+dwi, bold, PD, other, unknown; the rules are documented there). Only ``T1w`` series are
+converted; every other series is ``skipped`` with its kind and the tags that decided it (e.g.
+"fieldmap: SequenceName fm2d2r, ImageType ORIGINAL\\PRIMARY\\P\\ND; not a T1w"), and a series whose
+tags are too sparse to tell (kind ``unknown``) is skipped too. Each series is either converted or
+reported with a reason in ``conversion.tsv``; one bad series never stops the others.
 
 Output, under ``out_dir``::
 
     sub-<P>/ses-<S>/anat/sub-<P>_ses-<S>_run-<NN>_T1w.nii.gz   (+ a .json sidecar, same stem)
     conversion.tsv   every series: participant_id, session_id, series_uid, series_description,
-                     n_files, status (converted/skipped/failed), reason, path
+                     n_files, kind, status (converted/skipped/failed), reason (for a converted
+                     series the T1w evidence, or "already converted"), path
     manifest.tsv     converted series, one per (participant, session), for ``alzmri preprocess``
+    conversion.log   pydicom and ITK/GDCM warnings of this run, one line per distinct message
+                     (empty when there were none); they are also logged to ``alzmri.io.dicom``
+                     and never printed
 
 Labels: ``P`` is PatientID reduced to letters and digits (``anon<hash of StudyInstanceUID>``
 when empty); ``S`` is the StudyDate (``01`` when missing), with ``b``, ``c``... appended to
 further studies of the same participant that would get the same label. ``NN`` numbers the
-convertible series of a session in SeriesNumber order.
+convertible T1w series of a session in SeriesNumber order.
 
 Manifest rule: ``validate_scans`` refuses a repeated (participant, session), so when a session
 holds several converted series only the one with the most slices (then the lowest run) is
@@ -25,8 +34,9 @@ manifest's ``diagnosis`` column is written empty: fill it in (CN, MCI or AD) bef
 Re-running with the same ``out_dir`` keeps NIfTI files that already exist (resumable); the
 input folder is only ever read.
 
-``read_dicom_series`` applies the same checks and returns the largest convertible series as an
-in-memory NIfTI image, writing nothing. Grouping, checks, geometry and reading live in
+``read_dicom_series`` applies the same checks and returns the largest convertible T1w series as an
+in-memory NIfTI image, writing nothing (a folder whose only candidate is one series of unknown
+kind is read too, with a warning). Grouping, checks, geometry and reading live in
 :mod:`alzmri.io.dicom_series`.
 """
 
@@ -45,12 +55,23 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from alzmri.io.dicom_series import _check_all, _first, _list_files, _read_headers, _read_volume, _Series, _to_nifti
+from alzmri.io.dicom_series import (
+    _check_all,
+    _check_one,
+    _describe,
+    _first,
+    _list_files,
+    _quiet_dicom,
+    _read_headers,
+    _read_volume,
+    _Series,
+    _to_nifti,
+)
 from alzmri.io.manifest import write_manifest
 from alzmri.utils.atomic import atomic_path, atomic_write_text
 from alzmri.utils.errors import AlzmriError
 
-TABLE_COLUMNS = ("participant_id", "session_id", "series_uid", "series_description", "n_files", "status", "reason", "path")
+TABLE_COLUMNS = ("participant_id", "session_id", "series_uid", "series_description", "n_files", "kind", "status", "reason", "path")
 SIDECAR_TAGS = (
     "PatientID", "PatientSex", "PatientAge", "StudyDate", "StudyInstanceUID", "SeriesInstanceUID",
     "SeriesNumber", "SeriesDescription", "Modality", "Manufacturer", "ManufacturerModelName",
@@ -70,13 +91,14 @@ def convert_dicom_dir(dicom_dir: str | os.PathLike[str], out_dir: str | os.PathL
     Args:
         dicom_dir: folder searched recursively; any file names; non-DICOM files are ignored.
         out_dir: output folder (created; must not be inside ``dicom_dir``).
-        min_slices: series with fewer slices are skipped.
+        min_slices: T1w series with fewer slices are skipped.
         progress: show tqdm progress bars.
 
     Returns:
         The conversion table (``TABLE_COLUMNS``), one row per series; ``attrs`` holds
         ``n_files`` (files found), ``ignored_files`` (not DICOM, unreadable, or without an
-        image, e.g. DICOMDIR) and ``manifest`` (the manifest's path).
+        image, e.g. DICOMDIR), ``manifest`` (the manifest's path) and ``warnings`` (the number of
+        distinct library warnings written to ``conversion.log``).
 
     Raises:
         AlzmriError: ``dicom_dir`` is missing, ``out_dir`` is inside it, or no series could be
@@ -90,44 +112,63 @@ def convert_dicom_dir(dicom_dir: str | os.PathLike[str], out_dir: str | os.PathL
     if dst == src or src in dst.parents:
         raise AlzmriError(f"output folder {out_dir} is inside the DICOM folder {dicom_dir}, which is never modified")
 
-    series, ignored = _read_headers(tqdm(paths, desc="reading DICOM headers", unit="file", disable=not progress))
-    if not series:
-        raise AlzmriError(f"no DICOM image series found under {dicom_dir} ({len(paths)} files, none a DICOM image)")
+    log_ready = False
+    try:
+        with _quiet_dicom() as messages:
+            messages.context = "reading headers"
+            series, ignored = _read_headers(tqdm(paths, desc="reading DICOM headers", unit="file", disable=not progress))
+            if not series:
+                raise AlzmriError(f"no DICOM image series found under {dicom_dir} ({len(paths)} files, none a DICOM image)")
 
-    for s in series:
-        _label(s)
-    _check_all(series, min_slices)
-    _assign_sessions(series)
-    _assign_runs(series)
-    series.sort(key=lambda s: (s.participant, s.session, _series_number(s)))
-    for s in tqdm(series, desc="converting series", unit="series", disable=not progress):
-        if s.status == "":
-            _convert(s, out_dir, dicom_dir)
+            for s in series:
+                _label(s)
+            _check_all(series, min_slices, messages)
+            _assign_sessions(series)
+            _assign_runs(series)
+            series.sort(key=lambda s: (s.participant, s.session, _series_number(s)))
+            out_dir.mkdir(parents=True, exist_ok=True)
+            log_ready = True
+            for s in tqdm(series, desc="converting series", unit="series", disable=not progress):
+                if s.status == "":
+                    messages.context = _describe(s)
+                    _convert(s, out_dir, dicom_dir)
+            messages.context = ""
 
-    table = pd.DataFrame(
-        [(f"sub-{s.participant}", f"ses-{s.session}", s.uid, _first(s, "SeriesDescription"), len(s.files), s.status, s.reason, s.path) for s in series],
-        columns=list(TABLE_COLUMNS),
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_manifest(table, out_dir / "conversion.tsv")
-    converted = [s for s in series if s.status == "converted"]
-    if not converted:
-        counts = table["status"].value_counts().to_dict()
-        raise AlzmriError(
-            f"no series converted from {dicom_dir}: {counts.get('skipped', 0)} skipped, "
-            f"{counts.get('failed', 0)} failed (see {out_dir / 'conversion.tsv'})"
-        )
-    manifest = write_manifest(_manifest(converted), out_dir / "manifest.tsv")
-    table.attrs.update(n_files=len(paths), ignored_files=ignored, manifest=str(manifest))
+            table = pd.DataFrame(
+                [
+                    (f"sub-{s.participant}", f"ses-{s.session}", s.uid, _first(s, "SeriesDescription"), len(s.files), s.kind, s.status, s.reason, s.path)
+                    for s in series
+                ],
+                columns=list(TABLE_COLUMNS),
+            )
+            write_manifest(table, out_dir / "conversion.tsv")
+            converted = [s for s in series if s.status == "converted"]
+            if not converted:
+                counts = table["status"].value_counts().to_dict()
+                kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(table["kind"].value_counts().items(), key=lambda c: (-c[1], c[0])))
+                raise AlzmriError(
+                    f"no series converted from {dicom_dir}: {counts.get('skipped', 0)} skipped, "
+                    f"{counts.get('failed', 0)} failed; kinds: {kinds} (see {out_dir / 'conversion.tsv'})"
+                )
+            manifest = write_manifest(_manifest(converted), out_dir / "manifest.tsv")
+    finally:
+        if log_ready:  # the messages are complete once the block has exited
+            atomic_write_text(out_dir / "conversion.log", "".join(line + "\n" for line in messages.lines()))
+    table.attrs.update(n_files=len(paths), ignored_files=ignored, manifest=str(manifest), warnings=len(messages.lines()))
     return table
 
 
 def read_dicom_series(folder: str | os.PathLike[str], min_slices: int = 10) -> tuple[nib.Nifti1Image, dict[str, Any]]:
-    """Read the largest convertible DICOM series under ``folder`` into memory; write nothing.
+    """Read the largest convertible T1w DICOM series under ``folder`` into memory; write nothing.
 
-    The series checks are those of :func:`convert_dicom_dir` (localizers and series with fewer
-    than ``min_slices`` slices are skipped, inconsistent ones fail); of the convertible series
-    the one with the most slices is read (then the lowest SeriesNumber).
+    The series checks are those of :func:`convert_dicom_dir` (series that are not T1w, e.g.
+    localizers and field maps, and series with fewer than ``min_slices`` slices are skipped,
+    inconsistent ones fail); of the convertible T1w series the one with the most slices is read
+    (then the lowest SeriesNumber). When there is none but exactly one series of kind
+    ``unknown`` (no sequence tags to tell what it is), that series is read if it passes the
+    other checks, with a warning saying so: a folder handed over as "the scan" that holds one
+    untagged series is most likely that scan, while a field map or localizer is never read.
+    pydicom and ITK/GDCM warnings are logged to ``alzmri.io.dicom``, never printed.
 
     Args:
         folder: folder searched recursively; non-DICOM files are ignored.
@@ -136,33 +177,53 @@ def read_dicom_series(folder: str | os.PathLike[str], min_slices: int = 10) -> t
     Returns:
         The image, with the geometry ``convert_dicom_dir`` would write (RAS affine), and
         ``{"SeriesInstanceUID", "SeriesDescription", "n_slices", "warning"}``; ``warning`` is
-        "" unless other convertible series were present and ignored.
+        "" unless other convertible T1w series were present and ignored, or the series read is
+        of unknown kind.
 
     Raises:
-        AlzmriError: ``folder`` is missing or holds no convertible, readable series.
+        AlzmriError: ``folder`` is missing or holds no convertible, readable T1w series (one
+            line, with the number of series skipped per kind).
     """
     folder, paths = _list_files(folder)
-    series, ignored = _read_headers(paths)
-    _check_all(series, min_slices)
-    candidates = sorted((s for s in series if s.status == ""), key=lambda s: (-len(s.sorted_files), _series_number(s)))
-    for s in candidates:
-        try:
-            image = _to_nifti(_read_volume(s))
-        except Exception as exc:  # unreadable pixels: try the next series, as convert would go on
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            s.status, s.reason = "failed", f"cannot read: {msg}"
-            continue
-        others = [o for o in candidates if o is not s and o.status == ""]
-        warning = ""
-        if others:
-            listed = ", ".join(f"{_first(o, 'SeriesDescription') or o.uid} ({len(o.sorted_files)} slices)" for o in others)
-            warning = f"{len(others)} other convertible series ignored: {listed}; using the largest, {_first(s, 'SeriesDescription') or s.uid} ({len(s.sorted_files)} slices)"
-        meta = {"SeriesInstanceUID": s.uid, "SeriesDescription": str(_first(s, "SeriesDescription")), "n_slices": len(s.sorted_files), "warning": warning}
-        return image, meta
+    with _quiet_dicom() as messages:
+        messages.context = "reading headers"
+        series, ignored = _read_headers(paths)
+        _check_all(series, min_slices, messages)
+        candidates = sorted((s for s in series if s.status == "" and s.kind == "T1w"), key=lambda s: (-len(s.sorted_files), _series_number(s)))
+        untagged = ""
+        if not candidates:
+            unknown = [s for s in series if s.kind == "unknown" and s.status == "skipped"]
+            if len(unknown) == 1:
+                _check_one(unknown[0], min_slices, accept_unknown=True)
+                candidates = [s for s in unknown if s.status == ""]
+                untagged = unknown[0].kind_reason
+        for s in candidates:
+            messages.context = _describe(s)
+            try:
+                image = _to_nifti(_read_volume(s))
+            except Exception as exc:  # unreadable pixels: try the next series, as convert would go on
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                s.status, s.reason = "failed", f"cannot read: {msg}"
+                continue
+            others = [o for o in candidates if o is not s and o.status == ""]
+            name = f"{_first(s, 'SeriesDescription') or s.uid} ({len(s.sorted_files)} slices)"
+            warning = ""
+            if others:
+                listed = ", ".join(f"{_first(o, 'SeriesDescription') or o.uid} ({len(o.sorted_files)} slices)" for o in others)
+                warning = f"{len(others)} other convertible series ignored: {listed}; using the largest, {name}"
+            elif untagged:
+                warning = f"read {name} as T1w although its tags do not say what it is ({untagged})"
+            meta = {"SeriesInstanceUID": s.uid, "SeriesDescription": str(_first(s, "SeriesDescription")), "n_slices": len(s.sorted_files), "warning": warning}
+            return image, meta
     counts: dict[str, int] = defaultdict(int)
     for s in series:
-        counts["localizer skipped" if s.reason.startswith("localizer") else "too short skipped" if s.reason.startswith("too few") else "failed"] += 1
-    parts = [f"{len(paths)} file{'' if len(paths) == 1 else 's'}"] + ([f"{ignored} not a DICOM image"] if ignored else []) + [f"{n} {what}" for what, n in counts.items()]
+        if s.status == "skipped" and s.reason.startswith("too few"):
+            counts["too short skipped"] += 1
+        elif s.status == "skipped":
+            counts[f"{'unknown-kind' if s.kind == 'unknown' else s.kind} skipped"] += 1
+        else:
+            counts["failed"] += 1
+    parts = [f"{len(paths)} file{'' if len(paths) == 1 else 's'}"] + ([f"{ignored} not a DICOM image"] if ignored else []) + [f"{n} {what}" for what, n in sorted(counts.items(), key=lambda c: (-c[1], c[0]))]
     raise AlzmriError(f"no convertible DICOM image series in {folder} ({', '.join(parts)})")
 
 
@@ -202,7 +263,7 @@ def _series_number(s: _Series) -> tuple[int, str]:
 
 
 def _assign_runs(series: list[_Series]) -> None:
-    """Run numbers within a session, in SeriesNumber order, over the series to convert."""
+    """Run numbers within a session, in SeriesNumber order, over the T1w series to convert."""
     by_session: dict[tuple[str, str], list[_Series]] = defaultdict(list)
     for s in series:
         if s.status == "":
@@ -239,7 +300,7 @@ def _convert(s: _Series, out_dir: Path, dicom_dir: Path) -> None:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         s.status, s.reason = "failed", f"cannot read or write: {msg}"
         return
-    s.status, s.reason, s.path = "converted", "", rel.as_posix()
+    s.status, s.reason, s.path = "converted", s.kind_reason, rel.as_posix()
 
 
 def _jsonable(value: Any) -> Any:
@@ -260,6 +321,7 @@ def _jsonable(value: Any) -> Any:
 def _sidecar(s: _Series, dicom_dir: Path) -> dict[str, Any]:
     first = s.files[0][1]
     meta = {tag: _jsonable(first.get(tag)) for tag in SIDECAR_TAGS if first.get(tag) not in (None, "")}
+    meta["SeriesKind"], meta["SeriesKindReason"] = s.kind, s.kind_reason
     meta["NumberOfSlices"] = len(s.sorted_files)
     meta["SliceSpacing"] = round(s.geometry[1][2], 6) if s.geometry else None
     meta["SourceFolders"] = sorted({p.parent.relative_to(dicom_dir).as_posix() for p, _ in s.files})

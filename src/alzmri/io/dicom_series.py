@@ -1,25 +1,39 @@
 """DICOM series: grouping, checks, slice geometry and reading, shared by :mod:`alzmri.io.dicom`.
 
 Headers are read with pydicom (no pixels) and grouped by SeriesInstanceUID; a series is then
-checked (localizer, multi-frame, too few slices, inconsistent slices) and, when convertible,
-its slices are sorted along the slice normal and its LPS geometry is taken from the headers.
-Pixels are read with SimpleITK (GDCM). Nothing here writes a file.
+classified (:func:`alzmri.io.series_kind.classify_series`) and checked (not T1w, multi-frame,
+unknown kind, too few slices, inconsistent slices, in that order) and, when convertible, its
+slices are sorted along the slice normal and its LPS geometry is taken from the headers. Pixels
+are read with SimpleITK (GDCM).
+
+Library chatter: inside :func:`_quiet_dicom` Python warnings (pydicom's "Invalid value for VR..."),
+the ``pydicom`` logger and ITK's output window (ITK/GDCM warnings such as "Non uniform sampling")
+are collected instead of printed, then logged once each, with a count, to the ``alzmri.io.dicom``
+logger (which has a NullHandler, so nothing reaches the terminal unless the application configures
+logging). Nothing here writes a file.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Iterable
+import threading
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from alzmri.io.series_kind import classify_series
 from alzmri.utils.errors import AlzmriError
 
-_LOCALIZER = re.compile(r"locali[sz]er|scout|survey", re.IGNORECASE)
+LOG = logging.getLogger("alzmri.io.dicom")
+LOG.addHandler(logging.NullHandler())  # never Python's last-resort stderr handler
 _ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 # Positions are decimal strings rounded by the scanner: allow 1 % of the gap, at least 0.05 mm.
 _REL_TOL, _ABS_TOL = 0.01, 0.05
@@ -34,6 +48,8 @@ class _Series:
     base_session: str = ""
     session: str = ""
     run: int = 0
+    kind: str = ""  # from classify_series; only "T1w" is converted
+    kind_reason: str = ""
     status: str = ""
     reason: str = ""
     sorted_files: list[Path] = field(default_factory=list)
@@ -70,17 +86,24 @@ def _first(s: _Series, tag: str, default: Any = "") -> Any:
 
 
 
-def _check(s: _Series, min_slices: int) -> None:
-    """Set ``status``/``reason`` for a series that will not be converted, else its slice order."""
+def _check(s: _Series, min_slices: int, accept_unknown: bool = False) -> None:
+    """Set ``kind``, and ``status``/``reason`` for a series that will not be converted, else its slice order.
+
+    A series of a known kind other than T1w is skipped first (so a multi-frame field map is
+    "skipped: fieldmap", not "failed"); then multi-frame files fail; then a series of unknown kind
+    is skipped unless ``accept_unknown``; then short and inconsistent series.
+    """
     headers = [ds for _, ds in s.files]
-    first = headers[0]
-    image_type = first.get("ImageType") or []
-    image_type = [str(v).upper() for v in ([image_type] if isinstance(image_type, str) else image_type)]
-    if "LOCALIZER" in image_type or _LOCALIZER.search(str(first.get("SeriesDescription", ""))):
-        s.status, s.reason = "skipped", "localizer/scout"
+    s.kind, s.kind_reason = classify_series(headers)
+    s.status, s.reason = "", ""
+    if s.kind not in ("T1w", "unknown"):
+        s.status, s.reason = "skipped", s.kind_reason
         return
     if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 or ds.get("SOPClassUID") == _ENHANCED_MR for ds in headers):
         s.status, s.reason = "failed", "multi-frame/enhanced DICOM is not supported"
+        return
+    if s.kind == "unknown" and not accept_unknown:
+        s.status, s.reason = "skipped", s.kind_reason
         return
     if len(headers) < min_slices:
         s.status, s.reason = "skipped", f"too few slices ({len(headers)} < {min_slices})"
@@ -179,13 +202,132 @@ def _list_files(dicom_dir: str | os.PathLike[str]) -> tuple[Path, list[Path]]:
     return folder, sorted(p for p in folder.rglob("*") if p.is_file())
 
 
-def _check_all(series: list[_Series], min_slices: int) -> None:
+def _check_all(series: list[_Series], min_slices: int, messages: _Messages | None = None) -> None:
     """Run ``_check`` on every series; a malformed header fails that series only."""
     for s in series:
-        try:
-            _check(s, min_slices)
-        except (TypeError, ValueError, AttributeError) as exc:  # e.g. a tag with the wrong multiplicity
-            s.status, s.reason = "failed", f"malformed header: {exc}"
+        if messages is not None:
+            messages.context = _describe(s)
+        _check_one(s, min_slices)
+
+
+def _check_one(s: _Series, min_slices: int, accept_unknown: bool = False) -> None:
+    try:
+        _check(s, min_slices, accept_unknown)
+    except (TypeError, ValueError, AttributeError) as exc:  # e.g. a tag with the wrong multiplicity
+        s.status, s.reason = "failed", f"malformed header: {exc}"
+        s.kind = s.kind or "unknown"
+
+
+def _describe(s: _Series) -> str:
+    """``series <SeriesNumber> '<SeriesDescription>'`` for messages."""
+    return f"series {_first(s, 'SeriesNumber', '?')} '{_first(s, 'SeriesDescription')}'"
+
+
+class _Messages:
+    """Warnings collected while DICOM is read, counted per (context, source, text)."""
+
+    def __init__(self) -> None:
+        self.context = ""
+        self.logged: Counter[tuple[str, str, str]] = Counter()  # pydicom's logger
+        self.warned: Counter[tuple[str, str, str]] = Counter()  # Python warnings (pydicom warns what it logs)
+        self.itk: Counter[tuple[str, str, str]] = Counter()
+
+    def lines(self) -> list[str]:
+        """One line per distinct message, in first-seen order: ``context: source: text (×n)``."""
+        counts: dict[tuple[str, str, str], int] = {}
+        for counter in (self.logged, self.warned, self.itk):
+            for key, n in counter.items():
+                counts[key] = max(counts.get(key, 0), n)  # a warn_and_log message counts once
+        return [": ".join(p for p in key if p) + (f" (×{n})" if n > 1 else "") for key, n in counts.items()]
+
+
+def _condense(text: str) -> str:
+    """An ITK/pydicom message on one line, without source paths and object addresses."""
+    text = re.sub(r"^\s*(?:WARNING|ERROR|Debug)?:?\s*In \S.*?, line \d+\s*", "", str(text))
+    text = re.sub(r"\s*\(0x[0-9a-fA-F]+\)", "", text)
+    return " ".join(text.split())
+
+
+class _Collect(logging.Handler):
+    def __init__(self, messages: _Messages) -> None:
+        super().__init__(logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.logged[(self.messages.context, "pydicom", _condense(record.getMessage()))] += 1
+
+
+_ITK_LOCK = threading.Lock()
+
+
+@contextmanager
+def _quiet_dicom() -> Iterator[_Messages]:
+    """Collect pydicom warnings and ITK/GDCM output instead of printing them; log them on exit.
+
+    Each distinct message is logged once (with a count) as a WARNING of ``alzmri.io.dicom``;
+    the yielded object's ``lines()`` gives the same lines, e.g. for ``conversion.log``. Python's
+    warning filters are process-wide: call this from the main thread (preprocessing runs scans in
+    worker processes, not threads).
+    """
+    messages = _Messages()
+    pydicom_logger = logging.getLogger("pydicom")
+    collect = _Collect(messages)
+    propagate = pydicom_logger.propagate
+    pydicom_logger.addHandler(collect)
+    pydicom_logger.propagate = False
+    with _ITK_LOCK:
+        itk_logger, previous = _capture_itk(messages)
+
+    def show(message: Warning | str, category: type[Warning], filename: str, *args: Any, **kwargs: Any) -> None:
+        source = "pydicom" if "pydicom" in str(filename) else category.__name__
+        messages.warned[(messages.context, source, _condense(str(message)))] += 1
+
+    try:
+        with warnings.catch_warnings():  # restores the filters and showwarning on exit
+            warnings.simplefilter("always")
+            warnings.showwarning = show  # counted as they come, under the current context
+            yield messages
+    finally:
+        with _ITK_LOCK:
+            if previous is not None:
+                previous.SetAsGlobalITKLogger()
+        del itk_logger
+        pydicom_logger.removeHandler(collect)
+        pydicom_logger.propagate = propagate
+        for line in messages.lines():
+            LOG.warning(line)
+
+
+def _capture_itk(messages: _Messages) -> tuple[Any, Any]:
+    """Route ITK's output window (ITK and GDCM messages) into ``messages``; (logger, previous)."""
+    try:
+        import SimpleITK as sitk
+    except ImportError:  # pragma: no cover - SimpleITK is a dependency
+        return None, None
+
+    class _ITKCollect(sitk.LoggerBase):  # type: ignore[misc,name-defined]
+        def _add(self, text: str) -> None:
+            text = _condense(text)
+            if text:
+                messages.itk[(messages.context, "ITK", text)] += 1
+
+        def DisplayText(self, t: str) -> None:  # noqa: N802 - ITK's names
+            self._add(t)
+
+        def DisplayErrorText(self, t: str) -> None:  # noqa: N802
+            self._add(t)
+
+        def DisplayWarningText(self, t: str) -> None:  # noqa: N802
+            self._add(t)
+
+        def DisplayGenericOutputText(self, t: str) -> None:  # noqa: N802
+            self._add(t)
+
+        def DisplayDebugText(self, t: str) -> None:  # noqa: N802
+            pass
+
+    logger = _ITKCollect()
+    return logger, logger.SetAsGlobalITKLogger()
 
 
 def _to_nifti(image: Any) -> Any:

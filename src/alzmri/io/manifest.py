@@ -1,7 +1,10 @@
 """Scan manifests: a TSV/CSV table with one row per scan, and the validation rules shared with BIDS.
 
-Columns: ``participant_id``, ``session_id``, ``diagnosis`` (CN, MCI or AD), ``path`` (a NIfTI
-file, relative to the manifest's folder or absolute), and optionally ``age`` and ``sex``.
+Columns: ``participant_id``, ``session_id``, ``diagnosis`` (CN, MCI or AD), ``path`` (a scan
+file in any format ``alzmri.io.nifti.load_scan`` reads, e.g. NIfTI, a ``.hdr`` or ``.img`` of an
+Analyze pair, MGZ, MINC, NRRD, MetaImage, a ``.zip`` of one DICOM series; relative to the
+manifest's folder or absolute), and optionally ``age`` and ``sex``. The format is checked when
+the scan is read, not here.
 """
 
 from __future__ import annotations

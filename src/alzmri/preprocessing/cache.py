@@ -10,6 +10,8 @@ Layout of a cache folder::
     arrays/<participant>_<session>.<key>.npy     model input (float16 by default)
     stages/<participant>_<session>.<key>.npz     result of the slow steps (N4, skull strip ...)
     qc/<participant>_<session>.png               before/after tri-planar picture
+    qc/<participant>_<session>.json              the scan's QC record (also for a failed scan)
+    .lock                                        taken while a run rewrites the shared tables
 
 Keys hash the input file's content and the settings each stage depends on: an existing file
 is a finished result (all writes are atomic), and a changed setting recomputes only the
@@ -24,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from alzmri.preprocessing.config import PreprocessConfig, stored_config
-from alzmri.utils.atomic import atomic_path, atomic_write_text
+from alzmri.utils.atomic import atomic_path, atomic_write_text, stale_temporaries
 from alzmri.utils.errors import AlzmriError
 
 CONFIG_FILE = "preprocess.json"
@@ -35,7 +37,8 @@ QC_PAGE = "qc.html"
 ARRAY_DIR = "arrays"
 STAGE_DIR = "stages"
 FIGURE_DIR = "qc"
-_OWN = {CONFIG_FILE, MANIFEST_FILE, FAILURES_FILE, QC_TABLE, QC_PAGE, ARRAY_DIR, STAGE_DIR, FIGURE_DIR}
+LOCK_FILE = ".lock"  # serialises the shared tables' rewrite between shards
+_OWN = {CONFIG_FILE, MANIFEST_FILE, FAILURES_FILE, QC_TABLE, QC_PAGE, ARRAY_DIR, STAGE_DIR, FIGURE_DIR, LOCK_FILE}
 
 
 def qc_record_name(participant_id: str, session_id: str) -> str:
@@ -75,6 +78,8 @@ def remove_other_keys(out_dir: Path, relative: str) -> None:
 def claim_cache_dir(out_dir: Path) -> None:
     """Create ``out_dir`` or accept it as an existing cache; remove temporary files a killed run left.
 
+    Temporary files of live processes (another shard writing into the same cache) are kept.
+
     Raises:
         AlzmriError: ``out_dir`` holds files that are not an alzmri preprocessing cache.
     """
@@ -84,7 +89,7 @@ def claim_cache_dir(out_dir: Path) -> None:
         raise AlzmriError(f"{out_dir} is not empty and is not an alzmri preprocessing cache (found {foreign[0]}); choose another output folder")
     for folder in (out_dir, out_dir / ARRAY_DIR, out_dir / STAGE_DIR, out_dir / FIGURE_DIR):
         if folder.is_dir():
-            for tmp in folder.glob(".tmp-*"):
+            for tmp in stale_temporaries(folder):
                 tmp.unlink(missing_ok=True)
 
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 StepName = Literal["reorient", "resample", "n4", "skull_strip", "register", "crop", "resize", "normalize"]
 DEFAULT_STEPS: tuple[StepName, ...] = ("reorient", "resample", "n4", "skull_strip", "crop", "resize", "normalize")
-SkullStripMethod = Literal["template", "synthstrip", "hd-bet", "bet", "none"]
+SkullStripMethod = Literal["deepbet", "template", "synthstrip", "hd-bet", "bet", "none"]
 
 
 class PreprocessConfig(BaseModel):
@@ -23,9 +23,16 @@ class PreprocessConfig(BaseModel):
     )
     n4_iterations: tuple[int, ...] = Field((50, 50, 30), min_length=1, max_length=6, description="N4: iterations per resolution level.")
     skull_strip: SkullStripMethod = Field(
-        "template",
-        description="Skull stripping: 'template' (MNI152 registration + refinement, offline), 'synthstrip', 'hd-bet', "
-        "'bet' (call the installed tool), 'none' (input already skull-stripped: Otsu brain mask).",
+        "deepbet",
+        description="Skull stripping: 'deepbet' (the networks shipped in the deepbet wheel, offline), 'template' (MNI152 "
+        "registration + refinement, no network), 'synthstrip', 'hd-bet', 'bet' (call the installed tool), "
+        "'none' (input already skull-stripped: Otsu brain mask).",
+    )
+    strip_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="deepbet: brain probability above which a voxel is brain.")
+    strip_dilate: int = Field(0, ge=-10, le=10, description="deepbet: voxels to grow the brain mask by (negative: shrink).")
+    strip_check: SkullStripMethod | None = Field(
+        None,
+        description="QC: also run this skull-stripping method and flag the scan when the two masks disagree (Dice below 0.90).",
     )
     crop_padding: int = Field(3, ge=0, le=64, description="Voxels kept around the brain bounding box when cropping.")
     keep_aspect: bool = Field(True, description="Pad the brain box to a cube before resizing, so anatomy is not stretched.")
@@ -44,6 +51,8 @@ class PreprocessConfig(BaseModel):
         for step in ("crop", "normalize"):
             if step in self.steps and ("skull_strip" not in self.steps or self.steps.index("skull_strip") > self.steps.index(step)):
                 raise ValueError(f"step {step!r} needs 'skull_strip' earlier in the steps (use --skull-strip none for skull-stripped input)")
+        if self.strip_check is not None and (self.strip_check == self.skull_strip or "none" in (self.strip_check, self.skull_strip)):
+            raise ValueError("strip_check must name a second skull-stripping method, other than skull_strip and 'none'")
         low, high = self.percentiles
         if not 0.0 <= low < high <= 100.0:
             raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")

@@ -27,10 +27,10 @@ from alzmri.preprocessing.config import PreprocessConfig
 from alzmri.preprocessing.subject import IMAGE_KEY, MASK_KEY
 from alzmri.utils.errors import AlzmriError
 
-PIPELINE_VERSION = 2  # bump when a step's output changes for the same settings
+PIPELINE_VERSION = 3  # bump when a step's output changes for the same settings
 _SLOW = ("n4", "skull_strip", "register")
 _PREVIEW_EDGE = 96  # voxels along the longest axis of the QC "before" preview
-BRAIN_ML_RANGE = (800.0, 2300.0)  # adult brain-mask volumes outside this get a QC warning
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def step_module(name: str) -> Any:
@@ -141,8 +141,12 @@ def run_steps(subject: tio.Subject, names: tuple[str, ...], config: PreprocessCo
     return subject
 
 
+def _preview_step(shape: tuple[int, ...]) -> int:
+    return max(1, int(np.ceil(max(shape) / _PREVIEW_EDGE)))
+
+
 def _subsample(array: np.ndarray) -> np.ndarray:
-    step = max(1, int(np.ceil(max(array.shape) / _PREVIEW_EDGE)))
+    step = _preview_step(array.shape)
     return np.ascontiguousarray(array[::step, ::step, ::step])
 
 
@@ -168,8 +172,10 @@ def run_prefix(source: str | Path | nib.Nifti1Image, config: PreprocessConfig) -
     subject = subject_from_image(img)
     first_slow = next((i for i, s in enumerate(prefix) if s in _SLOW), len(prefix))
     subject = run_steps(subject, prefix[:first_slow], config, qc)
-    preview = _subsample(subject[IMAGE_KEY].data[0].numpy())
-    preview_shape = subject[IMAGE_KEY].shape[1:]
+    before = subject[IMAGE_KEY].data[0].numpy()
+    preview = _subsample(before)
+    preview_spacing = tuple(float(z) * _preview_step(before.shape) for z in subject[IMAGE_KEY].spacing)
+    preview_shape = before.shape
     subject = run_steps(subject, prefix[first_slow:], config, qc)
     qc.update(subject.get("qc", {}))
 
@@ -178,34 +184,32 @@ def run_prefix(source: str | Path | nib.Nifti1Image, config: PreprocessConfig) -
     mask = subject[MASK_KEY].data[0].numpy() > 0 if MASK_KEY in subject else None
     preview_mask = None
     if mask is not None:
-        warnings += _mask_checks(mask, subject[MASK_KEY].spacing, qc)
-        qc.update(_intensity_stats(data[mask]))
+        from alzmri.preprocessing.qc_checks import mask_checks
+
         if mask.shape == preview_shape:
             preview_mask = _subsample(mask).astype(np.uint8)
+        warnings += mask_checks(mask, subject[MASK_KEY].spacing, qc, preview=preview,
+                                preview_mask=None if preview_mask is None else preview_mask > 0, preview_spacing=preview_spacing)
+        qc.update(_intensity_stats(data[mask]))
         box = _brain_box(mask)
         data, mask = data[box], mask[box]
         affine[:3, 3] += affine[:3, :3] @ np.array([s.start for s in box], dtype=float)
     if not np.isfinite(data).all():
         raise AlzmriError("preprocessing produced non-finite values (is the image constant?)")
-    scale = float(np.percentile(np.abs(data[mask] if mask is not None and mask.any() else data), 99.9)) or 1.0
+    scale = _robust_max(data[mask] if mask is not None and mask.any() else data)
     qc["warnings"] = "; ".join(warnings)
-    return Intermediate(image=(data / scale).astype(np.float16), mask=None if mask is None else mask.astype(np.uint8),
-                        affine=affine, scale=scale, preview=preview.astype(np.float16), preview_mask=preview_mask, qc=qc)
+    return Intermediate(image=_to_float16(data / scale), mask=None if mask is None else mask.astype(np.uint8),
+                        affine=affine, scale=scale, preview=_to_float16(preview / _robust_max(preview)), preview_mask=preview_mask, qc=qc)
 
 
-def _mask_checks(mask: np.ndarray, spacing: tuple[float, ...], qc: dict[str, Any]) -> list[str]:
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    brain_ml = float(mask.sum()) * voxel_ml
-    qc["brain_ml"] = round(brain_ml, 1)
-    qc["mask_coverage"] = round(float(mask.mean()), 4)
-    warnings = []
-    low, high = BRAIN_ML_RANGE
-    if not low <= brain_ml <= high:
-        warnings.append(f"mask volume {brain_ml:.0f} ml outside normal range {low:.0f}-{high:.0f} ml")
-    edges = [mask[0], mask[-1], mask[:, 0], mask[:, -1], mask[:, :, 0], mask[:, :, -1]]
-    if any(e.any() for e in edges):
-        warnings.append("brain mask touches the image border (cut-off field of view?)")
-    return warnings
+def _robust_max(array: np.ndarray) -> float:
+    """The 99.9th percentile of ``|array|`` (1 when that is 0): a scale that keeps values near 1."""
+    return float(np.percentile(np.abs(array), 99.9)) or 1.0
+
+
+def _to_float16(array: np.ndarray) -> np.ndarray:
+    """float16 without overflow: values past float16's range (65,504) are clipped, never inf."""
+    return np.clip(array, -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
 
 
 def _intensity_stats(values: np.ndarray) -> dict[str, float]:

@@ -5,14 +5,28 @@ settings exists is skipped; one whose slow stage (N4, skull stripping ...) is ca
 those settings reruns only the fast steps. Every file is written atomically, so a killed run
 leaves no partial output and the next run continues. A failing scan is reported and skipped;
 the others go on. At the end: ``manifest.tsv``, ``qc.tsv``, ``qc.html``, ``failures.tsv``.
+
+Past one machine:
+
+- ``shard=(i, n)`` processes every n-th scan of the list sorted by (participant, session),
+  starting at the i-th (1-based), so the n tasks of a SLURM array cover the list once between
+  them, all writing into one cache. Per-scan files are written by one task only and atomically;
+  the shared tables are rebuilt from every scan's record under a file lock by each task as it
+  ends, so the last task to end writes the complete tables.
+- ``scheduler=ADDRESS`` runs the scans on a Dask cluster (``dask.distributed``) instead of a
+  local process pool; the workers need alzmri installed and the cache folder mounted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -28,6 +42,7 @@ from alzmri.preprocessing.cache import (
     QC_PAGE,
     QC_TABLE,
     array_name,
+    LOCK_FILE,
     claim_cache_dir,
     figure_name,
     remove_other_keys,
@@ -47,9 +62,55 @@ def _qc_json(out_dir: Path, pid: str, ses: str) -> Path:
     return out_dir / qc_record_name(pid, ses)
 
 
+def settings_digest(config: PreprocessConfig) -> str:
+    """Short hash of the settings, stored in each scan's QC record (whose settings made it)."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` (1 <= I <= N) as ``(I, N)``; None for None.
+
+    Raises:
+        AlzmriError: not of that form.
+    """
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise AlzmriError(f"--shard must be I/N with whole numbers, e.g. 1/4 (got {text!r})") from None
+    if not 1 <= i <= n:
+        raise AlzmriError(f"--shard {text}: I must be between 1 and N (e.g. $SLURM_ARRAY_TASK_ID/N with --array=1-N)")
+    return i, n
+
+
+def shard_indices(rows: list[dict[str, Any]], shard: tuple[int, int] | None) -> list[int]:
+    """Positions of ``rows`` this shard processes: every n-th of the (participant, session)-sorted list."""
+    order = sorted(range(len(rows)), key=lambda k: (str(rows[k]["participant_id"]), str(rows[k]["session_id"])))
+    if shard is None:
+        return order
+    i, n = shard
+    return sorted(order[i - 1 :: n])
+
+
+@contextlib.contextmanager
+def cache_lock(out_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the cache's shared tables (``fcntl.flock``; works across processes and on NFS v4)."""
+    with open(out_dir / LOCK_FILE, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _init_worker() -> None:
     # Ctrl-C goes to the whole process group: the parent handles it, workers just stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_threads()
+
+
+def _init_threads() -> None:
     import SimpleITK as sitk
     import torch
 
@@ -94,7 +155,7 @@ def process_scan(source: str, pid: str, ses: str, out_dir: Path, config: Preproc
                    after_mask=mask, title=f"{pid} {ses}",
                    row_labels=(f"input\n{intermediate.qc['input_shape']}", f"output\n{'×'.join(map(str, array.shape))}"))
     qc = {**intermediate.qc, **suffix_qc, "stage_reused": reused, "seconds_total": round(time.perf_counter() - start, 2),
-          "figure": figure, "array": rel}
+          "figure": figure, "array": rel, "settings": settings_digest(config)}
     atomic_write_text(qc_path, json.dumps(qc, indent=1, default=str) + "\n")
     save_array(out_dir / rel, array, config.dtype)  # last: its existence marks the scan finished
     remove_other_keys(out_dir, rel)
@@ -108,49 +169,74 @@ def preprocess_scans(
     workers: int = 0,
     progress: bool = True,
     report: bool = True,
+    shard: tuple[int, int] | None = None,
+    scheduler: str | None = None,
+    fail_on_qc: bool = False,
 ) -> pd.DataFrame:
     """Preprocess every scan of ``scans`` (a validated manifest) into ``out_dir``.
 
     Args:
         scans: table with participant_id, session_id, diagnosis (may be empty), path (absolute
-            NIfTI file or DICOM series folder).
+            path of a scan file or DICOM series folder).
         out_dir: cache folder (created; must be empty or an alzmri preprocessing cache).
         config: preprocessing configuration.
-        workers: worker processes (0 = one per CPU core).
+        workers: worker processes (0 = one per CPU core); ignored with ``scheduler``.
         progress: show a progress bar.
-        report: print the final summary (done / cached / failed).
+        report: print the final summary (done / cached / failed, QC warnings).
+        shard: ``(i, n)``: process only the i-th of n interleaved parts of the list (see the
+            module docstring).
+        scheduler: address of a Dask scheduler to run the scans on (e.g. ``tcp://host:8786``).
+        fail_on_qc: treat a scan with a QC warning as failed (left out of the manifest).
 
     Returns:
         The cache manifest (also written to ``out_dir/manifest.tsv``).
 
     Raises:
-        AlzmriError: when any scan failed (after caching all the others and writing the QC).
+        AlzmriError: when any scan of this run failed (after caching all the others and writing the QC).
     """
     out_dir = Path(out_dir)
     claim_cache_dir(out_dir)
-    workers = workers or os.cpu_count() or 1
     rows = scans.to_dict("records")
+    jobs = {i: (str(rows[i]["path"]), rows[i]["participant_id"], rows[i]["session_id"]) for i in shard_indices(rows, shard)}
+    bar = tqdm(total=len(jobs), desc="preprocess" if shard is None else f"preprocess {shard[0]}/{shard[1]}", unit="scan", disable=not progress)
+    try:
+        if scheduler:
+            results = _run_dask(jobs, out_dir, config, scheduler, bar)
+        else:
+            results = _run_local(jobs, out_dir, config, workers or os.cpu_count() or 1, bar)
+    finally:
+        bar.close()
+    for i, result in results.items():
+        if result["status"] == "failed":  # recorded, so other shards' tables list it too
+            _, pid, ses = jobs[i]
+            atomic_write_text(_qc_json(out_dir, pid, ses), json.dumps({**result, "settings": settings_digest(config)}) + "\n")
+    return _finish(rows, results, out_dir, config, report, shard, fail_on_qc)
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, AlzmriError):
+        return {"status": "failed", "error": str(exc)}
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""  # a transform failing on odd data
+    return {"status": "failed", "error": f"{type(exc).__name__}: {message}"}
+
+
+def _run_local(jobs: dict[int, tuple[str, str, str]], out_dir: Path, config: PreprocessConfig, workers: int, bar: Any) -> dict[int, dict[str, Any]]:
+    """Run the jobs in a local process pool."""
     results: dict[int, dict[str, Any]] = {}
-    bar = tqdm(total=len(rows), desc="preprocess", unit="scan", disable=not progress)
-    if workers > 1 and len(rows) > 1:
+    if not jobs:
+        return results
+    if workers > 1 and len(jobs) > 1:
         from alzmri.preprocessing.pipeline import warm_up
 
-        warm_up(config)  # forked workers inherit the loaded templates (~3.5 s each otherwise)
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(rows)), initializer=_init_worker)
+        warm_up(config)  # forked workers inherit the loaded templates and networks
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_init_worker)
     try:
-        futures: dict[Future[dict[str, Any]], int] = {
-            pool.submit(process_scan, str(r["path"]), r["participant_id"], r["session_id"], out_dir, config): i
-            for i, r in enumerate(rows)
-        }
+        futures: dict[Future[dict[str, Any]], int] = {pool.submit(process_scan, *job, out_dir, config): i for i, job in jobs.items()}
         for future in as_completed(futures):
-            i = futures[future]
             try:
-                results[i] = future.result()
-            except AlzmriError as exc:
-                results[i] = {"status": "failed", "error": str(exc)}
-            except Exception as exc:  # a transform failing on odd data: report it, keep going
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                results[i] = {"status": "failed", "error": f"{type(exc).__name__}: {message}"}
+                results[futures[future]] = future.result()
+            except Exception as exc:
+                results[futures[future]] = _failure(exc)
             bar.update(1)
     except KeyboardInterrupt:
         # Stop at once: finished scans are cached, a killed worker leaves only temporary files.
@@ -158,55 +244,132 @@ def preprocess_scans(
             process.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
-    finally:
-        bar.close()
     pool.shutdown()
-    return _finish(rows, results, out_dir, config, report)
+    return results
 
 
-def _finish(rows: list[dict[str, Any]], results: dict[int, dict[str, Any]], out_dir: Path, config: PreprocessConfig, report: bool) -> pd.DataFrame:
-    """Write the QC table and page, failures, config and manifest; report."""
+def _dask_process_scan(*args: Any) -> dict[str, Any]:
+    """:func:`process_scan` on a Dask worker, one thread per library (the cluster provides the parallelism)."""
+    _init_threads()
+    return process_scan(*args)
+
+
+def _run_dask(jobs: dict[int, tuple[str, str, str]], out_dir: Path, config: PreprocessConfig, scheduler: str, bar: Any) -> dict[int, dict[str, Any]]:
+    """Run the jobs on the Dask cluster at ``scheduler``."""
+    try:
+        from dask.distributed import Client, as_completed as dask_completed
+    except ImportError:
+        raise AlzmriError("--scheduler needs dask.distributed: pip install 'alzmri[cluster]'") from None
+    try:
+        client = Client(scheduler, timeout=30)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise AlzmriError(f"cannot reach the Dask scheduler at {scheduler}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+    results: dict[int, dict[str, Any]] = {}
+    try:
+        futures = {client.submit(_dask_process_scan, *job, out_dir, config, pure=False, key=f"alzmri-{job[1]}-{job[2]}-{os.getpid()}"): i
+                   for i, job in jobs.items()}
+        for future in dask_completed(list(futures)):
+            try:
+                results[futures[future]] = future.result()
+            except Exception as exc:
+                results[futures[future]] = _failure(exc)
+            bar.update(1)
+    finally:
+        client.close()
+    return results
+
+
+def _recorded(out_dir: Path, row: dict[str, Any], settings: str) -> dict[str, Any]:
+    """Another shard's scan, from its QC record: cached or failed with these settings, else pending."""
+    path = _qc_json(out_dir, row["participant_id"], row["session_id"])
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"status": "pending"}
+    if record.get("settings") != settings:
+        return {"status": "pending"}
+    if record.get("status") == "failed":
+        return record
+    if record.get("array") and (out_dir / record["array"]).is_file():
+        return {**record, "status": "cached"}
+    return {"status": "pending"}
+
+
+def _finish(rows: list[dict[str, Any]], results: dict[int, dict[str, Any]], out_dir: Path, config: PreprocessConfig, report: bool,
+            shard: tuple[int, int] | None = None, fail_on_qc: bool = False) -> pd.DataFrame:
+    """Write the QC table and page, failures, config and manifest (over the whole list); report."""
+    from alzmri.preprocessing.qc_checks import longitudinal_warnings
     from alzmri.preprocessing.qc_report import write_qc_html
 
-    qc_rows, manifest_rows, failures = [], [], []
-    for i, row in enumerate(rows):
-        ids = {"participant_id": row["participant_id"], "session_id": row["session_id"]}
-        result = results[i]
-        qc_rows.append({**ids, "status": result["status"], "warnings": result.get("warnings", ""), "error": result.get("error", ""),
-                        **{k: v for k, v in result.items() if k not in ("status", "warnings", "error")}})
-        if result["status"] == "failed":
-            failures.append({**ids, "path": str(row["path"]), "error": result["error"]})
-            continue
-        record = {k: row[k] for k in _META_COLUMNS if k in row}
-        record.update(source=str(row["path"]), array=result["array"], warnings=result.get("warnings", ""))
-        manifest_rows.append(record)
-    qc = pd.DataFrame(qc_rows)
-    write_manifest(qc.drop(columns=["figure"], errors="ignore"), out_dir / QC_TABLE)
-    write_qc_html(qc, out_dir / QC_PAGE, figure_dir=out_dir)
-    fail_path = out_dir / FAILURES_FILE
-    if failures:
-        write_manifest(pd.DataFrame(failures), fail_path)
-    elif fail_path.exists():
-        fail_path.unlink()  # our own file from an earlier run, now stale
-    write_config(out_dir, config)
-    manifest = pd.DataFrame(manifest_rows)
-    if manifest_rows:
-        write_manifest(manifest, out_dir / MANIFEST_FILE)
-    counts = qc["status"].value_counts()
-    warned = int((qc["warnings"].fillna("") != "").sum())
+    with cache_lock(out_dir):
+        settings = settings_digest(config)
+        outcome = [dict(results[i]) if i in results else _recorded(out_dir, row, settings) for i, row in enumerate(rows)]
+        ids = pd.DataFrame([{"participant_id": r["participant_id"], "session_id": r["session_id"],
+                             "status": o["status"], "brain_ml": o.get("brain_ml"),
+                             "skull_strip_method": o.get("skull_strip_method")} for r, o in zip(rows, outcome, strict=True)])
+        for i, warning in longitudinal_warnings(ids).items():
+            outcome[i]["warnings"] = "; ".join(w for w in (outcome[i].get("warnings", ""), warning) if w)
+        flagged = [i for i, o in enumerate(outcome) if o["status"] in ("done", "cached") and o.get("warnings")]
+        if fail_on_qc:
+            for i in flagged:
+                outcome[i] = {**outcome[i], "status": "failed", "error": f"QC (--fail-on-qc): {outcome[i]['warnings']}"}
+        qc_rows, manifest_rows, failures = [], [], []
+        for row, result in zip(rows, outcome, strict=True):
+            key = {"participant_id": row["participant_id"], "session_id": row["session_id"]}
+            qc_rows.append({**key, "status": result["status"], "warnings": result.get("warnings", ""), "error": result.get("error", ""),
+                            **{k: v for k, v in result.items() if k not in ("status", "warnings", "error", "settings")}})
+            if result["status"] == "failed":
+                failures.append({**key, "path": str(row["path"]), "error": result["error"]})
+            elif result["status"] != "pending":
+                record = {k: row[k] for k in _META_COLUMNS if k in row}
+                record.update(source=str(row["path"]), array=result["array"], warnings=result.get("warnings", ""))
+                manifest_rows.append(record)
+        qc = pd.DataFrame(qc_rows)
+        write_manifest(qc.drop(columns=["figure"], errors="ignore"), out_dir / QC_TABLE)
+        write_qc_html(qc, out_dir / QC_PAGE, figure_dir=out_dir)
+        fail_path = out_dir / FAILURES_FILE
+        if failures:
+            write_manifest(pd.DataFrame(failures), fail_path)
+        elif fail_path.exists():
+            fail_path.unlink()  # our own file from an earlier run, now stale
+        write_config(out_dir, config)
+        manifest = pd.DataFrame(manifest_rows)
+        if manifest_rows:
+            write_manifest(manifest, out_dir / MANIFEST_FILE)
+    mine = [i for i in range(len(rows)) if i in results]
     if report:
-        print(f"preprocess: {len(rows)} scans: {counts.get('done', 0)} done, {counts.get('cached', 0)} already cached, "
-                  f"{counts.get('failed', 0)} failed, {warned} with QC warnings; skull stripping: {config.skull_strip if 'skull_strip' in config.steps else 'off'}; "
-                  f"QC page {out_dir / QC_PAGE}")
-        for failure in failures[:10]:
-            print(f"  failed {failure['participant_id']} {failure['session_id']}: {failure['error']}")
-        if len(failures) > 10:
-            print(f"  ... {len(failures) - 10} more in {fail_path}")
-    if failures:
-        first = failures[0]
+        _report(rows, outcome, mine, flagged, failures, out_dir, config, shard, fail_on_qc)
+    own_failures = [i for i in mine if outcome[i]["status"] == "failed"]
+    if own_failures:
+        first = own_failures[0]
         raise AlzmriError(
-            f"{len(failures)} of {len(rows)} scans failed to preprocess; first: {first['participant_id']} "
-            f"{first['session_id']}: {first['error']} (all listed in {fail_path})"
+            f"{len(own_failures)} of {len(mine)} scans failed to preprocess; first: {rows[first]['participant_id']} "
+            f"{rows[first]['session_id']}: {outcome[first]['error']} (all listed in {fail_path})"
         )
     return manifest
 
+
+def _report(rows: list[dict[str, Any]], outcome: list[dict[str, Any]], mine: list[int], flagged: list[int], failures: list[dict[str, Any]],
+            out_dir: Path, config: PreprocessConfig, shard: tuple[int, int] | None, fail_on_qc: bool) -> None:
+    """Print the summary: this run's counts, the QC warnings, the failures."""
+    counts = pd.Series([outcome[i]["status"] for i in mine], dtype=object).value_counts()
+    method = config.skull_strip if "skull_strip" in config.steps else "off"
+    where = "" if shard is None else f"shard {shard[0]}/{shard[1]}: "
+    print(f"preprocess: {where}{len(mine)} scans: {counts.get('done', 0)} done, {counts.get('cached', 0)} already cached, "
+          f"{counts.get('failed', 0)} failed, {len(flagged)} with QC warnings; skull stripping: {method}; QC page {out_dir / QC_PAGE}")
+    if shard is not None:
+        pending = sum(o["status"] == "pending" for o in outcome)
+        print(f"  whole list: {len(rows) - pending} of {len(rows)} scans finished" + (f", {pending} still pending in other shards "
+              "(the last shard to end completes manifest.tsv and qc.html)" if pending else ""))
+    if flagged:
+        verb = "failed by --fail-on-qc" if fail_on_qc else "listed first in qc.html; --fail-on-qc makes them failures"
+        print(f"QC warnings: {len(flagged)} scan{'s' if len(flagged) != 1 else ''} ({verb}):")
+        for i in flagged[:10]:
+            print(f"  {rows[i]['participant_id']} {rows[i]['session_id']}: {outcome[i].get('warnings', '')}")
+        if len(flagged) > 10:
+            print(f"  ... {len(flagged) - 10} more in {out_dir / QC_TABLE}")
+    listed = [f for f in failures if not f["error"].startswith("QC (--fail-on-qc)")]
+    for failure in listed[:10]:
+        print(f"  failed {failure['participant_id']} {failure['session_id']}: {failure['error']}")
+    if len(listed) > 10:
+        print(f"  ... {len(listed) - 10} more in {out_dir / FAILURES_FILE}")

@@ -1,14 +1,20 @@
 """Atomic file writes: write to a temporary sibling, then rename over the target.
 
 A process killed mid-write leaves at most a ``.tmp-*`` file behind, never a half-written
-output, so re-running a command can trust any output file that exists.
+output, so re-running a command can trust any output file that exists. Temporary names carry
+the writer's host and process id, so a run that cleans up after a killed one
+(:func:`stale_temporaries`) never deletes the file another live process is writing into the
+same folder (several shards of one job on a cluster, or two runs at once).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +32,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{target.stem.split('.')[0]}-", suffix=suffix, dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{target.stem.split('.')[0]}~{_HOST}~{os.getpid()}~", suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -37,6 +43,45 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "", socket.gethostname())[:40] or "host"
+_OWNER = re.compile(r"~(?P<host>[A-Za-z0-9.-]+)~(?P<pid>\d+)~")
+_FOREIGN_HOST_AGE_S = 24 * 3600  # another machine's writer cannot be asked; a day-old file is not live
+
+
+def stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """``.tmp-*`` files in ``folder`` whose writer has gone: left by a killed process.
+
+    A file written on this host is stale when its process no longer runs; one from another
+    host (a shared cluster file system) when it is a day old; one without an owner in its name
+    (older alzmri versions) always.
+    """
+    stale = []
+    for path in Path(folder).glob(".tmp-*"):
+        owner = _OWNER.search(path.name)
+        if owner is None:
+            stale.append(path)
+        elif owner["host"] == _HOST:
+            if not _alive(int(owner["pid"])):
+                stale.append(path)
+        else:
+            with contextlib.suppress(OSError):
+                if time.time() - path.stat().st_mtime > _FOREIGN_HOST_AGE_S:
+                    stale.append(path)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def atomic_write_text(target: str | os.PathLike[str], text: str) -> Path:
