@@ -34,20 +34,35 @@ def template_image(spacing: float) -> sitk.Image:
     return image.as_sitk()
 
 
-def estimate_affine(
-    moving: sitk.Image, fixed: sitk.Image, fixed_mask: sitk.Image | None = None, sampling: float = 0.25, iterations: int = 150
-) -> tuple[sitk.Transform, float]:
-    """Affine transform mapping template (fixed) points to scan (moving) points, and the final metric.
+def coarse_copy(image: sitk.Image, spacing_mm: float) -> sitk.Image:
+    """``image`` smoothed and resampled to ``spacing_mm`` (same origin and axes); itself if not finer."""
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    spacing = np.array(image.GetSpacing())
+    if spacing.min() >= 0.75 * spacing_mm:
+        return image
+    sigma = np.sqrt(np.maximum(spacing_mm**2 - spacing**2, 0.0)) / 2.355
+    smooth = sitk.SmoothingRecursiveGaussian(image, sigma.tolist())
+    size = np.ceil(np.array(image.GetSize()) * spacing / spacing_mm).astype(int)
+    reference = sitk.Image(size.tolist(), sitk.sitkFloat32)
+    reference.SetOrigin(image.GetOrigin())
+    reference.SetDirection(image.GetDirection())
+    reference.SetSpacing([spacing_mm] * 3)
+    return sitk.Resample(smooth, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
+
+
+def fit(moving: sitk.Image, fixed: sitk.Image, initial: sitk.Transform, fixed_mask: sitk.Image | None = None,
+        shrink: tuple[int, ...] = (2, 1), iterations: int = 150, sampling: float = 0.3) -> tuple[sitk.Transform, float]:
+    """One Mattes-MI registration from ``initial``; the fitted transform (template → scan points) and the final metric.
 
     Args:
         moving: the scan.
         fixed: the template.
+        initial: starting transform; its type is the one fitted.
         fixed_mask: restrict the metric to this region of the template (None: everywhere).
+        shrink: shrink factor per resolution level (smoothing sigma = factor - 1 voxels).
+        iterations: optimiser iterations per level.
         sampling: fraction of voxels sampled (randomly, with a fixed seed) per metric evaluation.
-        iterations: optimiser iterations per resolution level.
     """
-    moving = sitk.Cast(moving, sitk.sitkFloat32)
-    initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS)
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     if fixed_mask is not None:
@@ -57,12 +72,39 @@ def estimate_affine(
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=iterations, relaxationFactor=0.6)
     reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    reg.SetShrinkFactorsPerLevel(list(shrink))
+    reg.SetSmoothingSigmasPerLevel([float(f) - 1.0 for f in shrink])
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     reg.SetInitialTransform(initial, inPlace=False)
-    transform = reg.Execute(fixed, moving)
+    transform = reg.Execute(fixed, sitk.Cast(moving, sitk.sitkFloat32))
     return transform, float(reg.GetMetricValue())
+
+
+def as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
+    """A linear transform (or a composite holding one) as an ``AffineTransform`` with the same map."""
+    inner = transform
+    while isinstance(inner, sitk.CompositeTransform) and inner.GetNumberOfTransforms() == 1:
+        inner = inner.GetNthTransform(0)
+    if isinstance(inner, sitk.AffineTransform):
+        return inner
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix(inner.GetMatrix())
+    affine.SetTranslation(inner.GetTranslation())
+    affine.SetCenter(inner.GetCenter())
+    return affine
+
+
+def estimate_affine(moving: sitk.Image, fixed: sitk.Image, fixed_mask: sitk.Image | None = None) -> tuple[sitk.Transform, float]:
+    """Affine transform mapping template (fixed) points to scan (moving) points, and the final metric.
+
+    Two stages: a similarity transform (rotation, one scale, translation) from the images'
+    centres of mass, then the full affine from there. Fitting all 12 parameters at once from the
+    start tilted and sheared a real IXI brain (normalised correlation with the template 0.32).
+    """
+    moving = sitk.Cast(moving, sitk.sitkFloat32)
+    start = sitk.CenteredTransformInitializer(fixed, moving, sitk.Similarity3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    similarity, _ = fit(moving, fixed, start, fixed_mask=fixed_mask, shrink=(2,), iterations=100)
+    return fit(moving, fixed, as_affine(similarity), fixed_mask=fixed_mask, shrink=(2, 1), iterations=150)
 
 
 class RegisterToMNI(tio.Transform):
@@ -80,7 +122,8 @@ class RegisterToMNI(tio.Transform):
         self.args_names = ["spacing", "registration_spacing"]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
-        transform, metric = estimate_affine(main_image(subject).as_sitk(), template_image(self.registration_spacing))
+        moving = coarse_copy(main_image(subject).as_sitk(), self.registration_spacing)  # the template's resolution suffices
+        transform, metric = estimate_affine(moving, template_image(self.registration_spacing))
         reference = template_image(self.spacing)
         for name, image in subject.get_images_dict(intensity_only=False).items():
             interpolator = sitk.sitkNearestNeighbor if name == MASK_KEY or isinstance(image, tio.LabelMap) else sitk.sitkLinear
@@ -88,7 +131,12 @@ class RegisterToMNI(tio.Transform):
             data, affine = tio.io.sitk_to_nib(moved)
             image.set_data(torch.from_numpy(np.ascontiguousarray(data)))
             image.affine = affine
-        add_qc(subject, registration_mi=round(metric, 4))
+        from alzmri.preprocessing.qc_checks import masked_ncc
+
+        fixed, _ = tio.io.sitk_to_nib(reference)  # the same axis layout as the moved images
+        fixed = fixed[0] if fixed.ndim == 4 else fixed
+        ncc = masked_ncc(fixed, main_image(subject).data[0].numpy(), fixed > 0)
+        add_qc(subject, registration_mi=round(metric, 4), registration_ncc=round(ncc, 4))
         return subject
 
 
