@@ -21,5 +21,5 @@ def foreground_mask(volume: np.ndarray) -> np.ndarray:
     if n > 1:  # keep the brain, drop noise specks and stray blobs
         sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
         mask = labels == (int(np.argmax(sizes)) + 1)
-    mask = ndimage.binary_closing(mask, iterations=2)
+    mask = ndimage.binary_closing(np.pad(mask, 2), iterations=2)[2:-2, 2:-2, 2:-2]  # padded: a brain at the border stays
     return ndimage.binary_fill_holes(mask)
