@@ -54,6 +54,45 @@ def _full_mask(stage: Intermediate, reference: Intermediate) -> tuple[np.ndarray
     return a, b
 
 
+def format_check(nifti: Path, folder: Path) -> list[dict[str, object]]:
+    """Write a real head in every format the readers take; read each back with ``load_scan``.
+
+    Analyze and NIfTI pairs are written as int16 (as SPM writes them), the others as float32;
+    the difference is taken against the values each file holds and, for Analyze 7.5 (which
+    stores voxel sizes and an origin but no rotation), against the affine nibabel reads from the
+    header. MINC is left out: the only MINC writer here is SimpleITK's, which (before ITK's
+    2024 fix) writes ITK's LPS coordinates where MINC expects RAS; the reader is checked against
+    nibabel's MINC2 reference file in ``tests/test_formats.py`` instead.
+    """
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    from alzmri.io.nifti import load_scan
+
+    reference, _ = load_scan(nifti)
+    data = np.asarray(reference.dataobj, dtype=np.float32)
+    whole = np.rint(data).astype(np.int16)
+    as_itk = sitk.ReadImage(str(nifti), sitk.sitkFloat32)
+    writers = {  # name: (writer, the values the file holds)
+        "analyze.hdr": (lambda p: nib.save(nib.AnalyzeImage(whole, reference.affine), str(p)), whole),
+        "pair.img": (lambda p: nib.save(nib.Nifti1Pair(whole, reference.affine), str(p)), whole),
+        "nifti2.nii.gz": (lambda p: nib.save(nib.Nifti2Image(data, reference.affine), str(p)), data),
+        "freesurfer.mgz": (lambda p: nib.save(nib.MGHImage(data, reference.affine), str(p)), data),
+        "nrrd.nrrd": (lambda p: sitk.WriteImage(as_itk, str(p)), data),
+        "metaimage.mha": (lambda p: sitk.WriteImage(as_itk, str(p)), data),
+    }
+    rows = []
+    for name, (write, held) in writers.items():
+        path = folder / name
+        write(path)
+        image, _ = load_scan(path)
+        expected = nib.load(str(path)).affine if name.startswith("analyze") else reference.affine
+        rows.append({"format": name, "shape": "x".join(map(str, image.shape)),
+                     "max_voxel_difference": float(np.abs(np.asarray(image.dataobj) - held).max()),
+                     "max_affine_difference_mm": round(float(np.abs(image.affine - expected).max()), 6)})
+    return rows
+
+
 def _stage(cache: Path, participant: str) -> Intermediate:
     (path,) = sorted((cache / "stages").glob(f"{participant}_ses-01.*.npz"))
     return Intermediate.load(path)
@@ -100,7 +139,8 @@ def main() -> None:
                            before_mask=one.preview_mask > 0, after_mask=two.preview_mask > 0,
                            title="Siemens Trio MPRAGE (raw DICOM, 1 mm): brain masks",
                            row_labels=(f"{methods[0]}\n{one.qc['brain_ml']:.0f} ml", f"{methods[1]}\n{two.qc['brain_ml']:.0f} ml"))
-    (args.out / "real_scans.json").write_text(json.dumps(rows, indent=1) + "\n")
+        formats = format_check(args.data / SCANS["sub-IXI012"], Path(tmp))
+    (args.out / "real_scans.json").write_text(json.dumps({"masks": rows, "formats": formats}, indent=1) + "\n")
     table = pd.DataFrame(rows)
     columns = ["scan", "method", "brain_ml", f"dice_vs_{first}", "surface_contact", "registration_ncc",
                "seconds_n4", "seconds_skull_strip", "seconds_total", "warnings"]
@@ -109,6 +149,9 @@ def main() -> None:
     print("|" + "---|" * len(table.columns))
     for values in table.itertuples(index=False):
         print("| " + " | ".join(str(v) for v in values) + " |")
+    print()
+    for row in formats:
+        print(row)
 
 
 if __name__ == "__main__":
