@@ -18,6 +18,7 @@ from alzmri.preprocessing.qc_checks import (
     head_mask,
     longitudinal_warnings,
     mask_checks,
+    record_checks,
 )
 from alzmri.utils.errors import AlzmriError
 from conftest import save_nifti
@@ -39,10 +40,11 @@ def head() -> tuple[np.ndarray, np.ndarray]:
 
 
 def check(mask: np.ndarray, preview: np.ndarray | None, spacing: tuple[float, ...] = SPACING, **qc) -> tuple[list[str], dict]:
-    """``mask_checks`` as the pipeline calls it (the preview on the same grid as the mask)."""
+    """``mask_checks`` then ``record_checks``, as the pipeline calls them (the preview on the same grid as the mask)."""
     record = {"skull_strip_method": "deepbet", **qc}
     warnings = mask_checks(mask, spacing, record, preview=preview, preview_mask=None if preview is None else mask,
                            preview_spacing=None if preview is None else spacing)
+    warnings += record_checks(record)
     return warnings, record
 
 
@@ -120,6 +122,10 @@ def test_registration_similarity_and_method_disagreement_are_flagged() -> None:
 
     both = check(mask, None, spacing, skull_strip_registration_ncc=0.1, skull_strip_check_method="template", skull_strip_check_dice=0.5)[0]
     assert len(both) == 2
+
+    mni = check(mask, None, spacing, registration_ncc=0.2)[0]  # the 'register' step's similarity
+    assert len(mni) == 1 and mni[0].startswith("MNI registration similarity 0.20 below"), mni
+    assert check(mask, None, spacing, registration_ncc=0.5)[0] == []
 
 
 # --- longitudinal consistency -------------------------------------------------------------------------

@@ -176,20 +176,28 @@ def run_prefix(source: str | Path | nib.Nifti1Image, config: PreprocessConfig) -
     preview = _subsample(before)
     preview_spacing = tuple(float(z) * _preview_step(before.shape) for z in subject[IMAGE_KEY].spacing)
     preview_shape = before.shape
-    subject = run_steps(subject, prefix[first_slow:], config, qc)
-    qc.update(subject.get("qc", {}))
+    preview_mask = None
+    for name in prefix[first_slow:]:
+        subject = run_steps(subject, (name,), config, qc)
+        qc.update(subject.get("qc", {}))
+        if name == "skull_strip":  # checked on the scan's own grid, before a registration rescales it
+            from alzmri.preprocessing.qc_checks import mask_checks
+
+            native = subject[MASK_KEY].data[0].numpy() > 0
+            if native.shape == preview_shape:
+                preview_mask = _subsample(native).astype(np.uint8)
+            warnings += mask_checks(native, subject[MASK_KEY].spacing, qc, preview=preview,
+                                    preview_mask=None if preview_mask is None else preview_mask > 0, preview_spacing=preview_spacing)
+    from alzmri.preprocessing.qc_checks import record_checks
+
+    warnings += record_checks(qc)
 
     data = subject[IMAGE_KEY].data[0].numpy()
     affine = subject[IMAGE_KEY].affine.copy()
     mask = subject[MASK_KEY].data[0].numpy() > 0 if MASK_KEY in subject else None
-    preview_mask = None
     if mask is not None:
-        from alzmri.preprocessing.qc_checks import mask_checks
-
-        if mask.shape == preview_shape:
-            preview_mask = _subsample(mask).astype(np.uint8)
-        warnings += mask_checks(mask, subject[MASK_KEY].spacing, qc, preview=preview,
-                                preview_mask=None if preview_mask is None else preview_mask > 0, preview_spacing=preview_spacing)
+        if not mask.any():
+            raise AlzmriError("the brain mask is empty after registration (did the registration fail?)")
         qc.update(_intensity_stats(data[mask]))
         box = _brain_box(mask)
         data, mask = data[box], mask[box]

@@ -25,8 +25,9 @@ Per scan (:func:`mask_checks`, run at the end of the slow steps):
   below ``MIN_METHOD_DICE`` between the two masks is flagged.
 
 Across scans (:func:`longitudinal_warnings`): the intracranial volume of an adult does not
-change between sessions (the brain shrinks, the skull does not), so sessions of one subject
-whose mask volumes differ by more than ``LONGITUDINAL_TOLERANCE`` are flagged.
+change between sessions (the brain shrinks, the skull does not), so a session whose mask volume
+is more than half of ``LONGITUDINAL_TOLERANCE`` from its subject's median is flagged (two sessions
+more than ``LONGITUDINAL_TOLERANCE`` apart are both flagged).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
-from skimage.filters import threshold_otsu
+
+from alzmri.preprocessing.morphology import head_mask
 
 BRAIN_ML_RANGE = (900.0, 2000.0)
 SURFACE_MM = 4.0
@@ -55,25 +57,6 @@ def masked_ncc(a: np.ndarray, b: np.ndarray, inside: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def head_mask(volume: np.ndarray) -> np.ndarray:
-    """The head: the largest component brighter than a quarter of an Otsu threshold, closed, holes filled.
-
-    The low threshold and the closing keep thin dark scalp and skull at the vertex inside.
-    """
-    positive = volume[volume > 0]
-    if positive.size == 0 or positive.max() <= positive.min():
-        return np.zeros(volume.shape, dtype=bool)
-    head = volume > 0.25 * threshold_otsu(positive)
-    head = ndi.binary_closing(np.pad(head, 3), iterations=3)[3:-3, 3:-3, 3:-3]
-    labels, n = ndi.label(head)
-    if n == 0:
-        return head
-    head = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-    for axis in range(3):  # the mouth, nose and ear canals open the head to the air: fill per slice too
-        head = np.stack([ndi.binary_fill_holes(s) for s in np.moveaxis(head, axis, 0)], axis=axis)
-    return ndi.binary_fill_holes(head)
-
-
 def surface_contact(volume: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...]) -> float:
     """Share of the mask's boundary voxels within ``SURFACE_MM`` of the air around the head."""
     head = head_mask(volume) | mask
@@ -86,16 +69,20 @@ def surface_contact(volume: np.ndarray, mask: np.ndarray, spacing: tuple[float, 
 
 def mask_checks(mask: np.ndarray, spacing: tuple[float, ...], qc: dict[str, Any], preview: np.ndarray | None = None,
                 preview_mask: np.ndarray | None = None, preview_spacing: tuple[float, ...] | None = None) -> list[str]:
-    """Check a brain mask; record its values in ``qc``; return the warnings.
+    """Check a brain mask on the scan's own grid (volume, border, head surface); record its values in ``qc``.
 
     Args:
         mask: boolean brain mask on the scan's grid.
         spacing: its voxel size (mm).
-        qc: the scan's QC record so far (read: method, registration similarity, method Dice).
+        qc: the scan's QC record so far (read: the skull-strip method; written: volume, coverage,
+            surface contact).
         preview: the scan before skull stripping on a (possibly coarser) grid, for the surface
             check; None skips it.
         preview_mask: the brain mask on ``preview``'s grid.
         preview_spacing: voxel size of ``preview``.
+
+    Returns:
+        The warnings.
     """
     voxel_ml = float(np.prod(spacing)) / 1000.0
     brain_ml = float(mask.sum()) * voxel_ml
@@ -113,6 +100,12 @@ def mask_checks(mask: np.ndarray, spacing: tuple[float, ...], qc: dict[str, Any]
         qc["mask_surface_contact"] = round(contact, 4)
         if contact > MAX_SURFACE_CONTACT:
             warnings.append(f"{contact:.0%} of the mask's surface lies within {SURFACE_MM:g} mm of the head's surface (scalp, eyes or face inside?)")
+    return warnings
+
+
+def record_checks(qc: dict[str, Any]) -> list[str]:
+    """Warnings from the values the slow steps recorded in ``qc``: registration similarity, method Dice."""
+    warnings = []
     ncc = qc.get("skull_strip_registration_ncc")
     if isinstance(ncc, float) and ncc < MIN_REGISTRATION_NCC:
         warnings.append(f"template registration similarity {ncc:.2f} below {MIN_REGISTRATION_NCC:.2f} (misregistered?)")

@@ -40,7 +40,8 @@ def coarse_copy(image: sitk.Image, spacing_mm: float) -> sitk.Image:
     spacing = np.array(image.GetSpacing())
     if spacing.min() >= 0.75 * spacing_mm:
         return image
-    sigma = np.sqrt(np.maximum(spacing_mm**2 - spacing**2, 0.0)) / 2.355
+    # ITK refuses a zero sigma: an axis already at the target spacing gets a negligible one.
+    sigma = np.maximum(np.sqrt(np.maximum(spacing_mm**2 - spacing**2, 0.0)) / 2.355, 1e-3)
     smooth = sitk.SmoothingRecursiveGaussian(image, sigma.tolist())
     size = np.ceil(np.array(image.GetSize()) * spacing / spacing_mm).astype(int)
     reference = sitk.Image(size.tolist(), sitk.sitkFloat32)

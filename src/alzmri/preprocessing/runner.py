@@ -14,7 +14,9 @@ Past one machine:
   the shared tables are rebuilt from every scan's record under a file lock by each task as it
   ends, so the last task to end writes the complete tables.
 - ``scheduler=ADDRESS`` runs the scans on a Dask cluster (``dask.distributed``) instead of a
-  local process pool; the workers need alzmri installed and the cache folder mounted.
+  local process pool; the workers need alzmri installed and the cache folder mounted, and one
+  thread each (``dask worker --nthreads 1``: the DICOM reader's warning capture and the
+  libraries' thread settings are per process).
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ def _qc_json(out_dir: Path, pid: str, ses: str) -> Path:
 
 def settings_digest(config: PreprocessConfig) -> str:
     """Short hash of the settings, stored in each scan's QC record (whose settings made it)."""
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+    from alzmri.preprocessing.pipeline import PIPELINE_VERSION
+
+    return hashlib.sha256(f"{PIPELINE_VERSION} {config.model_dump_json()}".encode()).hexdigest()[:12]
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -336,6 +340,8 @@ def _finish(rows: list[dict[str, Any]], results: dict[int, dict[str, Any]], out_
         manifest = pd.DataFrame(manifest_rows)
         if manifest_rows:
             write_manifest(manifest, out_dir / MANIFEST_FILE)
+        else:  # an older manifest would list scans now failed (or made with other settings)
+            (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
     mine = [i for i in range(len(rows)) if i in results]
     if report:
         _report(rows, outcome, mine, flagged, failures, out_dir, config, shard, fail_on_qc)
@@ -351,7 +357,9 @@ def _finish(rows: list[dict[str, Any]], results: dict[int, dict[str, Any]], out_
 
 def _report(rows: list[dict[str, Any]], outcome: list[dict[str, Any]], mine: list[int], flagged: list[int], failures: list[dict[str, Any]],
             out_dir: Path, config: PreprocessConfig, shard: tuple[int, int] | None, fail_on_qc: bool) -> None:
-    """Print the summary: this run's counts, the QC warnings, the failures."""
+    """Print the summary: this run's counts, its QC warnings, the failures."""
+    whole, own = len(flagged), set(mine)
+    flagged = [i for i in flagged if i in own]
     counts = pd.Series([outcome[i]["status"] for i in mine], dtype=object).value_counts()
     method = config.skull_strip if "skull_strip" in config.steps else "off"
     where = "" if shard is None else f"shard {shard[0]}/{shard[1]}: "
@@ -360,7 +368,7 @@ def _report(rows: list[dict[str, Any]], outcome: list[dict[str, Any]], mine: lis
     if shard is not None:
         pending = sum(o["status"] == "pending" for o in outcome)
         print(f"  whole list: {len(rows) - pending} of {len(rows)} scans finished" + (f", {pending} still pending in other shards "
-              "(the last shard to end completes manifest.tsv and qc.html)" if pending else ""))
+              "(the last shard to end completes manifest.tsv and qc.html)" if pending else "") + f"; {whole} with QC warnings")
     if flagged:
         verb = "failed by --fail-on-qc" if fail_on_qc else "listed first in qc.html; --fail-on-qc makes them failures"
         print(f"QC warnings: {len(flagged)} scan{'s' if len(flagged) != 1 else ''} ({verb}):")

@@ -115,10 +115,11 @@ def warm_up(config: PreprocessConfig) -> None:
 
         networks()
     if "template" in methods:
-        from alzmri.preprocessing.strip_template import REGISTRATION_MM, template
+        from alzmri.preprocessing.strip_template import REGISTRATION_MM, head_template, template
 
         template(REGISTRATION_MM)
         template(1.0)
+        head_template(REGISTRATION_MM)
 
 
 def build(config: PreprocessConfig) -> tio.Transform:

@@ -29,11 +29,13 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
+from alzmri.preprocessing.morphology import largest_component
 from alzmri.utils.errors import AlzmriError
 
 COARSE_SHAPE = (128, 128, 128)
 FINE_SHAPE = (256, 256, 256)
 BOX_MARGIN = 0.1  # fraction of the coarse brain box added on each side
+BOX_PLANE_SHARE = 0.02  # share of a coarse plane that must be brain for the plane to be in the box
 _MEAN, _STD = 0.449, 0.226  # the networks' input statistics
 WHEEL = "deepbet==1.0.2"
 SHA256 = {  # the files of the deepbet 1.0.2 wheel (its RECORD)
@@ -94,19 +96,20 @@ def _standardise(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return _STD * (x - x.mean()) / x.std().clamp_min(1e-8) + _MEAN
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndi.label(mask)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == int(np.argmax(sizes)) + 1
-
-
 def _box(mask: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, ...]:
-    """The coarse mask's bounding box, scaled to ``shape`` and grown by ``BOX_MARGIN`` per side."""
+    """The coarse mask's bounding box, scaled to ``shape`` and grown by ``BOX_MARGIN`` per side.
+
+    As deepbet, a plane counts as brain when more than ``BOX_PLANE_SHARE`` of it is, so a few
+    stray voxels do not stretch the box.
+
+    Raises:
+        AlzmriError: no plane along some axis holds enough brain.
+    """
     box = []
     for axis, n in enumerate(shape):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        hit = np.flatnonzero(mask.mean(axis=tuple(a for a in range(3) if a != axis)) > BOX_PLANE_SHARE)
+        if hit.size == 0:
+            raise AlzmriError("deepbet found too little brain in the scan to place it (is it a T1w head?)")
         scale = n / mask.shape[axis]
         lo, hi = hit[0] * scale, (hit[-1] + 1) * scale
         grow = BOX_MARGIN * (hi - lo)
@@ -128,7 +131,7 @@ def brain_probability(volume: np.ndarray) -> np.ndarray:
     found = box_net(_standardise(coarse, low, high)[None, None])[0, 1].numpy() > 0.5
     if not found.any():
         raise AlzmriError("deepbet found no brain in the scan (is it a T1w head?)")
-    box = _box(_largest_component(found), tuple(x.shape))
+    box = _box(largest_component(found), tuple(x.shape))
     crop = x[box]
     prob = brain_net(_standardise(_resize(crop, FINE_SHAPE), low, high)[None, None])[0, 1]
     out = np.zeros(x.shape, dtype=np.float32)
@@ -150,7 +153,7 @@ def deepbet_brain_mask(volume: np.ndarray, threshold: float = 0.5, dilate: int =
     mask = brain_probability(volume) > threshold
     if not mask.any():
         raise AlzmriError(f"deepbet found no brain voxel above probability {threshold:g}")
-    mask = ndi.binary_fill_holes(_largest_component(mask))
+    mask = ndi.binary_fill_holes(largest_component(mask))
     if dilate:
         op = ndi.binary_dilation if dilate > 0 else ndi.binary_erosion
         mask = op(mask, structure=ndi.generate_binary_structure(3, 1), iterations=abs(dilate))

@@ -29,6 +29,7 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 from alzmri.io.templates import load_mni152
+from alzmri.preprocessing.morphology import head_mask, largest_component, padded_closing
 from alzmri.preprocessing.register import as_affine, coarse_copy, fit
 from alzmri.utils.errors import AlzmriError
 
@@ -108,17 +109,11 @@ def head_template(spacing_mm: float) -> tuple[sitk.Image, sitk.Image, np.ndarray
 
 
 def _head_points(scan: sitk.Image) -> np.ndarray:
-    """Physical (LPS) points of the scan's head: the largest bright component, holes filled."""
-    array = sitk.GetArrayFromImage(scan)
-    positive = array[array > 0]
-    if positive.size < 100 or positive.max() <= positive.min():
+    """Physical (LPS) points of the scan's head (:func:`~alzmri.preprocessing.morphology.head_mask`)."""
+    head = head_mask(sitk.GetArrayFromImage(scan))
+    if head.sum() < 100:
         raise AlzmriError("template skull stripping found no head in the scan (empty or constant image)")
-    head = ndi.binary_fill_holes(ndi.binary_opening(array > 0.5 * threshold_otsu(positive)))
-    labels, n = ndi.label(head)
-    if n == 0:
-        raise AlzmriError("template skull stripping found no head in the scan")
-    head = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-    index = np.argwhere(head)[:, ::-1].astype(float)  # (x, y, z) indices
+    index = np.argwhere(head)[:, ::-1].astype(float)  # (z, y, x) array order -> (x, y, z) indices
     direction = np.array(scan.GetDirection()).reshape(3, 3)
     return (direction @ (index * np.array(scan.GetSpacing())).T).T + np.array(scan.GetOrigin())
 
@@ -176,16 +171,16 @@ def register_template(scan: sitk.Image) -> tuple[sitk.Transform, float]:
         except RuntimeError:
             continue
         if low <= brain_ml(transform) <= high:
-            return transform, similarity_ncc(scan, transform)
+            return transform, similarity_ncc(moving, transform)
     raise AlzmriError(f"template skull stripping failed: no registration gave a plausible brain volume ({low:.0f}-{high:.0f} ml)")
 
 
-def similarity_ncc(scan: sitk.Image, transform: sitk.Transform) -> float:
-    """Normalised correlation of the template brain and the scan mapped onto it, inside the brain."""
+def similarity_ncc(moving: sitk.Image, transform: sitk.Transform) -> float:
+    """Normalised correlation of the template brain and the (3 mm) scan mapped onto it, inside the brain."""
     from alzmri.preprocessing.qc_checks import masked_ncc
 
     t1, mask = template(REGISTRATION_MM)
-    moved = sitk.Resample(coarse_copy(scan, REGISTRATION_MM), t1, transform, sitk.sitkLinear, 0.0)
+    moved = sitk.Resample(moving, t1, transform, sitk.sitkLinear, 0.0)
     return masked_ncc(sitk.GetArrayFromImage(t1), sitk.GetArrayFromImage(moved), sitk.GetArrayFromImage(mask) > 0.5)
 
 
@@ -212,11 +207,7 @@ def refine_mask(volume: np.ndarray, prior: np.ndarray, spacing: tuple[float, flo
     mask = core | (band & (volume > threshold))
     ball = _ball(spacing, 2.0)
     mask = ndi.binary_opening(mask, structure=ball)
-    labels, n = ndi.label(mask)
-    if n > 1:
-        sizes = ndi.sum_labels(mask, labels, index=np.arange(1, n + 1))
-        mask = labels == int(np.argmax(sizes)) + 1
-    mask = ndi.binary_closing(np.pad(mask, 4), structure=_ball(spacing, 4.0))[4:-4, 4:-4, 4:-4]
+    mask = padded_closing(largest_component(mask), 4, structure=_ball(spacing, 4.0))
     mask &= outside <= band_mm
     return ndi.binary_fill_holes(mask | core)
 

@@ -10,6 +10,7 @@ same folder (several shards of one job on a cluster, or two runs at once).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import socket
@@ -45,30 +46,28 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
-_HOST = re.sub(r"[^A-Za-z0-9.-]", "", socket.gethostname())[:40] or "host"
+_HOST = (re.sub(r"[^A-Za-z0-9.-]", "", socket.gethostname())[:24] or "host") + "-" + hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 _OWNER = re.compile(r"~(?P<host>[A-Za-z0-9.-]+)~(?P<pid>\d+)~")
-_FOREIGN_HOST_AGE_S = 24 * 3600  # another machine's writer cannot be asked; a day-old file is not live
+_MAX_AGE_S = 24 * 3600  # no write takes a day: older temporaries are stale whoever wrote them
 
 
 def stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """``.tmp-*`` files in ``folder`` whose writer has gone: left by a killed process.
 
-    A file written on this host is stale when its process no longer runs; one from another
-    host (a shared cluster file system) when it is a day old; one without an owner in its name
-    (older alzmri versions) always.
+    A file is stale when its name names no owner (older alzmri versions), when it was written on
+    this host by a process that no longer runs, or when it is a day old (a writer on another host
+    of a shared cluster file system cannot be asked; in containers a new process may reuse a dead
+    one's host name and pid).
     """
     stale = []
     for path in Path(folder).glob(".tmp-*"):
         owner = _OWNER.search(path.name)
-        if owner is None:
+        try:
+            old = time.time() - path.stat().st_mtime > _MAX_AGE_S
+        except OSError:  # renamed into place or removed meanwhile
+            continue
+        if owner is None or old or (owner["host"] == _HOST and not _alive(int(owner["pid"]))):
             stale.append(path)
-        elif owner["host"] == _HOST:
-            if not _alive(int(owner["pid"])):
-                stale.append(path)
-        else:
-            with contextlib.suppress(OSError):
-                if time.time() - path.stat().st_mtime > _FOREIGN_HOST_AGE_S:
-                    stale.append(path)
     return stale
 
 

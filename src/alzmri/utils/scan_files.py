@@ -114,7 +114,7 @@ def _expand(value: str, rest: list[str], local: str | None) -> list[str]:
             numbers = range(first, last + (1 if step > 0 else -1), step)
             if len(numbers) <= _MAX_LISTED:
                 return [tokens[0] % n for n in numbers]
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             pass
         return []
     return [value]
