@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+
+_GLOO_CRASH = "gloo/transport/tcp"
 
 
 @pytest.mark.slow
@@ -22,6 +26,12 @@ def test_two_process_ddp_on_cpu_writes_one_result(prepared: dict[str, Path], tmp
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    if done.returncode != 0 and _GLOO_CRASH in done.stderr:
+        # Seen once (a fresh-clone CI run, 2026-12-01; the test alone then passed 5 of 5): a rank aborts inside gloo's TCP transport
+        # ("terminate called without an active exception", SIGABRT) before the first step. One fresh
+        # retry; a real bug fails both times.
+        shutil.rmtree(out, ignore_errors=True)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-3000:]
     assert done.stdout.count("trained 2 epochs") == 1  # rank 0 reports for both processes
     assert "2 processes (DDP)" in done.stdout

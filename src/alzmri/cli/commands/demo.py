@@ -75,7 +75,10 @@ def run(config: DemoConfig) -> dict:
     )
     stage(2, f"preprocessing to {config.size}³ → {cache}")
     scans = load_scans(bids)
-    preprocess_scans(scans, cache, DEMO_PREPROCESS.model_copy(update={"size": config.size, "spacing": config.spacing}), workers=config.workers)
+    manifest = preprocess_scans(scans, cache, DEMO_PREPROCESS.model_copy(update={"size": config.size, "spacing": config.spacing}), workers=config.workers)
+    if (manifest["warnings"].fillna("") != "").any():
+        print("  (expected here: the synthetic brains are grown from the MNI152 template, ~1,880 ml, larger than most adult "
+              "brains, so QC flags the biggest of them as outside the adult range)")
     stage(3, f"subject-level split {config.ratios} → {split}")
     run_split(SplitConfig(source=bids, out=split, ratios=config.ratios, seed=config.seed))
     stage(4, f"training {config.model} → {runs}")
