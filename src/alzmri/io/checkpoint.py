@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alzmri.utils.errors import AlzmriError
+from alzmri.utils.errors import AlzmriError, first_line
 
 REQUIRED_HPARAMS = ("model_name", "model_kwargs", "classes", "preprocess")
 
@@ -28,7 +28,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise AlzmriError(f"cannot read checkpoint {path}: {str(exc).strip().splitlines()[0]}") from None
+        raise AlzmriError(f"cannot read checkpoint {path}: {first_line(exc)}") from None
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hparams, dict) or any(k not in hparams for k in REQUIRED_HPARAMS):
         raise AlzmriError(f"{path} is not an alzmri classifier checkpoint (no model config inside)")

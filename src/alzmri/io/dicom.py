@@ -69,7 +69,7 @@ from alzmri.io.dicom_series import (
 )
 from alzmri.io.manifest import write_manifest
 from alzmri.utils.atomic import atomic_path, atomic_write_text
-from alzmri.utils.errors import AlzmriError
+from alzmri.utils.errors import AlzmriError, first_line
 
 TABLE_COLUMNS = ("participant_id", "session_id", "series_uid", "series_description", "n_files", "kind", "status", "reason", "path")
 SIDECAR_TAGS = (
@@ -202,7 +202,7 @@ def read_dicom_series(folder: str | os.PathLike[str], min_slices: int = 10) -> t
             try:
                 image = _to_nifti(_read_volume(s))
             except Exception as exc:  # unreadable pixels: try the next series, as convert would go on
-                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                msg = first_line(exc)
                 s.status, s.reason = "failed", f"cannot read: {msg}"
                 continue
             others = [o for o in candidates if o is not s and o.status == ""]
@@ -297,7 +297,7 @@ def _convert(s: _Series, out_dir: Path, dicom_dir: Path) -> None:
         with atomic_path(target) as tmp:  # keeps the .nii.gz suffix, which picks the writer
             sitk.WriteImage(image, str(tmp))
     except Exception as exc:  # one unreadable series must not stop the others
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc)
         s.status, s.reason = "failed", f"cannot read or write: {msg}"
         return
     s.status, s.reason, s.path = "converted", s.kind_reason, rel.as_posix()

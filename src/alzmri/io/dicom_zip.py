@@ -20,7 +20,7 @@ import nibabel as nib
 
 from alzmri.io.dicom import read_dicom_series
 from alzmri.io.dicom_series import _check_all, _list_files, _quiet_dicom, _read_headers
-from alzmri.utils.errors import AlzmriError
+from alzmri.utils.errors import AlzmriError, first_line
 
 MAX_UNPACKED_BYTES = 4 << 30  # a DICOM T1w is well under 1 GB; more than this is a zip bomb or not one scan
 MAX_MEMBERS = 50_000
@@ -47,7 +47,7 @@ def read_dicom_zip(path: str | os.PathLike[str], min_slices: int = 10) -> tuple[
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise AlzmriError(f"cannot read DICOM zip {path}: {_first_line(exc)}") from None
+        raise AlzmriError(f"cannot read DICOM zip {path}: {first_line(exc)}") from None
     with archive, tempfile.TemporaryDirectory(prefix="alzmri-zip-") as tmp:
         folder = Path(tmp)
         _unpack(archive, path, folder)
@@ -94,7 +94,7 @@ def _unpack(archive: zipfile.ZipFile, path: Path, folder: Path) -> None:
     except AlzmriError:
         raise
     except (zipfile.BadZipFile, OSError, RuntimeError, ValueError, EOFError) as exc:  # CRC errors, encryption, disk full
-        raise AlzmriError(f"cannot unpack DICOM zip {path}: {_first_line(exc)}") from None
+        raise AlzmriError(f"cannot unpack DICOM zip {path}: {first_line(exc)}") from None
 
 
 def _safe_parts(name: str) -> list[str] | None:
@@ -104,8 +104,3 @@ def _safe_parts(name: str) -> list[str] | None:
         return None
     parts = [p for p in name.split("/") if p not in ("", ".")]
     return None if ".." in parts else parts
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

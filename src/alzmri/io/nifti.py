@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from alzmri.io.volumes import SUPPORTED, checked_image, read_volume, scan_format
-from alzmri.utils.errors import AlzmriError
+from alzmri.utils.errors import AlzmriError, first_line
 
 
 def load_volume(path: str | os.PathLike[str], first_volume: bool = False) -> nib.Nifti1Image:
@@ -42,7 +42,7 @@ def load_volume(path: str | os.PathLike[str], first_volume: bool = False) -> nib
         # Scaled (scl_slope) and large values come out right: the scaling is done in float32.
         data = np.asanyarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # nibabel raises many types for corrupt files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise AlzmriError(f"cannot read NIfTI file {path}: {reason}") from None
     return checked_image(path, data, img.affine, img.header, first_volume=first_volume)
 

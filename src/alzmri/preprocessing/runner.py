@@ -55,7 +55,7 @@ from alzmri.preprocessing.cache import (
 )
 from alzmri.preprocessing.config import PreprocessConfig
 from alzmri.utils.atomic import atomic_path, atomic_write_text
-from alzmri.utils.errors import AlzmriError
+from alzmri.utils.errors import AlzmriError, first_line
 
 _META_COLUMNS = ("participant_id", "session_id", "diagnosis", "age", "sex")
 
@@ -220,8 +220,8 @@ def preprocess_scans(
 def _failure(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, AlzmriError):
         return {"status": "failed", "error": str(exc)}
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""  # a transform failing on odd data
-    return {"status": "failed", "error": f"{type(exc).__name__}: {message}"}
+    text = first_line(exc)  # a transform failing on odd data: name the exception type too
+    return {"status": "failed", "error": text if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"}
 
 
 def _run_local(jobs: dict[int, tuple[str, str, str]], out_dir: Path, config: PreprocessConfig, workers: int, bar: Any) -> dict[int, dict[str, Any]]:
@@ -267,7 +267,7 @@ def _run_dask(jobs: dict[int, tuple[str, str, str]], out_dir: Path, config: Prep
     try:
         client = Client(scheduler, timeout=30)
     except (OSError, TimeoutError, ValueError) as exc:
-        raise AlzmriError(f"cannot reach the Dask scheduler at {scheduler}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+        raise AlzmriError(f"cannot reach the Dask scheduler at {scheduler}: {first_line(exc)}") from None
     results: dict[int, dict[str, Any]] = {}
     try:
         futures = {client.submit(_dask_process_scan, *job, out_dir, config, pure=False, key=f"alzmri-{job[1]}-{job[2]}-{os.getpid()}"): i

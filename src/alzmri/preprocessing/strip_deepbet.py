@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from alzmri.preprocessing.morphology import largest_component
-from alzmri.utils.errors import AlzmriError
+from alzmri.utils.errors import AlzmriError, first_line
 
 COARSE_SHAPE = (128, 128, 128)
 FINE_SHAPE = (256, 256, 256)
@@ -70,7 +70,7 @@ def networks() -> tuple[torch.jit.ScriptModule, torch.jit.ScriptModule]:
         try:
             net = torch.jit.load(str(folder / name), map_location="cpu")
         except (RuntimeError, ValueError) as exc:
-            raise AlzmriError(f"cannot load deepbet network {folder / name}: {str(exc).strip().splitlines()[0]}") from None
+            raise AlzmriError(f"cannot load deepbet network {folder / name}: {first_line(exc)}") from None
         nets.append(net.eval())
     return nets[0], nets[1]
 

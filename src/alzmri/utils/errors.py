@@ -7,3 +7,9 @@ class AlzmriError(Exception):
     The CLI prints ``error: <message>`` on one line and exits non-zero; nothing else
     is shown. Raise it with a message that names the offending file, row or option.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name: for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
