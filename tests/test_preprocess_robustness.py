@@ -123,3 +123,54 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path: Path, how: signal
     after = {p.name: p.stat().st_mtime_ns for p in _arrays(cache / "arrays")}
     assert len(after) == len(rows) and all(after[name] == mtime for name, mtime in finished.items())
     assert not [p for p in cache.rglob(".tmp-*")]  # no leftovers of the killed run
+
+
+def _busy_preprocess(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    """A ``preprocess -j 2`` caught mid-run, and its worker pids."""
+    import psutil
+
+    data = tmp_path / "data"
+    rows = []
+    for i in range(8):
+        save_nifti(data / f"s{i}.nii.gz", brain_volume(shape=(40, 44, 36), seed=i), zooms=(1.0, 1.0, 1.0))
+        rows.append({"participant_id": f"sub-{i:02d}", "session_id": "ses-01", "diagnosis": "CN", "path": f"s{i}.nii.gz"})
+    pd.DataFrame(rows).to_csv(data / "scans.tsv", sep="\t", index=False)
+    args = [sys.executable, "-m", "alzmri", "preprocess", str(data / "scans.tsv"), str(tmp_path / "cache"), "--size", "16", "--spacing", "1",
+            "--skull-strip", "none", "--n4-grid-mm", "1", "-j", "2", "--no-progress"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    workers: list[int] = []
+    while time.time() < deadline and proc.poll() is None:
+        workers = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        if len(workers) >= 2 and len(_arrays(tmp_path / "cache" / "arrays")) >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None and len(workers) >= 2, "the run was not caught with its workers busy"
+    return proc, workers
+
+
+def _gone(pids: list[int], within_s: float = 15.0) -> bool:
+    import psutil
+
+    deadline = time.time() + within_s
+    while time.time() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sigterm_stops_the_workers_and_says_how_to_resume(tmp_path: Path) -> None:
+    proc, workers = _busy_preprocess(tmp_path)
+    proc.send_signal(signal.SIGTERM)  # to the parent only, as `kill PID` does
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated (SIGTERM); re-run the same command to resume" in stderr and "Traceback" not in stderr
+    assert _gone(workers), "workers outlived the terminated run"
+
+
+def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
+    proc, workers = _busy_preprocess(tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)  # the parent only: no clean-up can run in it
+    proc.communicate(timeout=60)
+    assert _gone(workers), "workers were orphaned by a killed parent"

@@ -12,6 +12,8 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import signal
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -22,7 +24,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from alzmri.utils.errors import AlzmriError
+from alzmri.utils.errors import AlzmriError, Terminated
 
 Runner = Callable[[Any], Any]
 
@@ -94,6 +96,7 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
 
     Set ``ALZMRI_DEBUG=1`` to see the traceback of unexpected errors.
     """
+    previous = _on_sigterm()
     try:
         return fn()
     except AlzmriError as exc:
@@ -102,6 +105,9 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
     except ValidationError as exc:
         typer.echo(f"error: {format_validation_error(exc)}", err=True)
         raise typer.Exit(2) from None
+    except Terminated:
+        typer.echo("terminated (SIGTERM); re-run the same command to resume", err=True)
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         typer.echo("interrupted; re-run the same command to resume", err=True)
         raise typer.Exit(130) from None
@@ -113,6 +119,20 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         typer.echo(f"error: unexpected {type(exc).__name__}: {msg} (set ALZMRI_DEBUG=1 for details)", err=True)
         raise typer.Exit(1) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _on_sigterm() -> Any:
+    """Make SIGTERM raise :class:`Terminated` in the main thread; the previous handler (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def add_config_command(

@@ -23,6 +23,7 @@ from alzmri.io.manifest import write_manifest
 from alzmri.training.config import TrainConfig
 from alzmri.utils.atomic import atomic_write_text
 from alzmri.utils.errors import AlzmriError
+from alzmri.utils.names import folder_name
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
 
@@ -47,6 +48,8 @@ def cross_validate(config: CrossValidateConfig) -> dict[str, Any]:
     from alzmri.evaluation.evaluate import evaluate
     from alzmri.training.fit import fit
 
+    if config.run_name:
+        folder_name(config.run_name, "--run-name")  # refused before any fold is made
     out = Path(config.out)
     split_root = make_folds(config)
     fold_dirs = sorted((p for p in split_root.glob("fold-*") if p.is_dir()), key=lambda p: int(p.name.removeprefix("fold-")))

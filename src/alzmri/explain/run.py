@@ -47,6 +47,7 @@ from alzmri.preprocessing.cache import load_array, qc_record_name, read_cache
 from alzmri.preprocessing.pipeline import output_affine
 from alzmri.utils.atomic import atomic_path, atomic_write_text
 from alzmri.utils.errors import AlzmriError
+from alzmri.utils.names import check_distinct, join_ids
 
 
 def checkpoint_of(run: Path) -> Path:
@@ -227,6 +228,9 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
     label_similarity: list[float] = []
     region_rows: list[pd.DataFrame] = []
     table = []
+    keys = [(str(r["participant_id"]), str(r["session_id"])) for r in rows]
+    names = [join_ids(*key) or f"scan{i}" for i, key in enumerate(keys)]
+    check_distinct(keys, names, "explain")
     for i, row in enumerate(rows):
         volume = row["volume"]
         age = row["age"] if needs_age else None
@@ -245,7 +249,7 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         mask, cut = threshold_map(heat, config.threshold, percentile=config.percentile, k=config.k, mask=brain)
         parts = components(mask, heat, top=None)
         profile = depth_profile(heat)
-        name = "_".join(p for p in (row["participant_id"], row["session_id"]) if p) or f"scan{i}"
+        name = names[i]
         folder = out / name
         folder.mkdir(exist_ok=True)
         _save_nifti(heat, folder / "map.nii.gz", row["affine"])

@@ -28,6 +28,7 @@ import pandas as pd
 from alzmri.preprocessing.config import PreprocessConfig, stored_config
 from alzmri.utils.atomic import atomic_path, atomic_write_text, stale_temporaries
 from alzmri.utils.errors import AlzmriError
+from alzmri.utils.names import join_ids
 
 CONFIG_FILE = "preprocess.json"
 MANIFEST_FILE = "manifest.tsv"
@@ -47,8 +48,8 @@ def qc_record_name(participant_id: str, session_id: str) -> str:
 
 
 def scan_name(participant_id: str, session_id: str) -> str:
-    """File stem shared by a scan's cache files."""
-    return f"{participant_id}_{session_id}"
+    """File stem shared by a scan's cache files (ids made safe: :func:`alzmri.utils.names.safe_name`)."""
+    return join_ids(participant_id, session_id, keep_empty=True)
 
 
 def array_name(participant_id: str, session_id: str, key: str) -> str:

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -48,6 +49,7 @@ from alzmri.preprocessing.cache import (
     claim_cache_dir,
     figure_name,
     remove_other_keys,
+    scan_name,
     qc_record_name,
     save_array,
     stage_name,
@@ -56,6 +58,7 @@ from alzmri.preprocessing.cache import (
 from alzmri.preprocessing.config import PreprocessConfig
 from alzmri.utils.atomic import atomic_path, atomic_write_text
 from alzmri.utils.errors import AlzmriError, first_line
+from alzmri.utils.names import check_distinct
 
 _META_COLUMNS = ("participant_id", "session_id", "diagnosis", "age", "sex")
 
@@ -108,10 +111,28 @@ def cache_lock(out_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     # Ctrl-C goes to the whole process group: the parent handles it, workers just stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM ends a worker at once: the parent's handler (inherited through fork) would only turn it
+    # into an exception that the pool sends back to a parent that may be gone.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent(parent)
     _init_threads()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel send this worker SIGTERM when the parent dies (even by SIGKILL), so none is orphaned."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _init_threads() -> None:
@@ -201,6 +222,8 @@ def preprocess_scans(
     out_dir = Path(out_dir)
     claim_cache_dir(out_dir)
     rows = scans.to_dict("records")
+    keys = [(str(r["participant_id"]), str(r["session_id"])) for r in rows]
+    check_distinct(keys, [scan_name(*key) for key in keys], "preprocess")  # one scan's files must not overwrite another's
     jobs = {i: (str(rows[i]["path"]), rows[i]["participant_id"], rows[i]["session_id"]) for i in shard_indices(rows, shard)}
     bar = tqdm(total=len(jobs), desc="preprocess" if shard is None else f"preprocess {shard[0]}/{shard[1]}", unit="scan", disable=not progress)
     try:
@@ -233,7 +256,7 @@ def _run_local(jobs: dict[int, tuple[str, str, str]], out_dir: Path, config: Pre
         from alzmri.preprocessing.pipeline import warm_up
 
         warm_up(config)  # forked workers inherit the loaded templates and networks
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_init_worker)
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_init_worker, initargs=(os.getpid(),))
     try:
         futures: dict[Future[dict[str, Any]], int] = {pool.submit(process_scan, *job, out_dir, config): i for i, job in jobs.items()}
         for future in as_completed(futures):

@@ -31,6 +31,7 @@ from alzmri.preprocessing.cache import read_cache
 from alzmri.training.config import TrainConfig
 from alzmri.utils.atomic import atomic_write_text
 from alzmri.utils.errors import AlzmriError
+from alzmri.utils.names import folder_name
 
 # Settings that do not change the trained weights (a run may resume with other values).
 _NOT_HASHED = {"progress", "num_workers", "threads", "run_name", "out", "resume", "device", "trackers", "tracking_uri", "experiment"}
@@ -163,9 +164,10 @@ def fit(config: TrainConfig) -> Path:
         config = resume_config(config)
     elif config.cache is None or config.split is None:
         raise AlzmriError("give CACHE and SPLIT, or --resume RUN_FOLDER (see 'alzmri train --help')")
+    run_name = folder_name(config.run_name, "--run-name") if config.run_name else None
     data = prepare(config)
     out = Path(config.out)
-    run_dir = out / (config.run_name or run_name_for(config))
+    run_dir = out / (run_name or run_name_for(config))
     record = {
         "train_config": config.model_dump(mode="json"),
         "hash_fields": hashed_fields(config),

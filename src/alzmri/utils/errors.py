@@ -13,3 +13,7 @@ def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type name: for one-line errors."""
     text = str(exc).strip()
     return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that the same clean-up as for Ctrl-C runs (workers stopped)."""
