@@ -18,6 +18,7 @@ import torchio as tio
 
 from alzmri.io.templates import load_mni152
 from alzmri.preprocessing.config import PreprocessConfig
+from alzmri.preprocessing.qc_checks import masked_ncc
 from alzmri.preprocessing.subject import MASK_KEY, add_qc, main_image
 
 FIELDS = ("spacing",)
@@ -132,8 +133,6 @@ class RegisterToMNI(tio.Transform):
             data, affine = tio.io.sitk_to_nib(moved)
             image.set_data(torch.from_numpy(np.ascontiguousarray(data)))
             image.affine = affine
-        from alzmri.preprocessing.qc_checks import masked_ncc
-
         fixed, _ = tio.io.sitk_to_nib(reference)  # the same axis layout as the moved images
         fixed = fixed[0] if fixed.ndim == 4 else fixed
         ncc = masked_ncc(fixed, main_image(subject).data[0].numpy(), fixed > 0)

@@ -30,6 +30,7 @@ from skimage.filters import threshold_otsu
 
 from alzmri.io.templates import load_mni152
 from alzmri.preprocessing.morphology import head_mask, largest_component, padded_closing
+from alzmri.preprocessing.qc_checks import masked_ncc
 from alzmri.preprocessing.register import as_affine, coarse_copy, fit
 from alzmri.utils.errors import AlzmriError
 
@@ -39,8 +40,8 @@ TEMPLATE_BRAIN_ML = 1883.0  # the MNI152 2009a brain mask shipped with nilearn
 # Brain-mask volumes (brain with its CSF, i.e. intracranial) a registration may imply; wider than
 # the QC range, it only rejects solutions that are certainly wrong.
 PLAUSIBLE_ML = (850.0, 2200.0)
-SHELLS_MM = (2.0, 8.0, 14.0)
-CSF_MM = 2.0  # the CSF layer outside the cortex, added to the refined (tissue) mask  # outer edges of the template head's CSF, skull and scalp
+SHELLS_MM = (2.0, 8.0, 14.0)  # outer edges of the template head's CSF, skull and scalp
+CSF_MM = 2.0  # the CSF layer outside the cortex, added to the refined (tissue) mask
 
 
 def _template(spacing_mm: float) -> tuple[sitk.Image, sitk.Image]:
@@ -177,8 +178,6 @@ def register_template(scan: sitk.Image) -> tuple[sitk.Transform, float]:
 
 def similarity_ncc(moving: sitk.Image, transform: sitk.Transform) -> float:
     """Normalised correlation of the template brain and the (3 mm) scan mapped onto it, inside the brain."""
-    from alzmri.preprocessing.qc_checks import masked_ncc
-
     t1, mask = template(REGISTRATION_MM)
     moved = sitk.Resample(moving, t1, transform, sitk.sitkLinear, 0.0)
     return masked_ncc(sitk.GetArrayFromImage(t1), sitk.GetArrayFromImage(moved), sitk.GetArrayFromImage(mask) > 0.5)
