@@ -9,7 +9,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
+from torch import nn
 from typer.testing import CliRunner
 
 from alzmri.cli.main import app
@@ -217,3 +219,157 @@ def test_explain_target_errors_are_one_line(synthetic_run: dict[str, Path], tmp_
         assert done.exit_code == 2 and "re-running the same 'alzmri synth' command" in done.stderr
     finally:
         moved.rename(labels)
+
+
+# ------------------------------------------------------------------------------------------------
+# Explanations that stay in the brain (issue 13, item 7): planted models, empty maps, MNI152 input.
+
+
+class LooksAt(nn.Module):
+    """Class 1's logit is the mean of one block of the input (class 0's its negative), through a 1³ convolution Grad-CAM can hook."""
+
+    def __init__(self, block: tuple[slice, slice, slice]) -> None:
+        super().__init__()
+        self.features = nn.Conv3d(1, 1, 1)
+        self.block = block
+        with torch.no_grad():
+            self.features.weight.fill_(1.0)
+            self.features.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        evidence = self.features(x)[(slice(None), slice(None), *self.block)].mean((1, 2, 3, 4))
+        return torch.stack([-evidence, evidence], dim=1)
+
+
+class Dead(nn.Module):
+    """Both logits fall as the (positive) activations of ``features`` grow: Grad-CAM's ReLU leaves nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.ReLU())
+        with torch.no_grad():
+            self.features[0].weight.fill_(0.01)
+            self.features[0].bias.fill_(1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        activation = self.features(x).mean((1, 2, 3, 4))
+        return torch.stack([-activation, -2 * activation], dim=1)
+
+
+def plant(monkeypatch: pytest.MonkeyPatch, trained: Path, model: nn.Module) -> None:
+    """Have ``alzmri explain`` explain ``model`` (with the trained run's classes and preprocessing)."""
+    import alzmri.explain.run as run
+
+    _, hp = run.load_classifier(run.checkpoint_of(trained))
+    monkeypatch.setattr(run, "load_classifier", lambda _path: (model.eval(), {**hp, "model_name": None}))
+
+
+def explain_cache(trained: Path, cache: Path, split: Path, out: Path, *extra: str) -> tuple[str, pd.DataFrame]:
+    args = ["explain", str(trained), "--cache", str(cache), "--split", str(split), "--no-sanity", "--no-gif", "--out", str(out), *extra]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    return done.output, pd.read_csv(out / "explain.tsv", sep="\t", dtype={"participant_id": str, "session_id": str})
+
+
+def test_a_model_that_looks_at_the_background_is_flagged(prepared: dict[str, Path], trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plant(monkeypatch, trained, LooksAt((slice(0, 4),) * 3))  # the corner of the grid: background in every scan
+    out = tmp_path / "corner"
+    output, table = explain_cache(trained, prepared["cache"], prepared["split"], out, "--limit", "2", "--method", "saliency")
+    assert (table["brain_mask"] == "preprocessing").all()  # the cache's stored masks
+    assert table["evidence_outside_brain"].all() and (table["outside_brain_share"] > 0.99).all()
+    names = [f"{p}_{s}" for p, s in zip(table["participant_id"], table["session_id"], strict=True)]
+    warning = next(line for line in output.splitlines() if line.startswith("warning:"))
+    assert "outside the brain" in warning and all(name in warning for name in names)
+    assert output.count("MOSTLY OUTSIDE THE BRAIN") == 2
+    summary = json.loads((out / names[0] / "summary.json").read_text())
+    assert summary["evidence_outside_brain"] is True and summary["outside_brain_share"] > 0.99 and "MOSTLY OUTSIDE" in summary["note"]
+    in_brain = np.asarray(nib.load(out / names[0] / "map.nii.gz").dataobj)
+    assert not in_brain[:4, :4, :4].any()  # map.nii.gz keeps the brain only
+    assert red_share(out / names[0] / "overlay.png") > 0.005  # the warning note is drawn
+    # A model that looks at the middle of the brain is not flagged.
+    plant(monkeypatch, trained, LooksAt((slice(6, 10),) * 3))
+    output, table = explain_cache(trained, prepared["cache"], prepared["split"], tmp_path / "middle", "--limit", "2", "--method", "saliency")
+    assert not table["evidence_outside_brain"].any() and (table["outside_brain_share"] < 0.01).all() and "warning:" not in output
+
+
+def red_share(png: Path) -> float:
+    """Share of the picture's pixels in the note's firebrick red."""
+    pixels = np.asarray(Image.open(png).convert("RGB"), dtype=int)
+    return float((np.abs(pixels - np.array([178, 34, 34])).sum(axis=2) < 40).mean())
+
+
+def test_an_empty_gradcam_map_is_reported_as_empty(prepared: dict[str, Path], trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plant(monkeypatch, trained, Dead())
+    out = tmp_path / "dead"
+    output, table = explain_cache(trained, prepared["cache"], prepared["split"], out, "--limit", "2", "--method", "gradcam")
+    assert table["map_empty"].all() and (table["note"] == "no positive evidence: the map is empty").all()
+    assert table["top_component_share"].isna().all() and (table["kept_voxels"] == 0).all() and not table["evidence_outside_brain"].any()
+    assert "nan" not in output.lower() and output.count("no positive evidence: the map is empty") == 2
+    assert "2 of 2 maps are empty" in output
+    first = f"{table['participant_id'][0]}_{table['session_id'][0]}"
+    summary = json.loads((out / first / "summary.json").read_text())
+    assert summary["map_empty"] is True and summary["outside_brain_share"] is None
+    overlay = out / first / "overlay.png"
+    assert red_share(overlay) > 0.005  # the "empty map" note
+    grey = np.asarray(Image.open(overlay).convert("L"), dtype=float)
+    assert (grey[grey < 250] > 60).mean() > 0.1  # the middle slices show the brain, not a black slice 0
+
+
+def test_an_old_cache_without_masks_still_explains(prepared: dict[str, Path], trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_explain_brain import old_cache
+
+    old = old_cache(prepared["cache"], tmp_path / "old-cache")
+    output, table = explain_cache(trained, old, prepared["split"], tmp_path / "plain", "--limit", "2")
+    assert (table["brain_mask"] == "estimated").all() and "estimated from the background for 2 of 2 scans" in output
+    # The estimate survives the resize undershoot of these arrays: the background corner is not brain.
+    plant(monkeypatch, trained, LooksAt((slice(0, 4),) * 3))
+    _, table = explain_cache(trained, old, prepared["split"], tmp_path / "corner", "--limit", "2", "--method", "saliency")
+    assert table["evidence_outside_brain"].all() and (table["outside_brain_share"] > 0.99).all()
+
+
+@pytest.fixture(scope="module")
+def mni_cache(prepared: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Scans already in MNI152 space (the 2 mm template's brain, as SPM or Clinica would hand them over), preprocessed like ``prepared``."""
+    from alzmri.io.bids import load_scans
+    from alzmri.io.templates import load_mni152
+    from alzmri.preprocessing.cache import read_cache
+    from alzmri.preprocessing.runner import preprocess_scans
+
+    root = tmp_path_factory.mktemp("mni-input")
+    mni = load_mni152()
+    brain = (mni.t1 * mni.brain_mask)[::2, ::2, ::2].astype(np.float32)
+    affine = mni.affine @ np.diag([2.0, 2.0, 2.0, 1.0])
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, diagnosis in enumerate(["CN", "AD", "CN"]):
+        sub = f"sub-{k + 1:02d}"
+        scan = brain * (1 + rng.normal(0, 0.02, brain.shape)).astype(np.float32)
+        path = root / "bids" / sub / "ses-01" / "anat" / f"{sub}_ses-01_T1w.nii.gz"
+        path.parent.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(scan, affine), str(path))
+        rows.append({"participant_id": sub, "session_id": "ses-01", "diagnosis": diagnosis})
+    pd.DataFrame(rows).to_csv(root / "bids" / "labels.tsv", sep="\t", index=False)
+    _, config = read_cache(prepared["cache"])  # the trained model's preprocessing, no 'register'
+    preprocess_scans(load_scans(root / "bids"), root / "cache", config, workers=2, progress=False, report=False)
+    (root / "split").mkdir()
+    for name in ("train", "val", "test"):
+        pd.DataFrame(rows).to_csv(root / "split" / f"{name}.tsv", sep="\t", index=False)
+    return {"cache": root / "cache", "split": root / "split"}
+
+
+def test_regions_on_scans_declared_in_mni152_space(mni_cache: dict[str, Path], trained: Path, tmp_path: Path) -> None:
+    common = ["explain", str(trained), "--cache", str(mni_cache["cache"]), "--split", str(mni_cache["split"]), "--regions", "--method", "saliency",
+              "--no-sanity", "--no-gif"]  # fmt: skip
+    done = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "refused")])
+    assert done.exit_code == 2 and "--input-space MNI152" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    out = tmp_path / "regions"
+    done = CliRunner().invoke(app, [*common, "--input-space", "MNI152", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert "declared in MNI152 space" in done.output and "less than half" not in done.output
+    table = pd.read_csv(out / "explain.tsv", sep="\t")
+    assert (table["atlas_coverage"] > 0.7).all() and table["planted_regions_share"].notna().all()
+    per_scan = pd.read_csv(out / "regions_per_scan.tsv", sep="\t")
+    regions = per_scan[per_scan["kind"] == "region"]
+    assert {"Left-Hippocampus", "Left-Lateral-Ventricle", "Right-Cerebral-White-Matter"} <= set(regions["name"])
+    for _, scan in regions.groupby("scan"):
+        assert scan["attribution_share"].sum() == pytest.approx(1.0, abs=1e-3)

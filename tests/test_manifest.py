@@ -235,3 +235,65 @@ def test_bids_without_scans_and_load_scans_dispatch(tmp_path):
     path = manifest(tmp_path, ["sub-1\tses-1\tCN\tscans/a.nii.gz\t\t"])
     assert load_scans(path)["participant_id"].tolist() == ["sub-1"]
     assert "only applies to a BIDS folder" in error(load_scans, path, tmp_path / "labels.tsv")
+
+
+# --- issue 13: repeated columns, conflicting diagnoses, one file in two rows -------------------
+
+
+def test_duplicated_column_is_named_from_the_header(tmp_path):
+    path = manifest(tmp_path, ["sub-1\tses-1\tCN\tscans/a.nii.gz\tAD"], header="participant_id\tsession_id\tdiagnosis\tpath\tdiagnosis")
+    assert error(read_manifest, path) == f"manifest {path} has the column 'diagnosis' twice (columns 3 and 5); keep one"
+    # Column names are case-insensitive, so Diagnosis and diagnosis are the same column.
+    csv = manifest(tmp_path, ["sub-1,ses-1,CN,scans/a.nii.gz,CN,CN"], name="m.csv",
+                   header="participant_id,session_id,Diagnosis,path,diagnosis,DIAGNOSIS")
+    assert error(read_manifest, csv) == f"manifest {csv} has the column 'diagnosis' 3 times (columns 3, 5 and 6); keep one"
+
+
+def test_duplicated_column_in_a_labels_file_and_a_table_from_code(tmp_path):
+    root = bids(tmp_path, {"sub-01": ["ses-01"]})
+    (root / "labels.tsv").write_text("participant_id\tsession_id\tdiagnosis\tage\tage\nsub-01\tses-01\tCN\t70\t71\n")
+    assert error(read_bids, root) == f"labels file {root / 'labels.tsv'} has the column 'age' twice (columns 4 and 5); keep one"
+    df = pd.DataFrame([["s", "t", "CN", "", "CN"]], columns=["participant_id", "session_id", "diagnosis", "path", "diagnosis"])
+    assert error(lambda: validate_scans(df, "table")) == "table has the column 'diagnosis' twice (columns 3 and 5); keep one"
+
+
+def test_empty_header_cells_are_not_a_repeated_column(tmp_path):
+    path = manifest(tmp_path, ["sub-1\tses-1\tCN\tscans/a.nii.gz\t\t"], header="participant_id\tsession_id\tdiagnosis\tpath\t\t")
+    assert read_manifest(path)["diagnosis"].tolist() == ["CN"]
+
+
+def test_two_diagnoses_for_one_session_names_subject_session_and_rows(tmp_path):
+    path = manifest(tmp_path, ["sub-1\tses-1\tCN\tscans/a.nii.gz\t\t", "sub-1\tses-1\tad\tscans/b.nii.gz\t\t"])
+    assert error(read_manifest, path) == (
+        f"sub-1/ses-1 has two different diagnoses, CN ({path} row 1 (line 2)) and ad ({path} row 2 (line 3)); fix the wrong row"
+    )
+
+
+def test_subject_level_labels_with_two_diagnoses_point_to_session_id(tmp_path):
+    root = bids(tmp_path, {"sub-01": ["ses-01", "ses-02"]})
+    (root / "participants.tsv").write_text("participant_id\tdiagnosis\nsub-01\tCN\nsub-01\tAD\n")
+    labels = root / "participants.tsv"
+    assert error(read_bids, root) == (
+        f"sub-01 has two different diagnoses, CN ({labels} row 1 (line 2)) and AD ({labels} row 2 (line 3)); "
+        "add a session_id column if the diagnosis changed between sessions"
+    )
+
+
+def test_one_scan_file_for_two_subjects_names_file_and_both_rows(tmp_path):
+    path = manifest(tmp_path, ["sub-1\tses-1\tCN\tscans/a.nii.gz\t\t", "sub-2\tses-1\tAD\tscans/b.nii.gz\t\t",
+                               "sub-3\tses-1\tAD\tscans/a.nii.gz\t\t"])
+    scan = (tmp_path / "scans" / "a.nii.gz").resolve()
+    assert error(read_manifest, path) == (
+        f"scan {scan} is listed twice: {path} row 1 (line 2) (sub-1/ses-1) and {path} row 3 (line 4) (sub-3/ses-1); "
+        "every row needs its own scan file"
+    )
+
+
+def test_one_scan_file_twice_for_one_subject_also_through_a_link(tmp_path):
+    path = manifest(tmp_path, ["sub-1\tses-1\tCN\tscans/a.nii.gz\t\t", "sub-1\tses-2\tCN\tscans/b.nii.gz\t\t"])
+    assert len(read_manifest(path)) == 2
+    (tmp_path / "scans" / "b.nii.gz").unlink()
+    (tmp_path / "scans" / "b.nii.gz").symlink_to(tmp_path / "scans" / "a.nii.gz")
+    message = error(read_manifest, path)
+    assert message.startswith(f"scan {(tmp_path / 'scans' / 'b.nii.gz').absolute()} is listed twice: {path} row 1 (line 2) (sub-1/ses-1)")
+    assert f"{path} row 2 (line 3) (sub-1/ses-2)" in message

@@ -91,3 +91,19 @@ def test_liu2022_age_encoding_changes_the_output_and_is_required() -> None:
     # The encoding is bounded and distinct for ages a year apart.
     codes = model.age_encoder(torch.tensor([50.0, 51.0, 90.0]))
     assert codes.shape == (3, 512) and torch.isfinite(codes).all()
+
+
+@pytest.mark.parametrize("age_encoding", [False, True])
+def test_pool_head_is_small_keeps_the_features_and_takes_age(age_encoding: bool) -> None:
+    mlp = create_model("liu_cnn_compact", input_size=32, age_encoding=age_encoding)
+    pool = create_model("liu_cnn_compact", input_size=32, age_encoding=age_encoding, head="pool")
+    head_weights = [sum(p.numel() for p in m.head.parameters()) for m in (mlp, pool)]
+    assert head_weights[1] * 10 < head_weights[0]
+    assert [k for k in pool.state_dict() if k.startswith("features.")] == [k for k in mlp.state_dict() if k.startswith("features.")]
+    x = torch.randn(2, 1, 32, 32, 32)
+    age = [torch.tensor([60.0, 80.0])] if age_encoding else []
+    assert pool.eval()(x, *age).shape == (2, 2)
+    # the MLP head keeps the module indices of earlier versions, so their checkpoints still load
+    assert {"head.2.weight", "head.5.weight", "head.7.weight"} <= set(mlp.state_dict())
+    with pytest.raises(ValueError, match="unknown head"):
+        create_model("liu_cnn_compact", input_size=32, head="attention")

@@ -96,6 +96,19 @@ def test_small_samples_are_flagged(tmp_path: Path) -> None:
     assert json.loads((out / "metrics.json").read_text())["small_sample"] == {"CN": 20, "AD": 20}
 
 
+def test_one_subject_of_a_class_still_gives_a_report_that_says_what_it_left_out(tmp_path: Path) -> None:
+    table = predictions(n_test=12)
+    test_ad = table[(table["split"] == "test") & (table["diagnosis"] == "AD")]["participant_id"].unique()
+    table = table[~table["participant_id"].isin(test_ad[1:])]  # one AD subject left in test
+    result, out = run_report(table, tmp_path)
+    assert result.exit_code == 0, result.output
+    skipped = json.loads((out / "metrics.json").read_text())["not_computed"]
+    assert "DeLong AUC interval" in skipped and "1 positive" in skipped["DeLong AUC interval"]
+    assert "not computed: DeLong AUC interval" in result.output
+    html = (out / "report.html").read_text()
+    assert "Not computed" in html and "DeLong AUC interval" in html and "nan%" not in html
+
+
 def test_a_table_from_another_tool_without_split_or_sessions(tmp_path: Path) -> None:
     table = predictions()[["participant_id", "diagnosis", "prob_CN", "prob_AD"]].drop_duplicates("participant_id")
     path = tmp_path / "other.csv"

@@ -68,7 +68,8 @@ def test_preprocess_keeps_traversal_ids_inside_the_cache(tmp_path: Path) -> None
 
 def test_preprocess_refuses_ids_whose_files_would_meet(tmp_path: Path) -> None:
     save_nifti(tmp_path / "a.nii.gz", brain_volume(seed=1))
-    rows = [{"participant_id": "a_b", "session_id": "c", "path": "a.nii.gz"}, {"participant_id": "a", "session_id": "b_c", "path": "a.nii.gz"}]
+    save_nifti(tmp_path / "b.nii.gz", brain_volume(seed=2))
+    rows = [{"participant_id": "a_b", "session_id": "c", "path": "a.nii.gz"}, {"participant_id": "a", "session_id": "b_c", "path": "b.nii.gz"}]
     pd.DataFrame(rows).to_csv(tmp_path / "scans.tsv", sep="\t", index=False)
     done = CliRunner().invoke(app, ["preprocess", str(tmp_path / "scans.tsv"), str(tmp_path / "cache"), "--size", "16", "--spacing", "2",
                                     "--skull-strip", "none", "-j", "1", "--no-progress"])

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from alzmri.data.splits import (
     SPLITS,
+    diagnosis_change_warning,
+    diagnosis_changes,
     format_summary,
+    missing_class_warnings,
     read_split_dir,
     round_robin_split,
     split_summary,
@@ -182,3 +187,220 @@ def test_read_split_dir_errors(tmp_path):
     (tmp_path / "test.tsv").write_text("subject\nsub-3\n")
     with pytest.raises(AlzmriError, match="test.tsv has no participant_id column"):
         read_split_dir(tmp_path)
+    (tmp_path / "test.tsv").write_text("participant_id\tdiagnosis\tdiagnosis\nsub-3\tCN\tAD\n")
+    with pytest.raises(AlzmriError) as info:
+        read_split_dir(tmp_path)
+    assert str(info.value) == f"split file {tmp_path / 'test.tsv'} has the column 'diagnosis' twice (columns 2 and 3); keep one"
+
+
+# --- issue 13: checks that speak ---------------------------------------------------------------
+
+
+def cohort(sizes: dict[str, int], scans_per_subject: int = 1) -> pd.DataFrame:
+    """``sizes[dx]`` subjects per diagnosis, each with ``scans_per_subject`` sessions."""
+    rows, n = [], 0
+    for dx, size in sizes.items():
+        for _ in range(size):
+            n += 1
+            rows += [(f"sub-{n:03d}", f"ses-{s:02d}", dx) for s in range(1, scans_per_subject + 1)]
+    return pd.DataFrame(rows, columns=["participant_id", "session_id", "diagnosis"])
+
+
+def test_subject_whose_diagnosis_changed_is_split_as_one_group_and_warned_about():
+    scans = synthetic_scans()
+    scans.loc[(scans["participant_id"] == "sub-001") & (scans["session_id"] == "ses-01"), "diagnosis"] = "MCI"
+    extra = pd.DataFrame([("sub-001", "ses-10", "AD", "/x"), ("sub-001", "ses-9", "AD", "/y")], columns=scans.columns)
+    scans = pd.concat([scans, extra], ignore_index=True)
+    assert diagnosis_changes(scans) == {"sub-001": ["MCI", "CN", "AD"]}
+    assert subject_labels(scans)["sub-001"] == "AD"
+    assert diagnosis_change_warning(scans) == (
+        "1 subject has different diagnoses in different sessions (sub-001: MCI→CN→AD); "
+        "each is split as one subject, stratified by its last diagnosis"
+    )
+    splits = round_robin_split(scans)
+    assert [name for name in SPLITS if "sub-001" in subjects(splits[name])] in (["train"], ["val"], ["test"])
+    assert sum(len(s) for s in splits.values()) == len(scans)
+    assert diagnosis_change_warning(synthetic_scans()) is None
+
+
+def test_diagnosis_change_warning_names_five_and_counts_the_rest():
+    scans = cohort({"CN": 7}, scans_per_subject=2)
+    scans.loc[scans["session_id"] == "ses-02", "diagnosis"] = "AD"
+    message = diagnosis_change_warning(scans)
+    assert message.startswith("7 subjects have different diagnoses in different sessions (sub-001: CN→AD, sub-002: CN→AD, ")
+    assert "sub-005: CN→AD, and 2 more); each is split" in message and "sub-006" not in message
+
+
+def test_a_small_class_keeps_a_subject_in_train():
+    # One AD subject with 5 scans: the plain round robin dealt it to test (train had no AD at all).
+    scans = pd.concat([cohort({"CN": 20}), cohort({"AD": 1}, scans_per_subject=5).assign(participant_id="sub-AD")])
+    splits = round_robin_split(scans)
+    assert subjects(splits["train"]) >= {"sub-AD"}
+    assert missing_class_warnings(splits) == [
+        "no AD scans in val, test (only 1 subject has AD scans); add AD subjects, or leave AD out with "
+        "'alzmri train --classes' (training refuses a train or val split without a class)"
+    ]
+    assert missing_class_warnings(round_robin_split(synthetic_scans())) == []
+
+
+def test_too_few_subjects_for_the_ratios_is_an_error_with_ratios_that_work():
+    scans = cohort({"CN": 3, "AD": 3})
+    with pytest.raises(AlzmriError) as info:
+        round_robin_split(scans, ratios=(0.8, 0.1, 0.1))
+    assert str(info.value) == (
+        "6 subjects cannot fill train/val/test at ratios 0.8,0.1,0.1: val and test would be empty; "
+        "give more subjects or --ratios 0.6,0.2,0.2"
+    )
+    suggested = round_robin_split(scans, ratios=(0.6, 0.2, 0.2))
+    assert all(not suggested[name].empty for name in SPLITS)
+
+
+def test_an_empty_test_split_may_be_dropped_but_an_empty_val_split_never():
+    scans = cohort({"CN": 3, "AD": 3})
+    with pytest.raises(AlzmriError) as info:
+        round_robin_split(scans, ratios=(0.6, 0.35, 0.05))
+    assert str(info.value).endswith(": test would be empty; give more subjects or --ratios 0.65,0.35,0")
+    with pytest.raises(AlzmriError) as info:
+        round_robin_split(cohort({"CN": 2, "AD": 2}), ratios=(0.5, 0.25, 0.25))
+    assert str(info.value) == (
+        "4 subjects cannot fill train/val/test at ratios 0.5,0.25,0.25: val would be empty; give more subjects "
+        "(subjects are dealt within a class, so a class needs 3 or more for train/val/test to get one each)"
+    )
+
+
+def test_two_subjects_cannot_fill_three_splits():
+    with pytest.raises(AlzmriError) as info:
+        round_robin_split(cohort({"CN": 1, "AD": 1}, scans_per_subject=2))
+    assert str(info.value) == (
+        "2 subjects cannot fill train/val/test at ratios 0.8,0.1,0.1: val and test would be empty; give more subjects "
+        "(subjects are dealt within a class, so a class needs 3 or more for train/val/test to get one each)"
+    )
+    # A split with ratio 0 may stay empty.
+    splits = round_robin_split(cohort({"CN": 1, "AD": 1}), ratios=(1.0, 0.0, 0.0))
+    assert len(splits["train"]) == 2 and splits["val"].empty and splits["test"].empty
+
+
+def test_kfold_with_fewer_subjects_than_folds_names_class_and_remedy():
+    with pytest.raises(AlzmriError) as info:
+        stratified_group_kfold(cohort({"CN": 4, "AD": 6}), n_folds=5)
+    assert str(info.value) == (
+        "cannot make 5 folds of 10 subjects: class CN has only 4 subjects and every fold's test set needs one "
+        "of each class; use --folds 4 or fewer, or add CN subjects"
+    )
+    with pytest.raises(AlzmriError) as info:
+        stratified_group_kfold(cohort({"CN": 6, "AD": 2}), n_folds=3)
+    assert str(info.value).endswith(
+        "class AD has only 2 subjects and every fold's test set needs one of each class; "
+        "add AD subjects (k-fold needs at least 3 per class)"
+    )
+
+
+def test_missing_class_warnings_name_every_lacking_split():
+    splits = {"fold 0 train": cohort({"CN": 2, "AD": 2}), "fold 0 val": cohort({"CN": 1}), "fold 0 test": cohort({"MCI": 1}),
+              "empty": cohort({"CN": 1}).iloc[:0]}
+    assert [m.split(" (")[0] for m in missing_class_warnings(splits)] == [
+        "no CN scans in fold 0 test", "no MCI scans in fold 0 train, fold 0 val", "no AD scans in fold 0 val, fold 0 test"
+    ]
+
+
+# --- through the command line ------------------------------------------------------------------
+
+
+def write_manifest_file(folder: Path, rows: list[tuple[str, str, str, str]], header: str = "participant_id\tsession_id\tdiagnosis\tpath") -> Path:
+    """A manifest whose scan files (the last cell of each row) exist, empty: ``split`` never opens them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        (folder / row[3]).touch()
+    path = folder / "manifest.tsv"
+    path.write_text("\n".join([header, *("\t".join(r) for r in rows)]) + "\n")
+    return path
+
+
+def cli(*args: object):
+    from typer.testing import CliRunner
+
+    from alzmri.cli.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, expected: str) -> str:
+    assert result.exit_code != 0
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert expected in err, err
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)  # run_guarded's clean exit, not an escaped exception
+    return err
+
+
+def many_rows(n: int) -> list[tuple[str, str, str, str]]:
+    return [(f"sub-{i:02d}", "ses-01", "CN" if i % 2 else "AD", f"s{i}.nii.gz") for i in range(n)]
+
+
+def test_cli_split_warns_about_changed_diagnoses_and_splits_them_as_one(tmp_path: Path):
+    rows = many_rows(20) + [("sub-00", "ses-02", "CN", "s0b.nii.gz"), ("sub-03", "ses-02", "AD", "s3b.nii.gz")]
+    result = cli("split", write_manifest_file(tmp_path / "data", rows), tmp_path / "split")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: 2 subjects have different diagnoses in different sessions (sub-00: AD→CN, sub-03: CN→AD); "
+                        "each is split as one subject, stratified by its last diagnosis"]
+    back = read_split_dir(tmp_path / "split")
+    assert len([name for name in SPLITS if "sub-03" in set(back[name]["participant_id"])]) == 1
+    assert sum(len(df) for df in back.values()) == len(rows)
+
+
+def test_cli_split_too_small_is_one_line_and_writes_nothing(tmp_path: Path):
+    result = cli("split", write_manifest_file(tmp_path / "data", many_rows(2)), tmp_path / "split")
+    assert_one_line_error(result, "2 subjects cannot fill train/val/test at ratios 0.8,0.1,0.1: val and test would be empty")
+    assert not (tmp_path / "split").exists()
+
+
+def test_cli_kfold_too_few_subjects_is_one_line(tmp_path: Path):
+    result = cli("split", write_manifest_file(tmp_path / "data", many_rows(6)), tmp_path / "folds", "--method", "kfold", "--folds", "5")
+    assert_one_line_error(result, "cannot make 5 folds of 6 subjects: class AD has only 3 subjects")
+
+
+def test_cli_split_duplicated_column_is_one_line(tmp_path: Path):
+    rows = [(*r, r[2]) for r in many_rows(10)]  # the diagnosis again in a fifth column
+    manifest = write_manifest_file(tmp_path / "data", rows, header="participant_id\tsession_id\tdiagnosis\tpath\tdiagnosis")
+    split = cli("split", manifest, tmp_path / "split")
+    assert_one_line_error(split, f"manifest {manifest} has the column 'diagnosis' twice (columns 3 and 5); keep one")
+    preprocess = cli("preprocess", manifest, tmp_path / "cache", "--workers", "1", "--no-progress")
+    assert_one_line_error(preprocess, f"manifest {manifest} has the column 'diagnosis' twice")
+
+
+def test_cli_split_one_file_for_two_subjects_is_one_line(tmp_path: Path):
+    rows = many_rows(10)
+    rows[7] = (rows[7][0], rows[7][1], rows[7][2], rows[2][3])
+    manifest = write_manifest_file(tmp_path / "data", rows)
+    result = cli("split", manifest, tmp_path / "split")
+    assert_one_line_error(result, f"scan {(tmp_path / 'data' / 's2.nii.gz').resolve()} is listed twice: {manifest} row 3 (line 4) (sub-02/ses-01) "
+                                  f"and {manifest} row 8 (line 9) (sub-07/ses-01)")
+
+
+def test_cli_split_two_diagnoses_for_one_session_is_one_line(tmp_path: Path):
+    rows = many_rows(10) + [("sub-04", "ses-01", "CN", "extra.nii.gz")]
+    result = cli("split", write_manifest_file(tmp_path / "data", rows), tmp_path / "split")
+    assert_one_line_error(result, "sub-04/ses-01 has two different diagnoses, AD (")
+
+
+def test_cli_split_warns_about_a_class_missing_from_val(tmp_path: Path):
+    rows = [(f"sub-{i:02d}", "ses-01", "CN", f"s{i}.nii.gz") for i in range(12)] + [("sub-ad", "ses-01", "AD", "ad.nii.gz")]
+    result = cli("split", write_manifest_file(tmp_path / "data", rows), tmp_path / "split")
+    assert result.exit_code == 0, result.output
+    assert "warning: no AD scans in val, test (only 1 subject has AD scans)" in result.stdout
+    assert "sub-ad" in set(read_split_dir(tmp_path / "split")["train"]["participant_id"])
+
+
+def test_cli_split_on_a_full_disk_is_one_line(tmp_path: Path, monkeypatch):
+    import errno
+
+    def no_space(self, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    manifest = write_manifest_file(tmp_path / "data", many_rows(20))
+    monkeypatch.setattr(pd.DataFrame, "to_csv", no_space)
+    result = cli("split", manifest, tmp_path / "split")
+    err = assert_one_line_error(result, f"no space left on device writing {tmp_path / 'split' / 'train.tsv'} (")
+    assert " free on " in err and not list((tmp_path / "split").iterdir())

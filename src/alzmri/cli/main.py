@@ -11,7 +11,7 @@ from alzmri.cli.commands.demo import DemoConfig
 from alzmri.cli.commands.preprocess import PreprocessCommand
 from alzmri.cli.commands.synth import SynthCommand
 from alzmri.data.config import AuditConfig, SplitConfig
-from alzmri.evaluation.config import CompareConfig, CrossValidateConfig, EvaluateConfig, PredictConfig, ReportConfig
+from alzmri.evaluation.config import BaselineConfig, CompareConfig, CrossValidateConfig, EvaluateConfig, PredictConfig, ReportConfig
 from alzmri.explain.config import ExplainConfig
 from alzmri.training.config import TrainConfig
 
@@ -69,13 +69,25 @@ add_config_command(app, "train", TrainConfig, "alzmri.cli.commands.train:run",
      "torchrun --nproc_per_node 4 -m alzmri train cache split --model r3d_18 --batch-size 4"])
 add_config_command(app, "cv", CrossValidateConfig, "alzmri.evaluation.cross_validate:cross_validate",
     "Subject-level stratified group k-fold cross-validation: one resumable training run per fold, each evaluated on "
-    "its held-out fold; prints per-fold metrics and mean ± sd (accuracy, balanced accuracy, macro-F1, macro-AUC).",
-    ["alzmri cv cache --folds 5 --epochs 40 --out cv", "alzmri cv cache --split folds --model r3d_18 --pretrained r3d_18.pth"])
+    "its held-out fold; prints per-fold metrics and mean ± sd (accuracy, balanced accuracy, macro-F1, macro-AUC). "
+    "--model pca_logreg or linear_svm runs the linear baseline of 'alzmri baseline' on the same folds instead.",
+    ["alzmri cv cache --folds 5 --epochs 40 --out cv", "alzmri cv cache --split folds --model r3d_18 --pretrained r3d_18.pth",
+     "alzmri cv cache --model pca_logreg --out cv-linear && alzmri compare cv cv-linear"])
 add_config_command(app, "evaluate", EvaluateConfig, "alzmri.cli.commands.evaluate:run_evaluate",
     "Predict on the validation and held-out test subjects, then write predictions.tsv and the report "
     "(report.html, metrics.json, PNG figures): scan- and subject-level metrics with subject-bootstrap 95 % CIs, "
     "a threshold chosen on validation and applied to test, PPV/NPV at --prevalence, leakage checks.",
     ["alzmri evaluate runs/RUN/checkpoints/best-loss.ckpt cache split", "alzmri evaluate best.ckpt cache split --prevalence 0.3 --out eval"])
+add_config_command(app, "baseline", BaselineConfig, "alzmri.cli.commands.baseline:run",
+    "A linear baseline to publish beside any network: StandardScaler + PCA + logistic regression (pca_logreg) or "
+    "linear SVM (linear_svm) on the brain voxels of the cached scans (mask from the training scans only, optional "
+    "--downsample). PCA size and C are chosen by subject-level inner cross-validation on the training subjects; the val "
+    "scans set the report's threshold, as for a network. Writes a run folder with model.npz (plain arrays, no pickle) "
+    "and eval-test/ (the same predictions.tsv and report as 'alzmri evaluate'), so 'alzmri compare CNN_RUN BASELINE_RUN' "
+    "works. Refuses a leaky split; re-running reports the finished result.",
+    ["alzmri baseline cache split", "alzmri baseline cache split --model linear_svm --downsample 2 --out runs",
+     "alzmri baseline cache split --components 10,50,0.9 --c-values 0.001,0.01 --scoring neg_log_loss",
+     "alzmri compare runs/liu_cnn_compact-1a2b3c4d runs/pca_logreg-5e6f7a8b"])
 add_config_command(app, "report", ReportConfig, "alzmri.cli.commands.evaluate:run_report",
     "The evaluation report of any predictions table (alzmri's or another tool's): one self-contained report.html, "
     "metrics.json and PNGs. Shows a leakage banner when a subject or image is in two splits.",
@@ -86,11 +98,14 @@ add_config_command(app, "compare", CompareConfig, "alzmri.cli.commands.evaluate:
     ["alzmri compare runs/A runs/B", "alzmri compare cv-liu cv-r3d --out compare.json"])
 add_config_command(app, "explain", ExplainConfig, "alzmri.cli.commands.explain:run",
     "Attribution maps (Grad-CAM, Grad-CAM++, occlusion, saliency, SmoothGrad, integrated gradients) for cached or raw scans: "
-    "map NIfTI, tri-planar overlay, sweep GIF, depth profile, thresholded regions, and a parameter-randomisation sanity check.",
+    "map NIfTI, tri-planar overlay, sweep GIF, depth profile, thresholded regions, and a parameter-randomisation sanity check. "
+    "Maps are judged against the brain mask preprocessing stored: the share of evidence outside the brain is reported and "
+    "a map whose evidence lies mostly there is flagged; empty maps are said to be empty.",
     ["alzmri explain runs/RUN --cache cache --split split --data test --limit 4",
      "alzmri explain runs/RUN --scan sub-01_T1w.nii.gz --method integrated_gradients",
      "alzmri explain runs/RUN --cache cache --split split --truth bids/derivatives/synth --regions --target true --method occlusion",
-     "alzmri explain runs/RUN --cache cache --split split --label-randomized runs/SHUFFLED   # after: alzmri train cache split --shuffle-labels"])
+     "alzmri explain runs/RUN --cache cache --split split --label-randomized runs/SHUFFLED   # after: alzmri train cache split --shuffle-labels",
+     "alzmri explain runs/RUN --cache spm-cache --split split --regions --input-space MNI152   # scans normalised by SPM or Clinica"])
 add_config_command(app, "predict", PredictConfig, "alzmri.cli.commands.evaluate:run_predict",
     "Predict diagnoses for raw scans; the checkpoint alone defines preprocessing and model.",
     ["alzmri predict best-loss.ckpt scan1.nii.gz scan2.nii.gz --out preds.tsv", "alzmri predict best-loss.ckpt cohort"])

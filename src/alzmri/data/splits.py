@@ -1,8 +1,14 @@
 """Subject-level train/val/test splits and stratified group k-fold, with summaries and TSV I/O.
 
 A subject's scans always stay together. A subject whose scans carry different diagnoses
-(e.g. CN at baseline, MCI later) is placed by its most recent diagnosis: the diagnosis of
-its last session in natural order (``ses-2`` before ``ses-10``).
+(e.g. CN at baseline, MCI later: disease progression is real) is placed by its most recent
+diagnosis: the diagnosis of its last session in natural order (``ses-2`` before ``ses-10``);
+:func:`diagnosis_change_warning` words the warning the ``split`` command prints about them.
+
+Checks: a split whose ratio is > 0 but that would get no subject is an error
+(:func:`round_robin_split`, with a suggestion of ratios that do fill every split), as is a
+class with fewer subjects than folds (:func:`stratified_group_kfold`); a class missing from a
+split is a warning (:func:`missing_class_warnings`), since the split is still a valid partition.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from alzmri.io.manifest import DIAGNOSES, write_manifest
+from alzmri.io.manifest import DIAGNOSES, check_unique_columns, write_manifest
 from alzmri.utils.errors import AlzmriError
 
 SPLITS = ("train", "val", "test")
@@ -35,14 +41,49 @@ def subject_labels(scans: pd.DataFrame) -> pd.Series:
     Returns:
         Diagnosis indexed by participant_id (sorted).
     """
-    _check_scans(scans)
-    sessions = scans["session_id"] if "session_id" in scans.columns else pd.Series("", index=scans.index)
-    last: dict[str, tuple[list, str]] = {}
-    for pid, sid, dx in zip(scans["participant_id"], sessions, scans["diagnosis"], strict=True):
-        key = _natural_key(str(sid))
-        if pid not in last or key >= last[pid][0]:
-            last[pid] = (key, dx)
-    return pd.Series({pid: last[pid][1] for pid in sorted(last)}, name="diagnosis", dtype=object)
+    sequences = _diagnosis_sequences(scans)
+    return pd.Series({pid: seq[-1] for pid, seq in sequences.items()}, name="diagnosis", dtype=object)
+
+
+def diagnosis_changes(scans: pd.DataFrame) -> dict[str, list[str]]:
+    """Subjects whose sessions carry more than one diagnosis, with the diagnoses in session order.
+
+    Repeats are collapsed: sessions CN, CN, MCI, AD give ``["CN", "MCI", "AD"]``. The last
+    entry is the diagnosis the subject is split by (see :func:`subject_labels`).
+
+    Args:
+        scans: scan table with ``participant_id``, ``diagnosis`` and optionally ``session_id``.
+
+    Returns:
+        participant_id (sorted) to its diagnoses; subjects with one diagnosis are left out.
+    """
+    changes = {}
+    for pid, seq in _diagnosis_sequences(scans).items():
+        collapsed = [dx for i, dx in enumerate(seq) if i == 0 or dx != seq[i - 1]]
+        if len(collapsed) > 1:
+            changes[pid] = collapsed
+    return changes
+
+
+def diagnosis_change_warning(scans: pd.DataFrame, limit: int = 5) -> str | None:
+    """One line about subjects whose diagnosis changed between sessions, or None if none did.
+
+    Example: ``2 subjects have different diagnoses in different sessions (sub-004: CN→AD,
+    sub-009: CN→MCI→AD); each is split as one subject, stratified by its last diagnosis``.
+
+    Args:
+        scans: scan table with ``participant_id``, ``diagnosis`` and optionally ``session_id``.
+        limit: how many subjects to name; the rest are counted.
+    """
+    changes = diagnosis_changes(scans)
+    if not changes:
+        return None
+    named = [f"{pid}: {'→'.join(seq)}" for pid, seq in list(changes.items())[:limit]]
+    if len(changes) > limit:
+        named.append(f"and {len(changes) - limit} more")
+    who = "1 subject has" if len(changes) == 1 else f"{len(changes)} subjects have"
+    return (f"{who} different diagnoses in different sessions ({', '.join(named)}); "
+            "each is split as one subject, stratified by its last diagnosis")
 
 
 def round_robin_split(
@@ -52,7 +93,9 @@ def round_robin_split(
 
     Per diagnosis class, subjects are sorted by scan count ascending (ties in a seeded random
     order) and dealt round-robin to test, val, train; a split is skipped once its target
-    (ratio x the class's scans, rounded) is met, and subjects left over go to train.
+    (ratio x the class's scans, rounded) is met, and subjects left over go to train. When the
+    train ratio is > 0, a class's last subject goes to train if train has none of the class
+    yet, so a small class is never dealt entirely to val and test.
 
     Args:
         scans: scan table with ``participant_id``, ``diagnosis`` (and ``session_id``).
@@ -63,11 +106,21 @@ def round_robin_split(
         ``{"train": ..., "val": ..., "test": ...}``: each its subjects' scans, sorted by ID.
 
     Raises:
-        AlzmriError: bad ratios or an empty / malformed scan table.
+        AlzmriError: bad ratios, an empty / malformed scan table, or too few subjects to give
+            every split whose ratio is > 0 at least one subject (the message suggests ratios
+            that would, where some exist).
     """
     fractions = _check_ratios(ratios)
     labels = subject_labels(scans)
     counts = scans.groupby("participant_id").size()
+    assignment = _deal(labels, counts, fractions, seed)
+    _check_filled(assignment, labels, counts, fractions, seed)
+    split_of = scans["participant_id"].map(assignment)
+    return {name: _sorted(scans[split_of == name]) for name in SPLITS}
+
+
+def _deal(labels: pd.Series, counts: pd.Series, fractions: Mapping[str, float], seed: int) -> dict[str, str]:
+    """The round robin of :func:`round_robin_split`: subject to split name."""
     rng = np.random.default_rng(seed)
     assignment: dict[str, str] = {}
     for dx in _ordered(labels.unique()):
@@ -78,14 +131,90 @@ def round_robin_split(
         target = {name: math.floor(fractions[name] * total + 0.5) for name in ("val", "test")}
         filled = dict.fromkeys(SPLITS, 0)
         turn = 0
-        for subject in subjects:
+        for i, subject in enumerate(subjects):
             order = _FILL_ORDER[turn:] + _FILL_ORDER[:turn]
             name = next(n for n in order if n == "train" or filled[n] < target[n])
+            if i == len(subjects) - 1 and fractions["train"] > 0 and filled["train"] == 0:
+                name = "train"  # the class's last chance to be in train
             turn = (_FILL_ORDER.index(name) + 1) % len(_FILL_ORDER)
             assignment[subject] = name
             filled[name] += int(counts[subject])
-    split_of = scans["participant_id"].map(assignment)
-    return {name: _sorted(scans[split_of == name]) for name in SPLITS}
+    return assignment
+
+
+def _check_filled(assignment: Mapping[str, str], labels: pd.Series, counts: pd.Series,
+                  fractions: Mapping[str, float], seed: int) -> None:
+    """Raise when a split whose ratio is > 0 got no subject, suggesting ratios that work."""
+    empty = _empty_splits(assignment, fractions)
+    if not empty:
+        return
+    n = len(labels)
+    given = ",".join(f"{fractions[name]:g}" for name in SPLITS)
+    who = "1 subject" if n == 1 else f"{n} subjects"
+    suggestion = _suggest_ratios(labels, counts, fractions, seed, empty)
+    wanted = [name for name in SPLITS if fractions[name] > 0]
+    fix = f"give more subjects or --ratios {suggestion}" if suggestion else (
+        f"give more subjects (subjects are dealt within a class, so a class needs {len(wanted)} or more "
+        f"for {'/'.join(wanted)} to get one each)")
+    raise AlzmriError(f"{who} cannot fill train/val/test at ratios {given}: "
+                      f"{' and '.join(empty)} would be empty; {fix}")
+
+
+def _empty_splits(assignment: Mapping[str, str], fractions: Mapping[str, float]) -> list[str]:
+    """Splits whose ratio is > 0 but that got no subject."""
+    used = set(assignment.values())
+    return [name for name in SPLITS if fractions[name] > 0 and name not in used]
+
+
+def _suggest_ratios(labels: pd.Series, counts: pd.Series, fractions: Mapping[str, float], seed: int,
+                    empty: Sequence[str]) -> str | None:
+    """Ratios (as ``--ratios`` text) that fill every split, or None.
+
+    First the empty splits' ratios are raised in steps of 0.05, taken from train (which keeps
+    at least half); failing that, an empty test split is set to 0 (a train/val split only).
+    An empty val split is never dropped: training selects its model on val.
+    """
+    held_out = [{name: fractions[name] + (0.05 * step if name in empty else 0.0) for name in ("val", "test")}
+                for step in range(1, 11)]
+    if "val" not in empty:
+        held_out.append({"val": fractions["val"], "test": 0.0})
+    for parts in held_out:
+        trial = {"val": round(parts["val"], 3), "test": round(parts["test"], 3)}
+        trial["train"] = round(1 - trial["val"] - trial["test"], 3)
+        if trial["train"] >= 0.5 and not _empty_splits(_deal(labels, counts, trial, seed), trial):
+            return ",".join(f"{trial[name]:g}" for name in SPLITS)
+    return None
+
+
+def missing_class_warnings(splits: Mapping[str, pd.DataFrame]) -> list[str]:
+    """One line per class that some non-empty split has no scans of.
+
+    Classes are the scans' diagnoses (those training uses). An empty split (ratio 0) is not
+    reported. Such a split is a valid partition, so this warns rather than raises;
+    ``alzmri train`` refuses a train or val split that lacks a class it is asked to learn.
+
+    Args:
+        splits: name to scan table, e.g. ``{"train": ..., "val": ..., "test": ...}`` or, for
+            k-fold, ``{"fold 0 train": ..., "fold 0 val": ..., ...}``.
+
+    Returns:
+        Messages (without a ``warning:`` prefix), in ``DIAGNOSES`` order.
+    """
+    present = [df for df in splits.values() if not df.empty]
+    if not present:
+        return []
+    everything = pd.concat(present, ignore_index=True)
+    messages = []
+    for dx in _ordered(everything["diagnosis"].unique()):
+        lacking = [name for name, df in splits.items() if not df.empty and not (df["diagnosis"] == dx).any()]
+        if lacking:
+            n = everything.loc[everything["diagnosis"] == dx, "participant_id"].nunique()
+            subjects = "1 subject has" if n == 1 else f"{n} subjects have"
+            messages.append(
+                f"no {dx} scans in {', '.join(lacking)} (only {subjects} {dx} scans); add {dx} subjects, "
+                f"or leave {dx} out with 'alzmri train --classes' (training refuses a train or val split without a class)"
+            )
+    return messages
 
 
 def stratified_group_kfold(scans: pd.DataFrame, n_folds: int = 5, seed: int = 0) -> list[dict[str, pd.DataFrame]]:
@@ -101,16 +230,13 @@ def stratified_group_kfold(scans: pd.DataFrame, n_folds: int = 5, seed: int = 0)
         seed: shuffling seed.
 
     Raises:
-        AlzmriError: ``n_folds`` < 3, or a class has fewer subjects than folds.
+        AlzmriError: ``n_folds`` < 3, or a class has fewer subjects than folds (so some fold's
+            test set would lack it; fewer subjects than folds in all is a case of this).
     """
     if n_folds < 3:
         raise AlzmriError(f"k-fold needs at least 3 folds (train, val and test), got {n_folds}")
     labels = subject_labels(scans)
-    per_class = labels.value_counts()
-    if per_class.min() < n_folds:
-        raise AlzmriError(
-            f"cannot make {n_folds} folds: class {per_class.idxmin()} has only {per_class.min()} subjects"
-        )
+    _check_fold_classes(labels, n_folds)
     scans = _sorted(scans)
     y = scans["participant_id"].map(labels).to_numpy()
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
@@ -124,8 +250,27 @@ def stratified_group_kfold(scans: pd.DataFrame, n_folds: int = 5, seed: int = 0)
     return folds
 
 
+def _check_fold_classes(labels: pd.Series, n_folds: int) -> None:
+    """Raise when a class (by subject label) has fewer subjects than ``n_folds``."""
+    per_class = labels.value_counts()
+    dx, fewest = per_class.idxmin(), int(per_class.min())
+    if fewest >= n_folds:
+        return
+    subjects = "1 subject" if fewest == 1 else f"{fewest} subjects"
+    fix = f"use --folds {fewest} or fewer, or add {dx} subjects" if fewest >= 3 else (
+        f"add {dx} subjects (k-fold needs at least 3 per class)")
+    raise AlzmriError(
+        f"cannot make {n_folds} folds of {len(labels)} subjects: class {dx} has only {subjects} "
+        f"and every fold's test set needs one of each class; {fix}"
+    )
+
+
 def split_summary(splits: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Scan and subject counts per split and diagnosis, plus a per-split ``all`` row.
+
+    Scans are counted by their own diagnosis, so a subject whose diagnosis changed between
+    sessions counts under each of its diagnoses (per-class subject counts may then add up
+    to more than the ``all`` row).
 
     Args:
         splits: split name to scan table.
@@ -215,7 +360,8 @@ def read_split_dir(split_dir: str | os.PathLike[str]) -> dict[str, pd.DataFrame]
         Split name to scan table; ID columns as strings, ``age`` numeric if present.
 
     Raises:
-        AlzmriError: the folder or a split file is missing, unreadable or lacks participant_id.
+        AlzmriError: the folder or a split file is missing, unreadable, has a column twice
+            (pandas would rename the second to ``<name>.1``) or lacks participant_id.
     """
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
@@ -229,12 +375,19 @@ def read_split_dir(split_dir: str | os.PathLike[str]) -> dict[str, pd.DataFrame]
             df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise AlzmriError(f"cannot read split file {path}: {' '.join(str(exc).split())}") from None
+        check_unique_columns(_header(path), f"split file {path}")
         if "participant_id" not in df.columns:
             raise AlzmriError(f"split file {path} has no participant_id column")
         if "age" in df.columns:
             df["age"] = pd.to_numeric(df["age"], errors="coerce")
         out[name] = df
     return out
+
+
+def _header(path: Path) -> list[str]:
+    """The column names of a tab-separated file's first line, as pandas reads them."""
+    with path.open(encoding="utf-8-sig", errors="replace") as fh:
+        return [name.strip() for name in fh.readline().rstrip("\r\n").split("\t")]
 
 
 def _check_ratios(ratios: Sequence[float]) -> dict[str, float]:
@@ -244,6 +397,16 @@ def _check_ratios(ratios: Sequence[float]) -> dict[str, float]:
     if any(not math.isfinite(r) or r < 0 for r in values) or not math.isclose(sum(values), 1.0, abs_tol=1e-6):
         raise AlzmriError(f"split ratios must be >= 0 and sum to 1, got {values}")
     return dict(zip(SPLITS, values, strict=True))
+
+
+def _diagnosis_sequences(scans: pd.DataFrame) -> dict[str, list[str]]:
+    """Per subject (sorted), its scans' diagnoses in natural session order (file order on ties)."""
+    _check_scans(scans)
+    sessions = scans["session_id"] if "session_id" in scans.columns else pd.Series("", index=scans.index)
+    keyed: dict[str, list[tuple[list, str]]] = {}
+    for pid, sid, dx in zip(scans["participant_id"], sessions, scans["diagnosis"], strict=True):
+        keyed.setdefault(pid, []).append((_natural_key(str(sid)), dx))
+    return {pid: [dx for _, dx in sorted(keyed[pid], key=lambda item: item[0])] for pid in sorted(keyed)}
 
 
 def _check_scans(scans: pd.DataFrame) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from alzmri.training.config import TrainConfig
+from alzmri.training.config import BaselineModel, TrainConfig
 
 
 class ReportOptions(BaseModel):
@@ -44,6 +44,7 @@ class EvaluateConfig(ReportOptions):
     split: Path = Field(description="Split folder with train/val/test TSVs.", json_schema_extra={"argument": True})
     out: Path | None = Field(None, description="Output folder (default: RUN/eval-SUBSET next to the checkpoint's run).")
     batch_size: int = Field(8, ge=1, description="Scans per forward pass.")
+    allow_seen: bool = Field(False, description="Report scans the model trained or was validated on under a red LEAKAGE banner instead of refusing.")
 
 
 class ReportConfig(ReportOptions):
@@ -52,6 +53,7 @@ class ReportConfig(ReportOptions):
     predictions: Path = Field(description="Predictions table (.tsv/.csv): participant_id, diagnosis, prob_<class>..., optional session_id, split, predicted.", json_schema_extra={"argument": True})
     out: Path | None = Field(None, description="Output folder (default: a 'report' folder next to the table).")
     title: str = Field("alzmri evaluation report", description="Title of the HTML report.")
+    checkpoint: Path | None = Field(None, description="The model's checkpoint: rows of scans it trained or was validated on get a red LEAKAGE banner.")
 
 
 class PredictConfig(BaseModel):
@@ -64,8 +66,63 @@ class PredictConfig(BaseModel):
     out: Path = Field(Path("predictions.tsv"), description="Where to write the predictions table.")
 
 
-class CrossValidateConfig(TrainConfig):
-    """Subject-level stratified group k-fold cross-validation: one training run per fold."""
+class BaselineOptions(BaseModel):
+    """How the linear baselines (pca_logreg, linear_svm) are fitted (shared by 'baseline' and 'cv')."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    downsample: int = Field(1, ge=1, le=8, description="Baseline: average-pool each scan by this factor before taking its brain voxels (2 keeps memory small at 96³ and up).")
+    mask_fraction: float = Field(
+        0.5, gt=0, le=1, description="Baseline: a voxel is a brain voxel when it is brain in at least this fraction of the training scans (small = union)."
+    )
+    components: list[float] = Field(
+        default_factory=lambda: [0.5, 0.8, 0.95],
+        description="Baseline: PCA sizes to try: a fraction of the variance in (0, 1), or a number of components (≥ 1).",
+    )
+    c_values: list[float] = Field(
+        default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0], description="Baseline: inverse regularisation strengths C to try."
+    )
+    inner_folds: int = Field(5, ge=2, le=20, description="Baseline: subject-level folds of the inner search on the training subjects (at most the subjects of the rarest class).")
+    scoring: Literal["balanced_accuracy", "neg_log_loss"] = Field("balanced_accuracy", description="Baseline: inner-search score (ties go to fewer components and smaller C).")
+    jobs: int = Field(1, ge=1, description="Baseline: parallel fits of the inner search.")
+
+    @field_validator("components")
+    @classmethod
+    def _check_components(cls, values: list[float]) -> list[float]:
+        bad = [v for v in values if not (0 < v < 1 or (v >= 1 and float(v).is_integer()))]
+        if not values or bad:
+            raise ValueError(f"give fractions of the variance in (0, 1) or whole numbers of components ≥ 1, got {bad or 'none'}")
+        return values
+
+    @field_validator("c_values")
+    @classmethod
+    def _check_c(cls, values: list[float]) -> list[float]:
+        if not values or any(v <= 0 for v in values):
+            raise ValueError(f"C values must be positive, got {values or 'none'}")
+        return values
+
+    def baseline_options(self) -> dict[str, object]:
+        """These options as keyword arguments (to pass from 'cv' to 'baseline')."""
+        return {name: getattr(self, name) for name in BaselineOptions.model_fields}
+
+
+class BaselineConfig(ReportOptions, BaselineOptions):
+    """Fit a linear baseline on brain voxels and evaluate it like a network (same predictions table and report)."""
+
+    cache: Path = Field(description="Preprocessing cache folder (from 'alzmri preprocess').", json_schema_extra={"argument": True})
+    split: Path = Field(description="Split folder with train/val/test TSVs (from 'alzmri split').", json_schema_extra={"argument": True})
+    model: BaselineModel = Field("pca_logreg", description="pca_logreg (scaler, PCA, logistic regression) or linear_svm (scaler, PCA, linear SVM).")
+    classes: list[Literal["CN", "MCI", "AD"]] | None = Field(None, description="Diagnoses to classify (default: those in the training split).")
+    class_weights: bool = Field(True, description="Weight classes by inverse training frequency.")
+    seed: int = Field(0, description="Seed of the inner folds, the classifier, the bootstrap and the posterior draws.")
+    out: Path = Field(Path("runs"), description="Folder that holds run folders.")
+    run_name: str | None = Field(None, description="Run folder name (default: model name + settings hash, so re-running reports the finished run).")
+
+
+class CrossValidateConfig(BaselineOptions, TrainConfig):
+    """Subject-level stratified group k-fold cross-validation: one training run (or linear baseline) per fold."""
+
+    accepts_baselines: ClassVar[bool] = True
 
     cache: Path = Field(description="Preprocessing cache folder (from 'alzmri preprocess').", json_schema_extra={"argument": True})  # type: ignore[assignment]
     resume: None = Field(None, description="(Not for cv: re-running the command resumes each fold.)", json_schema_extra={"cli": False})  # type: ignore[assignment]
@@ -75,6 +132,7 @@ class CrossValidateConfig(TrainConfig):
     folds: int = Field(5, ge=3, le=20, description="Number of folds (each fold is the test set once; the next one is its val set).")
     out: Path = Field(Path("cv"), description="Folder for the folds, one run per fold, and the summary.")
     run_name: str | None = Field(None, description="Prefix of the per-fold run folders (default: 'fold' → fold-0, fold-1, ...).")
+    model: str = Field("liu_cnn_compact", description="Registered model name (see 'alzmri models'), or a linear baseline: pca_logreg, linear_svm (see 'alzmri baseline').")
 
 
 class CompareConfig(BaseModel):

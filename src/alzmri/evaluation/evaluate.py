@@ -11,13 +11,14 @@ import torch
 
 from alzmri.data.audit import assert_no_leakage
 from alzmri.data.dataset import select_scans
+from alzmri.data.provenance import describe_seen, find_seen, image_hashes
 from alzmri.data.splits import read_split_dir
 from alzmri.evaluation.config import EvaluateConfig, PredictConfig
 from alzmri.evaluation.predict import checkpoint_preprocess, load_classifier, predict_cached, predictions_table, uses_age
 from alzmri.io.bids import load_scans
 from alzmri.io.manifest import write_manifest
 from alzmri.preprocessing.cache import read_cache
-from alzmri.utils.errors import AlzmriError
+from alzmri.utils.errors import AlzmriError, first_line
 from alzmri.utils.hashing import content_digest
 
 _PREDICT_BATCH = 8
@@ -56,6 +57,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         raise AlzmriError(f"split folder {config.split} has no {config.subset!r} split (has: {', '.join(splits)})")
     classes = list(hp["classes"])
     parts = []
+    seen: dict[str, pd.DataFrame] = {}
     for name in dict.fromkeys([config.threshold_split, config.subset]):
         if name not in splits:
             continue
@@ -65,10 +67,13 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
             if name == config.subset:
                 raise AlzmriError(f"the {name} split of {config.split} has no scans of the model's classes {classes}")
             continue
+        scans = scans.assign(image_hash=image_hashes(scans))
+        seen[name] = find_seen(hp.get("training_data"), scans, config.cache)
         table = predict_cached(model, classes, scans, config.batch_size)
         table.insert(2, "split", name)
-        table["image_hash"] = [content_digest(a) for a in scans["array"]]
+        table["image_hash"] = scans["image_hash"].to_numpy()
         parts.append(table)
+    seen_rows = _check_seen(seen, config)
     predictions = pd.concat(parts, ignore_index=True)
 
     out = Path(config.out) if config.out else default_eval_dir(Path(config.checkpoint), config.subset)
@@ -84,13 +89,37 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     }
     report = write_report(
         predictions, classes, out, title=f"{hp['model_name']}: {config.subset} set",
-        audit_extra={"images_in_several_splits": duplicate_images(cache, splits), "balance": split_balance(cache, splits, skip=set(predictions["split"]))},
+        audit_extra={"images_in_several_splits": duplicate_images(cache, splits), "balance": split_balance(cache, splits, skip=set(predictions["split"])),
+                     "seen_by_model": seen_rows, "model_checked": hp.get("training_data") is not None},
         context=context, **config.report_options(),
     )  # fmt: skip
     metrics = dict(report["scan_level"])
     metrics.update(checkpoint=str(config.checkpoint), subset=config.subset, split=str(config.split), out=str(out),
-                   report=str(out / "report.html"), intervals=report["intervals"]["scan_level"], clinical=report.get("clinical"))  # fmt: skip
+                   report=str(out / "report.html"), intervals=report["intervals"]["scan_level"], clinical=report.get("clinical"), audit=report["audit"],
+                   not_computed=report.get("not_computed", {}))  # fmt: skip
     return metrics
+
+
+def _check_seen(seen: dict[str, pd.DataFrame], config: EvaluateConfig) -> list[dict[str, Any]]:
+    """Refuse (or, with ``allow_seen``, list for the banner) scored scans the model has seen.
+
+    Evaluated rows must be neither training nor validation data of the model; rows of the
+    threshold split must not be training data (the model's own validation set is the usual,
+    sound place to choose the threshold).
+    """
+    bad = []
+    for name, rows in seen.items():
+        if name != config.subset:
+            rows = rows[rows["seen_in"] == "train"]
+        if not rows.empty:
+            bad.append((name, rows))
+    if bad and not config.allow_seen:
+        name, rows = bad[0]
+        raise AlzmriError(
+            f"the {name} split of {config.split} holds {describe_seen(rows)}: its results would not be held out. "
+            "Evaluate on the split the model was trained with, or pass --allow-seen to report them under a LEAKAGE banner"
+        )
+    return [{**row, "split": name} for name, rows in bad for row in rows.to_dict("records")]
 
 
 def split_balance(cache: pd.DataFrame, splits: dict[str, pd.DataFrame], skip: set[str]) -> list[dict[str, Any]]:
@@ -109,8 +138,22 @@ def duplicate_images(cache: pd.DataFrame, splits: dict[str, pd.DataFrame]) -> li
     return [{"image_hash": h, "splits": sorted(s)} for h, s in seen.items() if len(s) > 1]
 
 
+class PartlyPredicted(AlzmriError):
+    """Some scans failed; ``table`` holds the predictions of the others (already written)."""
+
+    def __init__(self, message: str, table: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.table = table
+
+
 def predict(config: PredictConfig) -> pd.DataFrame:
-    """Preprocess raw scans exactly as the model's training data, then predict; writes a TSV."""
+    """Preprocess raw scans exactly as the model's training data, then predict; writes a TSV.
+
+    A scan that cannot be read or preprocessed is skipped and listed in
+    ``<out>.failures.tsv``; the others are predicted, then the command fails naming the first.
+    Scans whose file content the model trained or was validated on are marked in the
+    ``seen_in_training`` column and a warning is printed.
+    """
     from alzmri.preprocessing.pipeline import preprocess_image
 
     model, hp = load_classifier(config.checkpoint)
@@ -118,15 +161,43 @@ def predict(config: PredictConfig) -> pd.DataFrame:
     classes = list(hp["classes"])
     rows = _predict_inputs(config.inputs)
     ages = _ages(rows) if uses_age(model) else None
-    probs = []
+    probs, done, failures = [], [], []
     for start in range(0, len(rows), _PREDICT_BATCH):  # bounded memory for long input lists
-        arrays = [preprocess_image(r["path"], preprocess)[0] for r in rows[start : start + _PREDICT_BATCH]]
-        extra = [torch.tensor(ages[start : start + _PREDICT_BATCH])] if ages is not None else []
+        arrays, kept = [], []
+        for i in range(start, min(start + _PREDICT_BATCH, len(rows))):
+            try:
+                arrays.append(preprocess_image(rows[i]["path"], preprocess)[0])
+            except Exception as exc:  # one unreadable scan must not stop the others
+                failures.append({"participant_id": rows[i]["participant_id"], "session_id": rows[i].get("session_id", ""),
+                                 "path": str(rows[i]["path"]), "error": first_line(exc)})  # fmt: skip
+                continue
+            kept.append(i)
+        if not kept:
+            continue
+        extra = [torch.tensor([ages[i] for i in kept])] if ages is not None else []
         with torch.no_grad():
             probs.append(torch.softmax(model(torch.from_numpy(np.stack(arrays)[:, None]), *extra), dim=1).numpy())
-    table = predictions_table(pd.DataFrame(rows), np.concatenate(probs), classes)
-    table.insert(2, "path", [str(r["path"]) for r in rows])
-    write_manifest(table, Path(config.out))
+        done += kept
+    out = Path(config.out)
+    fail_path = out.with_name(out.name.split(".")[0] + ".failures.tsv")
+    if failures:
+        write_manifest(pd.DataFrame(failures), fail_path)
+    if not done:
+        raise AlzmriError(f"none of the {len(rows)} scans could be predicted; first: {failures[0]['path']}: {failures[0]['error']} (all in {fail_path})")
+    scans = pd.DataFrame([rows[i] for i in done])
+    scans["source_hash"] = [content_digest(p) for p in scans["path"]]
+    table = predictions_table(scans, np.concatenate(probs), classes)
+    table.insert(2, "path", [str(p) for p in scans["path"]])
+    seen = find_seen(hp.get("training_data"), scans)
+    seen_in = {(r.participant_id, r.session_id): r.seen_in for r in seen.itertuples()}
+    table["seen_in_training"] = [seen_in.get((str(p), str(s or "")), "") for p, s in zip(scans["participant_id"], scans["session_id"].fillna(""), strict=True)]
+    if not seen.empty:
+        print(f"warning: {describe_seen(seen)}; their predictions are not held-out results (column seen_in_training)")
+    write_manifest(table, out)
+    if failures:
+        first = failures[0]
+        raise PartlyPredicted(f"{len(failures)} of {len(rows)} scans could not be predicted (the others are in {out}); "
+                              f"first: {first['path']}: {first['error']} (all listed in {fail_path})", table)  # fmt: skip
     return table
 
 

@@ -14,15 +14,22 @@ from torch.utils.data import DataLoader
 from alzmri.data.dataset import CachedVolumeDataset
 from alzmri.io.checkpoint import read_checkpoint
 from alzmri.models import create_model
+from alzmri.models.weights import load_state
 from alzmri.preprocessing.config import PreprocessConfig, stored_config
+from alzmri.utils.errors import AlzmriError, first_line
 
 
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the exact model stored in a checkpoint (eval mode) and return it with its hparams."""
     ckpt = read_checkpoint(path)
     hp = ckpt["hparams"]
-    model = create_model(hp["model_name"], **hp["model_kwargs"])
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model = create_model(hp["model_name"], **hp["model_kwargs"])
+    except (TypeError, ValueError) as exc:  # settings this version's model does not take
+        raise AlzmriError(f"checkpoint {path} describes a {hp['model_name']} this version cannot build: {first_line(exc)}") from None
+    if len(hp["classes"]) != hp["model_kwargs"].get("num_classes", len(hp["classes"])):
+        raise AlzmriError(f"checkpoint {path} names {len(hp['classes'])} classes {list(hp['classes'])} but its model has {hp['model_kwargs']['num_classes']} outputs")
+    load_state(model, ckpt["state_dict"], f"the weights in checkpoint {path}")
     return model.eval(), hp
 
 

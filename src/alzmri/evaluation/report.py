@@ -22,6 +22,7 @@ What is evaluated:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,7 @@ from alzmri.evaluation.stats import (
     predictive_value_posteriors,
     sensitivity_specificity_posteriors,
 )
-from alzmri.utils.errors import AlzmriError
+from alzmri.utils.errors import AlzmriError, first_line
 
 MIN_SUBJECTS_PER_CLASS = 30
 PREVALENCE_CURVE = np.round(np.arange(0.01, 0.505, 0.01), 2)
@@ -212,7 +213,7 @@ def audit_table(table: pd.DataFrame, extra: dict[str, Any] | None = None) -> dic
         extra: findings from outside the table (``alzmri evaluate`` hashes every cached image
             of the split folder); merged in.
     """
-    findings: dict[str, Any] = {"subjects_in_several_splits": [], "images_in_several_splits": [], "balance": []}
+    findings: dict[str, Any] = {"subjects_in_several_splits": [], "images_in_several_splits": [], "seen_by_model": [], "balance": []}
     if "split" in table.columns:
         splits_of = table.groupby("participant_id")["split"].agg(lambda s: sorted(set(map(str, s))))
         findings["subjects_in_several_splits"] = [{"participant_id": p, "splits": s} for p, s in splits_of.items() if len(s) > 1]
@@ -230,7 +231,7 @@ def audit_table(table: pd.DataFrame, extra: dict[str, Any] | None = None) -> dic
             findings[key] += [v for v in value if repr(v) not in known]
         else:
             findings[key] = value
-    findings["leaky"] = bool(findings["subjects_in_several_splits"] or findings["images_in_several_splits"])
+    findings["leaky"] = bool(findings["subjects_in_several_splits"] or findings["images_in_several_splits"] or findings["seen_by_model"])
     return findings
 
 
@@ -286,23 +287,39 @@ def build_report(
         "n_subjects": int(rows["participant_id"].nunique()),
         "scan_level": scan,
         "subject_level": subject,
-        "intervals": {
-            "method": f"{level:.0%} percentile bootstrap over subjects, {n_resamples} resamples",
-            "scan_level": confidence_intervals(rows, classes, n_resamples, level, seed, per_class=True),
-            "subject_level": confidence_intervals(subjects, classes, n_resamples, level, seed),
-        },
         "audit": audit_table(table, audit_extra),
         "small_sample": small,
         "context": context or {},
+        "not_computed": {},
+    }
+    skipped = report["not_computed"]
+    report["intervals"] = {
+        "method": f"{level:.0%} percentile bootstrap over subjects, {n_resamples} resamples",
+        "scan_level": attempt(skipped, "scan-level intervals", lambda: confidence_intervals(rows, classes, n_resamples, level, seed, per_class=True), {}),
+        "subject_level": attempt(skipped, "subject-level intervals", lambda: confidence_intervals(subjects, classes, n_resamples, level, seed), {}),
     }
     if len(classes) == 2:
         positive = classes[1]
-        report["auc_delong"] = delong_ci(subjects["diagnosis"] == positive, subjects[f"prob_{positive}"], level=level)
-        report["clinical"] = clinical_view(
+        delong = attempt(skipped, "DeLong AUC interval", lambda: delong_ci(subjects["diagnosis"] == positive, subjects[f"prob_{positive}"], level=level))
+        clinical = attempt(skipped, "clinical view (threshold, sensitivity, PPV/NPV)", lambda: clinical_view(
             table, rows, classes, threshold_split=threshold_split, rule=threshold_rule,
             target_sensitivity=target_sensitivity, prevalence=prevalence, level=level, seed=seed,
-        )  # fmt: skip
+        ))  # fmt: skip
+        report.update({k: v for k, v in (("auc_delong", delong), ("clinical", clinical)) if v is not None})
     return report
+
+
+def attempt(skipped: dict[str, str], name: str, compute: Callable[[], Any], default: Any = None) -> Any:
+    """``compute()``, or ``default`` with the reason recorded in ``skipped[name]`` when the data cannot support it.
+
+    A report with one subject of a class still shows everything else (and says what it left out)
+    instead of failing as a whole.
+    """
+    try:
+        return compute()
+    except (AlzmriError, ValueError, ZeroDivisionError, np.linalg.LinAlgError) as exc:
+        skipped[name] = first_line(exc)
+        return default
 
 
 def headline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

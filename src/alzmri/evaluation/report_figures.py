@@ -128,15 +128,23 @@ def plot_predictive_values(clinical: dict[str, Any], path: Path) -> Path:
 
 
 def write_figures(rows: pd.DataFrame, classes: list[str], report: dict[str, Any], out: Path, seed: int = 0) -> dict[str, Path]:
-    """Every figure of the report as PNGs in ``out``; returns name → path."""
+    """Every figure of the report as PNGs in ``out``; returns name → path.
+
+    A figure the data cannot support (e.g. a bootstrap band with one subject of a class) is
+    left out and named in ``report["not_computed"]``.
+    """
+    from alzmri.evaluation.report import attempt
+
     level = 0.95
-    figures = {
-        "confusion_matrix": plot_confusion_matrix(report["scan_level"]["confusion_matrix"], classes, out / "confusion_matrix.png",
-                                                  f"{report['evaluated']}: {report['n_scans']} scans"),  # fmt: skip
-        "roc": plot_roc_band(rows, classes, out / "roc.png", level, seed),
-        "pr": plot_pr_band(rows, classes, out / "pr.png", level, seed),
-        "calibration": plot_calibration(rows, classes, out / "calibration.png"),
+    skipped = report.setdefault("not_computed", {})
+    makers = {
+        "confusion_matrix": lambda: plot_confusion_matrix(report["scan_level"]["confusion_matrix"], classes, out / "confusion_matrix.png",
+                                                          f"{report['evaluated']}: {report['n_scans']} scans"),  # fmt: skip
+        "roc": lambda: plot_roc_band(rows, classes, out / "roc.png", level, seed),
+        "pr": lambda: plot_pr_band(rows, classes, out / "pr.png", level, seed),
+        "calibration": lambda: plot_calibration(rows, classes, out / "calibration.png"),
     }
     if "clinical" in report:
-        figures["predictive_values"] = plot_predictive_values(report["clinical"], out / "predictive_values.png")
-    return figures
+        makers["predictive_values"] = lambda: plot_predictive_values(report["clinical"], out / "predictive_values.png")
+    figures = {name: attempt(skipped, f"figure {name}", make) for name, make in makers.items()}
+    return {name: path for name, path in figures.items() if path is not None}

@@ -66,16 +66,23 @@ def _banners(report: dict[str, Any]) -> str:
     if audit["leaky"]:
         subjects = ", ".join(f"{html.escape(s['participant_id'])} ({' & '.join(s['splits'])})" for s in audit["subjects_in_several_splits"][:10])
         images = ", ".join(f"{html.escape(s['image_hash'][:12])}… ({' & '.join(s['splits'])})" for s in audit["images_in_several_splits"][:10])
+        seen = audit.get("seen_by_model", [])
+        seen_text = ", ".join(f"{html.escape(s['participant_id'])} {html.escape(s['session_id'])} (model's {s['seen_in']}, same {s['seen_by']})" for s in seen[:10])
         detail = (f"<br>Subjects in several splits ({len(audit['subjects_in_several_splits'])}): {subjects}" if subjects else "") + (
-            f"<br>Identical images in several splits ({len(audit['images_in_several_splits'])}): {images}" if images else "")
+            f"<br>Identical images in several splits ({len(audit['images_in_several_splits'])}): {images}" if images else "") + (
+            f"<br>Scans the model trained or was validated on ({len(seen)}): {seen_text}" if seen else "")
         parts.append(f"<div class='banner bad'><b>LEAKAGE: these results are not valid.</b> Data of the same subject or the same image "
                      f"appears in more than one split, so the evaluated rows are not held out.{detail}</div>")  # fmt: skip
     else:
-        parts.append("<div class='banner ok'>Leakage audit passed: no subject and no identical image in two splits.</div>")
+        checked = " and none the model was trained or validated on" if audit.get("model_checked") else ""
+        parts.append(f"<div class='banner ok'>Leakage audit passed: no subject and no identical image in two splits{checked}.</div>")
     if report["small_sample"]:
         small = ", ".join(f"{html.escape(c)}: {n}" for c, n in report["small_sample"].items())
         parts.append(f"<div class='banner warn'><b>Small sample.</b> Fewer than 30 subjects of a class were evaluated ({small}); "
                      "intervals are wide and single numbers are unreliable.</div>")  # fmt: skip
+    if report.get("not_computed"):
+        missing = "; ".join(f"<b>{html.escape(k)}</b>: {html.escape(v)}" for k, v in report["not_computed"].items())
+        parts.append(f"<div class='banner warn'><b>Not computed</b> (the evaluated data cannot support them): {missing}</div>")
     return "".join(parts)
 
 

@@ -10,6 +10,9 @@ MONAI's output into one map:
 * ``gradcam++`` -- MONAI ``GradCAMpp``: the same with Chattopadhyay et al.'s (2018) weights.
 * ``occlusion`` -- MONAI ``OcclusionSensitivity``: ``p_t(x) − p_t(x occluded)``, ``p`` the
   softmax, averaged (Gaussian-weighted in the default mode) over the windows covering a voxel.
+  The occluded window is pulled towards the scan's *background* value ``b``:
+  ``x' = b + (x − b)(1 − g)`` with ``g`` MONAI's Gaussian window (1 at its centre), i.e.
+  occluded tissue is removed, not replaced by something else (see :func:`_occlusion` for why).
 * ``saliency`` -- MONAI ``VanillaGrad`` (Simonyan et al. 2014): ``max_channels |∂ logit_t / ∂x|``.
 * ``smoothgrad`` -- MONAI ``SmoothGrad`` (Smilkov et al. 2017): ``max_channels |mean_k ∂ logit_t
   / ∂x (x + ε_k)|``, ``ε_k ~ N(0, σ²)``.
@@ -58,7 +61,7 @@ from alzmri.utils.errors import AlzmriError
 _OPTIONS: dict[str, dict[str, Any]] = {
     "gradcam": {},
     "gradcam++": {},
-    "occlusion": {"mask_size": None, "overlap": 0.5, "mode": "gaussian", "n_batch": None},
+    "occlusion": {"mask_size": None, "overlap": 0.5, "mode": "gaussian", "n_batch": None, "background": None},
     "saliency": {},
     "smoothgrad": {"n_samples": 25, "stdev_spread": 0.15, "seed": 0},
     "integrated_gradients": {"steps": 32, "baseline": None, "batch_size": 4},
@@ -135,7 +138,9 @@ def attribute(
               ``overlap`` (0.5: windows step by half a mask), ``mode`` (MONAI's: ``"gaussian"``
               multiplies the window by 1 − a Gaussian, ``"mean_patch"``, ``"mean_img"`` or a
               float fill value), ``n_batch`` (occluded copies per forward pass; default
-              ``max(1, min(16, 4e6 // voxels))``). Cost: one forward pass per window, about
+              ``max(1, min(16, 4e6 // voxels))``), ``background`` (the value the ``"gaussian"``
+              mode pulls occluded voxels towards; default the volume's background,
+              :func:`alzmri.preprocessing.brain_mask.background_value`). Cost: one forward pass per window, about
               ``((edge − mask) / (mask · (1 − overlap)) + 1)³`` of them: ~15³ = 3,375 with the
               defaults at any input size (minutes at 128³ on CPU); ``mask_size = edge // 4``
               gives ~7³ = 343.
@@ -388,6 +393,19 @@ def _graph_root(_module: nn.Module, _inputs: Any, output: Any) -> Any:
     return None
 
 
+class _Shifted(nn.Module):
+    """``net(z + shift)``: the model seen from an input whose zero is ``shift``."""
+
+    def __init__(self, net: nn.Module, shift: float) -> None:
+        super().__init__()
+        self.net = net
+        self.shift = float(shift)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of ``z + shift``."""
+        return self.net(z + self.shift)
+
+
 def _occlusion(
     net: _Net,
     x: torch.Tensor,
@@ -397,8 +415,23 @@ def _occlusion(
     overlap: float,
     mode: str | float,
     n_batch: int | None,
+    background: float | None,
 ) -> torch.Tensor:
-    """MONAI occlusion sensitivity as the drop of the target's softmax probability."""
+    """MONAI occlusion sensitivity as the drop of the target's softmax probability.
+
+    What the occluded window is filled with decides what the map can show. MONAI's
+    ``"gaussian"`` mode multiplies the window by ``1 − g``, pulling it towards 0. In a z-scored
+    volume 0 is the brain's *mean* intensity, while the background is about −3.5: every window
+    in the background gets a blob of grey-matter-like intensity painted into it, a strong
+    signal no training scan had, the prediction moves, and the map lights up outside the brain
+    (seen on real scans: the hot spots lay in the background corners). Here the window is
+    pulled towards the scan's background value ``b`` instead (MONAI runs on ``x − b`` and the
+    model sees ``b`` added back, so MONAI's Gaussian window weighting is kept): occluding means
+    removing tissue, as the skull stripping removed everything outside the brain; a window of
+    constant background stays as it is and carries no evidence, and where the background is
+    not constant (no skull stripping) its noise or artefacts are still occluded. The other
+    modes (a float fill value, ``mean_patch``, ``mean_img``) are MONAI's as they are.
+    """
     from monai.visualize import OcclusionSensitivity
 
     spatial = x.shape[2:]
@@ -414,16 +447,22 @@ def _occlusion(
         raise AlzmriError(f"occlusion mode must be 'gaussian', 'mean_patch', 'mean_img' or a number; got {mode!r}")
     if n_batch is None:
         n_batch = max(1, min(16, 4_000_000 // math.prod(spatial)))
+    shift = 0.0
+    if mode == "gaussian":
+        from alzmri.preprocessing.brain_mask import background_value
+
+        shift = float(background_value(x[0].mean(0).cpu().numpy())) if background is None else float(background)
+    model = _Shifted(net, shift)
     # Our own activation: MONAI's ``activate=True`` picks sigmoid vs softmax from the *input's*
     # channel count, which would apply a sigmoid to a single-channel MRI's 2-class logits.
     occlusion = OcclusionSensitivity(
-        net, mask_size=int(mask_size), n_batch=int(n_batch), verbose=False, mode=mode, overlap=overlap, activate=_probabilities
+        model, mask_size=int(mask_size), n_batch=int(n_batch), verbose=False, mode=mode, overlap=overlap, activate=_probabilities
     )
     with torch.no_grad(), warnings.catch_warnings():
         # MONAI 1.6 indexes with lists of slices, which torch deprecates; harmless here.
         warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
         baseline = _probabilities(net(x))[0, target]
-        occluded, _ = occlusion(x)
+        occluded, _ = occlusion(x - shift)
     occluded = occluded.as_tensor() if hasattr(occluded, "as_tensor") else occluded  # MetaTensor → Tensor
     return baseline - occluded[0, target]
 

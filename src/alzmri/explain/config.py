@@ -11,6 +11,7 @@ Method = Literal["gradcam", "gradcam++", "occlusion", "saliency", "smoothgrad", 
 METHODS: tuple[str, ...] = get_args(Method)
 Threshold = Literal["percentile", "otsu", "mean_std"]
 THRESHOLDS: tuple[str, ...] = get_args(Threshold)
+InputSpace = Literal["native", "MNI152"]
 
 
 class ExplainConfig(BaseModel):
@@ -37,7 +38,12 @@ class ExplainConfig(BaseModel):
         None, description="Run (or checkpoint) trained on the same data with 'alzmri train --shuffle-labels': the label-randomisation check compares its maps with this model's, scan by scan."
     )
     gif: bool = Field(True, description="Write an animated GIF sweeping the three planes per scan.")
-    regions: bool = Field(False, description="Attribution per Desikan-Killiany region and enrichment over chance: on the MNI atlas for scans registered to MNI152 ('register' in the preprocessing steps), or with --truth on each synthetic scan's own atlas labels.")
+    regions: bool = Field(False, description="Attribution per Desikan-Killiany region and enrichment over chance: on the MNI atlas for scans in MNI152 space ('register' in the preprocessing steps, or --input-space MNI152), or with --truth on each synthetic scan's own atlas labels.")
+    input_space: InputSpace = Field(
+        "native",
+        description="Space the scans were in before alzmri preprocessed them: native (scanner space; MNI152 anyway after alzmri's 'register' step) "
+        "or MNI152 for scans already normalised to MNI152 (SPM, Clinica, fMRIPrep outputs), so that --regions can put the atlas on them without 'register'.",
+    )
     truth: Path | None = Field(None, description="Score the maps against planted atrophy: the derivatives/synth folder of an 'alzmri synth' cohort (with --cache).")
     truth_level: float = Field(0.1, gt=0, le=1, description="Planted-atrophy strength (fraction of full scale) at which a voxel counts as planted.")
     out: Path | None = Field(None, description="Output folder (default: RUN/explain-METHOD).")

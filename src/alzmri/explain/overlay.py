@@ -2,7 +2,10 @@
 
 Both take arrays in the model's input grid (RAS voxel order, as the preprocessing writes them:
 axis 0 left→right, 1 posterior→anterior, 2 inferior→superior) and colour the map by the
-predicted class, so a glance tells which decision the evidence supports.
+predicted class, so a glance tells which decision the evidence supports. The overlay outlines
+the brain mask the map was judged against and carries a note where the map needs one: an
+empty map (no positive evidence: the slices pass through the middle of the volume) or one
+whose evidence lies mostly outside the brain.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from alzmri.explain.brain import EMPTY_MAP  # noqa: E402
 from alzmri.utils.atomic import atomic_path  # noqa: E402
 from alzmri.utils.figures import save_figure  # noqa: E402
 
@@ -50,6 +54,8 @@ def plot_triplanar(
     mask: np.ndarray | None = None,
     title: str = "",
     at: tuple[int, int, int] | None = None,
+    brain: np.ndarray | None = None,
+    note: str = "",
 ) -> Path:
     """Three orthogonal slices through the map's peak (or ``at``), map over the scan, threshold contour.
 
@@ -58,24 +64,47 @@ def plot_triplanar(
         attribution: the map, same shape.
         path: PNG to write.
         predicted: predicted class (chooses the colour map).
-        mask: thresholded map, drawn as a contour.
+        mask: thresholded map, drawn as a yellow contour.
         title: figure title.
-        at: voxel the slices pass through (default: the map's maximum).
+        at: voxel the slices pass through (default: the map's maximum; the middle of the volume
+            for an empty map, which is also marked "empty map" in the picture).
+        brain: brain mask the map was judged against, drawn as a thin cyan contour.
+        note: a warning printed under the slices (e.g. evidence outside the brain).
     """
     heat = _normalised(attribution)
-    at = at or tuple(int(i) for i in np.unravel_index(int(np.argmax(heat)), heat.shape))
+    empty = not heat.any()
+    if at is None:
+        at = tuple(s // 2 for s in heat.shape) if empty else tuple(int(i) for i in np.unravel_index(int(np.argmax(heat)), heat.shape))
     image = _scaled(volume)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.8))
     for ax, (name, axis) in zip(axes, PLANES, strict=True):
         ax.imshow(_slice(image, axis, at[axis]), cmap="gray", vmin=0, vmax=1)
         shown = _slice(heat, axis, at[axis])
         ax.imshow(np.ma.masked_less(shown, 0.05), cmap=CLASS_COLOURS.get(predicted, "hot"), vmin=0, vmax=1, alpha=0.6)
-        if mask is not None and np.any(_slice(mask.astype(float), axis, at[axis])):
-            ax.contour(_slice(mask.astype(float), axis, at[axis]), levels=[0.5], colors="yellow", linewidths=0.8)
+        _outline(ax, brain, axis, at[axis], "cyan", 0.6)
+        _outline(ax, mask, axis, at[axis], "yellow", 0.8)
         ax.set_title(f"{name} {at[axis]}", fontsize=9)
         ax.axis("off")
     fig.suptitle(title or f"attribution for {predicted}", fontsize=10)
+    notes = [EMPTY_MAP if empty else "", note]
+    _note(fig, "\n".join(n for n in notes if n))
     return save_figure(fig, path)
+
+
+def _outline(ax: plt.Axes, mask: np.ndarray | None, axis: int, index: int, colour: str, width: float) -> None:
+    """Draw a binary mask's slice as a contour (nothing for no mask or an empty slice)."""
+    if mask is None:
+        return
+    part = _slice(np.asarray(mask, dtype=float), axis, index)
+    if part.any() and not part.all():
+        ax.contour(part, levels=[0.5], colors=colour, linewidths=width)
+
+
+def _note(fig: plt.Figure, text: str) -> None:
+    """A warning under the slices, white on red so it is not missed."""
+    if text:
+        fig.text(0.5, 0.0, text, ha="center", va="top", fontsize=9, color="white", wrap=True,
+                 bbox={"facecolor": "firebrick", "edgecolor": "none", "boxstyle": "round,pad=0.4"})
 
 
 def _frame(image_slice: np.ndarray, heat_slice: np.ndarray, colours: str, size: int) -> Image.Image:

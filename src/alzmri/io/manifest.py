@@ -44,8 +44,9 @@ def read_table(path: str | os.PathLike[str], what: str = "manifest") -> tuple[pd
         The table (default index) and, per row, where it is: ``"<path> row <i> (line <n>)"``.
 
     Raises:
-        AlzmriError: the file is missing, unreadable, empty, has no data rows, or a row
-            has more cells than the header.
+        AlzmriError: the file is missing, unreadable, empty, has no data rows, a column
+            name appears twice in the header (case-insensitively), or a row has more cells
+            than the header.
     """
     path = Path(path)
     if not path.exists():
@@ -61,6 +62,7 @@ def read_table(path: str | os.PathLike[str], what: str = "manifest") -> tuple[pd
     if not lines:
         raise AlzmriError(f"{what} {path} is empty")
     header = [cell.strip().lower() for cell in lines[0][1]]
+    check_unique_columns(header, f"{what} {path}")
     rows, where = [], []
     for i, (line, row) in enumerate(lines[1:], start=1):
         if len(row) > len(header):
@@ -120,9 +122,11 @@ def _resolve(base: Path, value: str) -> str:
 def validate_scans(df: pd.DataFrame, source: str, *, where: Sequence[str] | None = None, labeled: bool = True) -> pd.DataFrame:
     """Check a scan table and return a normalised copy; the rules shared by manifests and BIDS.
 
-    Rules: required columns present; no empty required cells; diagnosis in ``DIAGNOSES``
-    (any case, normalised to upper case); (participant_id, session_id) unique; ``path``
-    an existing file; ``age`` numeric or empty; ``sex`` M/F (any case) or empty.
+    Rules: no column twice; required columns present; no empty required cells; diagnosis in
+    ``DIAGNOSES`` (any case, normalised to upper case); (participant_id, session_id) unique,
+    with a message of its own when the two rows give different diagnoses; no scan file listed
+    in two rows (compared after resolving symbolic links); ``path`` an existing file; ``age``
+    numeric or empty; ``sex`` M/F (any case) or empty.
 
     Args:
         df: the scan table (cells are compared as stripped strings); ``path`` already absolute.
@@ -140,6 +144,7 @@ def validate_scans(df: pd.DataFrame, source: str, *, where: Sequence[str] | None
         where = [f"{source} row {i} (line {i + 1})" for i in range(1, len(df) + 1)]
     if df.empty:
         raise AlzmriError(f"{source} has no scans")
+    check_unique_columns([str(c) for c in df.columns], source)
     df = df.copy()
     if not labeled and "diagnosis" not in df.columns:
         df["diagnosis"] = ""
@@ -149,6 +154,7 @@ def validate_scans(df: pd.DataFrame, source: str, *, where: Sequence[str] | None
         df[col] = ["" if pd.isna(v) else str(v).strip() for v in df[col]]
     check_filled(df, [c for c in REQUIRED_COLUMNS if labeled or c != "diagnosis"], where)
     check_unique(df, ("participant_id", "session_id"), where)
+    check_unique_files(df, where)
     df["diagnosis"] = _diagnoses(df, where, allow_empty=not labeled)
     df["age"] = _ages(df, where) if "age" in df.columns else float("nan")
     df["sex"] = _sexes(df, where) if "sex" in df.columns else ""
@@ -190,19 +196,77 @@ def check_filled(df: pd.DataFrame, columns: Sequence[str], where: Sequence[str])
                 raise AlzmriError(f"{where[i]}, {_ident(df, i)}: empty {col}")
 
 
+def check_unique_columns(columns: Sequence[str], source: str) -> None:
+    """Raise naming the first column name that appears more than once.
+
+    A repeated column is ambiguous (which ``diagnosis`` is meant?), so it is refused rather
+    than resolved; empty names (e.g. from a trailing separator) are not compared.
+
+    Args:
+        columns: the column names, as they will be looked up (e.g. lower-cased).
+        source: what the table is, named in the error (e.g. ``"manifest m.tsv"``).
+    """
+    positions: dict[str, list[int]] = {}
+    for number, name in enumerate(columns, start=1):
+        if name:
+            positions.setdefault(name, []).append(number)
+    for name, numbers in positions.items():
+        if len(numbers) > 1:
+            times = "twice" if len(numbers) == 2 else f"{len(numbers)} times"
+            listed = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+            raise AlzmriError(f"{source} has the column {name!r} {times} (columns {listed}); keep one")
+
+
 def check_unique(df: pd.DataFrame, keys: Sequence[str], where: Sequence[str]) -> None:
     """Raise naming both rows of the first repeated ``keys`` combination.
 
+    When both rows give a diagnosis and the two differ, the error says so: one scan (or, for
+    a table keyed by subject only, one subject) cannot be both.
+
     Args:
-        df: the table, default integer index.
+        df: the table, cells as stripped strings, default integer index.
         keys: columns that together must be unique.
         where: per row, where it came from.
     """
     first: dict[tuple[str, ...], int] = {}
     for i, key in enumerate(df[list(keys)].itertuples(index=False, name=None)):
         if key in first:
-            raise AlzmriError(f"{'/'.join(key)} is listed twice: {where[first[key]]} and {where[i]}")
+            raise AlzmriError(_repeated_key(df, keys, key, first[key], i, where))
         first[key] = i
+
+
+def _repeated_key(df: pd.DataFrame, keys: Sequence[str], key: tuple[str, ...], i: int, j: int, where: Sequence[str]) -> str:
+    """The message for rows ``i`` and ``j`` sharing ``key``."""
+    ident = "/".join(map(str, key))
+    dx = [str(df.at[k, "diagnosis"]).strip() for k in (i, j)] if "diagnosis" in df.columns else ["", ""]
+    if not (dx[0] and dx[1]) or dx[0].upper() == dx[1].upper():
+        return f"{ident} is listed twice: {where[i]} and {where[j]}"
+    fix = "fix the wrong row" if "session_id" in keys else "add a session_id column if the diagnosis changed between sessions"
+    return f"{ident} has two different diagnoses, {dx[0]} ({where[i]}) and {dx[1]} ({where[j]}); {fix}"
+
+
+def check_unique_files(df: pd.DataFrame, where: Sequence[str]) -> None:
+    """Raise naming the file and both rows when one scan file is listed twice.
+
+    The same image under two subjects (or two sessions) would put one scan into two places,
+    possibly two splits. Paths are compared after resolving symbolic links.
+
+    Args:
+        df: the table with an absolute ``path`` column, default integer index.
+        where: per row, where it came from.
+    """
+    first: dict[str, int] = {}
+    for i, path in enumerate(df["path"]):
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        if real in first:
+            j = first[real]
+            raise AlzmriError(
+                f"scan {path} is listed twice: {where[j]} ({_ident(df, j)}) and {where[i]} ({_ident(df, i)}); "
+                "every row needs its own scan file"
+            )
+        first[real] = i
 
 
 def _ident(df: pd.DataFrame, i: int) -> str:

@@ -29,6 +29,7 @@ from torch import nn
 from alzmri.models.registry import register_model
 
 Norm = Literal["instance", "batch"]
+Head = Literal["mlp", "pool"]
 
 
 def norm_layer(name: Norm, channels: int) -> nn.Module:
@@ -87,6 +88,8 @@ class LiuCNN3d(nn.Module):
         norm: ``"instance"`` (the paper) or ``"batch"``.
         age_encoding: add the scan's age (years) to the head's 512-unit layer; ``forward``
             then needs ``age``.
+        head: ``"mlp"`` (the paper: flatten → 1024 → 512 → C) or ``"pool"`` (global average
+            pooling → 512 → C: a head with ~1/50 of the weights, independent of the input size).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class LiuCNN3d(nn.Module):
         dropout: float = 0.5,
         norm: Norm = "instance",
         age_encoding: bool = False,
+        head: Head = "mlp",
     ) -> None:
         super().__init__()
         if spatial_dims != 3:
@@ -118,19 +122,17 @@ class LiuCNN3d(nn.Module):
             ]
             channels = out
         self.features = nn.Sequential(*layers)
-        with torch.no_grad():
-            n_features = self.features(torch.zeros(1, in_channels, *(input_size,) * 3)).numel()
         self.input_size = input_size
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Dropout(dropout),
-            nn.Linear(n_features, 1024),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(1024, 512),
-            nn.ReLU(inplace=True),
-            nn.Linear(512, num_classes),
-        )
+        if head == "mlp":
+            with torch.no_grad():
+                n_features = self.features(torch.zeros(1, in_channels, *(input_size,) * 3)).numel()
+            layers = [nn.Flatten(), nn.Dropout(dropout), nn.Linear(n_features, 1024), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(1024, 512)]
+        elif head == "pool":
+            layers = [nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, 512)]
+        else:
+            raise ValueError(f"unknown head {head!r}; use 'mlp' or 'pool'")
+        self._hidden_end = len(layers)  # the age encoding is added to the 512-unit layer's output
+        self.head = nn.Sequential(*layers, nn.ReLU(inplace=True), nn.Linear(512, num_classes))
         self.age_encoder = AgeEncoding(512) if age_encoding else None
 
     @property
@@ -144,8 +146,8 @@ class LiuCNN3d(nn.Module):
             return self.head(self.features(x))
         if age is None:
             raise ValueError("this model was built with age_encoding=True; pass each scan's age")
-        hidden = self.head[:6](self.features(x))  # up to the 512-unit linear layer
-        return self.head[6:](hidden + self.age_encoder(age.to(hidden.device)))
+        hidden = self.head[: self._hidden_end](self.features(x))  # up to the 512-unit linear layer
+        return self.head[self._hidden_end :](hidden + self.age_encoder(age.to(hidden.device)))
 
 
 @register_model(min_input_size=88, default_input_size=128, gradcam_layer="features.12")
@@ -157,9 +159,10 @@ def liu2022(
     dropout: float = 0.5,
     norm: Norm = "instance",
     age_encoding: bool = False,
+    head: Head = "mlp",
 ) -> nn.Module:
     """Liu et al. 2022 3D CNN, paper geometry (instance norm, dilated convs, MLP head, optional age encoding)."""
-    return LiuCNN3d(3, in_channels, num_classes, width, input_size, same_padding=False, dropout=dropout, norm=norm, age_encoding=age_encoding)
+    return LiuCNN3d(3, in_channels, num_classes, width, input_size, same_padding=False, dropout=dropout, norm=norm, age_encoding=age_encoding, head=head)
 
 
 @register_model(min_input_size=16, default_input_size=64, gradcam_layer="features.12")
@@ -171,6 +174,7 @@ def liu_cnn_compact(
     dropout: float = 0.5,
     norm: Norm = "batch",
     age_encoding: bool = False,
+    head: Head = "mlp",
 ) -> nn.Module:
     """Liu et al. 2022 blocks with same-padding and batch norm, for small CPU inputs (not the paper's network)."""
-    return LiuCNN3d(3, in_channels, num_classes, width, input_size, same_padding=True, dropout=dropout, norm=norm, age_encoding=age_encoding)
+    return LiuCNN3d(3, in_channels, num_classes, width, input_size, same_padding=True, dropout=dropout, norm=norm, age_encoding=age_encoding, head=head)

@@ -48,10 +48,12 @@ from alzmri.preprocessing.cache import (
     LOCK_FILE,
     claim_cache_dir,
     figure_name,
+    mask_name,
     remove_other_keys,
     scan_name,
     qc_record_name,
     save_array,
+    save_mask,
     stage_name,
     write_config,
 )
@@ -143,25 +145,41 @@ def _init_threads() -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
+def _up_to_date(previous: dict[str, Any], rel: str, out_dir: Path) -> bool:
+    """Whether a scan's QC record describes its current array completely (grid affine, source
+    digest and brain mask recorded, the mask file present); older entries redo the fast steps."""
+    from alzmri.preprocessing.pipeline import OUTPUT_AFFINE
+
+    if previous.get("array") != rel or not all(k in previous for k in (OUTPUT_AFFINE, "source_hash", "mask")):
+        return False
+    return not previous["mask"] or (out_dir / previous["mask"]).is_file()
+
+
 def process_scan(source: str, pid: str, ses: str, out_dir: Path, config: PreprocessConfig) -> dict[str, Any]:
     """Bring one scan's cache entry up to date (runs in a worker).
+
+    Writes the array, its brain mask on the array's grid (``masks/``; none without skull
+    stripping), the QC picture and the QC record, which names both files (``array``, ``mask``:
+    relative paths, ``mask`` empty when there is none) and the input's content digest
+    (``source_hash``).
 
     Returns:
         The scan's QC record, with ``status`` ``done`` or ``cached`` and its ``array`` path.
     """
-    from alzmri.preprocessing.pipeline import OUTPUT_AFFINE, Intermediate, run_prefix, run_suffix, split_steps, step_keys
+    from alzmri.preprocessing.pipeline import Intermediate, run_prefix, run_suffix, split_steps, step_keys
     from alzmri.preprocessing.qc_figure import save_qc_figure
     from alzmri.utils.hashing import content_digest
 
     start = time.perf_counter()
-    prefix_key, key = step_keys(content_digest(source), config)
+    source_hash = content_digest(source)
+    prefix_key, key = step_keys(source_hash, config)
     rel = array_name(pid, ses, key)
     qc_path = _qc_json(out_dir, pid, ses)
     if (out_dir / rel).is_file():
         previous = json.loads(qc_path.read_text()) if qc_path.is_file() else {}
-        if previous.get("array") == rel and OUTPUT_AFFINE in previous:
+        if _up_to_date(previous, rel, out_dir):
             return {**previous, "status": "cached", "array": rel}
-        # An entry from before grid affines were recorded: redo the (fast) suffix to record it.
+        # An entry from before grid affines, masks or digests were recorded: redo the (fast) suffix to record them.
     prefix, _ = split_steps(config)
     stage = out_dir / stage_name(pid, ses, prefix_key)
     reused = bool(prefix) and stage.is_file()
@@ -174,16 +192,21 @@ def process_scan(source: str, pid: str, ses: str, out_dir: Path, config: Preproc
                 intermediate.save(tmp)
             remove_other_keys(out_dir, stage_name(pid, ses, prefix_key))
     array, mask, suffix_qc = run_suffix(intermediate, config)
+    mask_rel = mask_name(pid, ses, key) if mask is not None else ""
+    if mask is not None:
+        save_mask(out_dir / mask_rel, mask)
     figure = figure_name(pid, ses)
     save_qc_figure(out_dir / figure, before=intermediate.preview.astype(np.float32), after=array,
                    before_mask=None if intermediate.preview_mask is None else intermediate.preview_mask > 0,
                    after_mask=mask, title=f"{pid} {ses}",
                    row_labels=(f"input\n{intermediate.qc['input_shape']}", f"output\n{'×'.join(map(str, array.shape))}"))
     qc = {**intermediate.qc, **suffix_qc, "stage_reused": reused, "seconds_total": round(time.perf_counter() - start, 2),
-          "figure": figure, "array": rel, "settings": settings_digest(config)}
+          "figure": figure, "array": rel, "mask": mask_rel, "source_hash": source_hash, "settings": settings_digest(config)}
     atomic_write_text(qc_path, json.dumps(qc, indent=1, default=str) + "\n")
     save_array(out_dir / rel, array, config.dtype)  # last: its existence marks the scan finished
     remove_other_keys(out_dir, rel)
+    if mask is not None:
+        remove_other_keys(out_dir, mask_rel)
     return {**qc, "status": "done"}
 
 
@@ -349,7 +372,8 @@ def _finish(rows: list[dict[str, Any]], results: dict[int, dict[str, Any]], out_
                 failures.append({**key, "path": str(row["path"]), "error": result["error"]})
             elif result["status"] != "pending":
                 record = {k: row[k] for k in _META_COLUMNS if k in row}
-                record.update(source=str(row["path"]), array=result["array"], warnings=result.get("warnings", ""))
+                record.update(source=str(row["path"]), source_hash=result.get("source_hash", ""), array=result["array"],
+                              mask=result.get("mask", ""), warnings=result.get("warnings", ""))
                 manifest_rows.append(record)
         qc = pd.DataFrame(qc_rows)
         write_manifest(qc.drop(columns=["figure"], errors="ignore"), out_dir / QC_TABLE)

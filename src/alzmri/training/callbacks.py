@@ -1,4 +1,4 @@
-"""Callbacks that write the run folder: one row of metrics per epoch and learning curves."""
+"""Callbacks that write the run folder (metrics per epoch, curves), stop early, keep the best confusion matrix."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ METRICS = ("train_loss", "val_loss", "val_acc", "val_bacc")
 
 
 class EpochMetricsWriter(pl.Callback):
-    """Append one row per finished epoch to ``metrics.csv`` (rewritten atomically) and plot curves.
+    """Keep one row per finished epoch, rewrite ``metrics.csv`` (atomically) from them.
+
+    The rows are part of the callback state, so every checkpoint carries the table up to its
+    epoch: a resumed (or moved) run writes exactly the rows an uninterrupted run would.
 
     Args:
         run_dir: the run folder.
@@ -24,19 +27,18 @@ class EpochMetricsWriter(pl.Callback):
     def __init__(self, run_dir: Path, echo: bool = False) -> None:
         self.path = Path(run_dir) / "metrics.csv"
         self.echo = echo
+        self.rows: list[dict[str, float]] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
         m = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch}
         row.update({k: float(m[k]) if k in m else math.nan for k in METRICS})
-        old = pd.read_csv(self.path) if self.path.is_file() else pd.DataFrame()
-        if not old.empty:
-            old = old[old["epoch"] < trainer.current_epoch]  # resumed runs re-write from where they restart
-        table = pd.concat([old, pd.DataFrame([row])], ignore_index=True)
-        with atomic_path(self.path) as tmp:
-            table.to_csv(tmp, index=False)
+        self.rows = [r for r in self.rows if r["epoch"] < trainer.current_epoch] + [row]
+        if not trainer.is_global_zero:
+            return
+        self.write()
         if self.echo:
             print(
                 f"epoch {row['epoch']:3d}/{trainer.max_epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
@@ -44,9 +46,20 @@ class EpochMetricsWriter(pl.Callback):
                 flush=True,
             )
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.path.is_file() and trainer.is_global_zero:
-            plot_curves(pd.read_csv(self.path), self.path.with_name("curves.png"))
+    def write(self) -> pd.DataFrame:
+        """Write ``metrics.csv`` and ``curves.png`` from the rows; return the table."""
+        table = pd.DataFrame(self.rows, columns=["epoch", *METRICS])
+        with atomic_path(self.path) as tmp:
+            table.to_csv(tmp, index=False)
+        if not table.empty:
+            plot_curves(table, self.path.with_name("curves.png"))
+        return table
+
+    def state_dict(self) -> dict[str, list[dict[str, float]]]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, list[dict[str, float]]]) -> None:
+        self.rows = list(state_dict.get("rows", []))
 
 
 def plot_curves(table: pd.DataFrame, path: Path) -> None:
@@ -89,6 +102,11 @@ class EarlyStoppingOnLossOrAccuracy(pl.Callback):
         self.best_acc = -math.inf
         self.since_loss = 0
         self.since_acc = 0
+        self.stopped = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.stopped:  # resumed from the checkpoint of the epoch that stopped the run
+            trainer.should_stop = True
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -106,10 +124,10 @@ class EarlyStoppingOnLossOrAccuracy(pl.Callback):
         else:
             self.since_acc += 1
         if self.since_loss >= self.patience and self.since_acc >= self.patience:
-            trainer.should_stop = True
+            trainer.should_stop = self.stopped = True
 
     def state_dict(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in ("best_loss", "best_acc", "since_loss", "since_acc")}
+        return {k: getattr(self, k) for k in ("best_loss", "best_acc", "since_loss", "since_acc", "stopped")}
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         for key, value in state_dict.items():
@@ -120,7 +138,7 @@ class BestValidationConfusion(pl.Callback):
     """Keep the validation confusion matrix of the epoch with the lowest validation loss.
 
     The epoch is the one ``best-loss.ckpt`` holds; at the end of training the matrix is drawn
-    to ``RUN/confusion_matrix_val.png`` (by rank 0) for the trackers. Its state is checkpointed,
+    to ``RUN/confusion_matrix_val.png`` (:meth:`draw`, by rank 0) for the trackers. Its state is checkpointed,
     so a resumed run keeps the best epoch seen before the interruption.
 
     Args:
@@ -142,13 +160,15 @@ class BestValidationConfusion(pl.Callback):
         if loss < self.best_loss and getattr(pl_module, "last_val_confusion", None) is not None:
             self.best_loss, self.epoch, self.matrix = loss, trainer.current_epoch, pl_module.last_val_confusion
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.matrix is None or not trainer.is_global_zero:
-            return
+    def draw(self) -> Path | None:
+        """Draw the kept matrix to ``confusion_matrix_val.png``; None when no epoch was validated."""
+        if self.matrix is None:
+            return None
         from alzmri.utils.figures import plot_confusion_matrix
 
         n = sum(map(sum, self.matrix))
         plot_confusion_matrix(self.matrix, self.classes, self.path, f"validation, epoch {self.epoch} (lowest val loss), {n} scans")
+        return self.path
 
     def state_dict(self) -> dict[str, object]:
         return {"best_loss": self.best_loss, "epoch": self.epoch, "matrix": self.matrix}

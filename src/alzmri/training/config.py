@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 # Names only (building them needs TorchIO, imported by ``augment`` when training starts).
 Augmentation = Literal["noise", "gamma", "flip", "affine", "elastic", "blur", "bias_field", "crop"]
 DEFAULT_AUGMENTATIONS: tuple[Augmentation, ...] = ("noise", "gamma")
 Tracker = Literal["mlflow", "tensorboard", "wandb"]
+# The linear baselines of 'alzmri baseline' (alzmri.evaluation.baseline): not networks, so not in the model
+# registry; 'alzmri cv' runs them, 'alzmri train' points to 'alzmri baseline'.
+BaselineModel = Literal["pca_logreg", "linear_svm"]
+LINEAR_BASELINES: tuple[str, ...] = get_args(BaselineModel)
 
 
 class TrainConfig(BaseModel):
@@ -27,6 +32,9 @@ class TrainConfig(BaseModel):
     width: int | None = Field(None, ge=1, le=16, description="Channel widening factor of the model (default: the model's).")
     age_encoding: bool = Field(False, description="Give the model each scan's age (liu2022, liu_cnn_compact; needs an age column in the labels).")
     dropout: float = Field(0.5, ge=0.0, lt=1.0, description="Dropout in the classification head.")
+    head: Literal["mlp", "pool"] | None = Field(
+        None, description="Classifier head of liu2022 / liu_cnn_compact: mlp (flatten → 1024 → 512, the paper's) or pool (global average pooling → 512) (default: the model's)."
+    )
     classes: list[Literal["CN", "MCI", "AD"]] | None = Field(None, description="Diagnoses to classify (default: those in the training split).")
     epochs: int = Field(40, ge=1, description="Maximum number of epochs.")
     batch_size: int = Field(8, ge=1, description="Scans per batch.")
@@ -68,6 +76,20 @@ class TrainConfig(BaseModel):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: sqlite:///OUT/mlflow.db, no server needed).")
     experiment: str = Field("alzmri", description="MLflow experiment name.")
     progress: bool = Field(True, description="Show a progress bar.")
+
+    # Whether --model may name a linear baseline (True for 'alzmri cv', which runs them itself).
+    accepts_baselines: ClassVar[bool] = False
+
+    @field_validator("model")
+    @classmethod
+    def _not_a_baseline(cls, model: str) -> str:
+        if model in LINEAR_BASELINES and not cls.accepts_baselines:
+            raise PydanticCustomError(
+                "baseline_model",
+                "{model} is a linear baseline, not a network: run 'alzmri baseline CACHE SPLIT --model {model}' (or 'alzmri cv CACHE --model {model}')",
+                {"model": model},
+            )
+        return model
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

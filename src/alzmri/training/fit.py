@@ -6,7 +6,13 @@ Run folder (``OUT/RUN_NAME``)::
     metrics.csv        one row per epoch (train/val loss, val accuracy, val balanced accuracy)
     curves.png         learning curves
     checkpoints/       last.ckpt, best-acc.ckpt (val accuracy), best-loss.ckpt (val loss)
-    result.json        written last: best scores and checkpoint paths (its presence = finished)
+    result.json        written last: best scores, their epochs, checkpoint files relative to the
+                       run folder (its presence = finished; delete it and re-run to redo the
+                       end-of-run files from last.ckpt)
+
+The folder is relocatable: nothing in it stores its own absolute path. Every checkpoint also
+holds the ids and content hashes of the train and val scans (``training_data``), which
+``evaluate``, ``predict``, ``report`` and ``explain`` check the scans they score against.
 
 The default run name hashes the config, so re-running the same command resumes from
 ``last.ckpt`` (or reports the finished run) instead of starting over.
@@ -24,6 +30,8 @@ import pandas as pd
 
 from alzmri.data.audit import assert_no_leakage
 from alzmri.data.dataset import CachedVolumeDataset, select_scans
+from alzmri.data.label_checks import check_training_splits, compare_labels
+from alzmri.data.provenance import training_record
 from alzmri.data.splits import read_split_dir
 from alzmri.io.manifest import DIAGNOSES
 from alzmri.models import model_info
@@ -36,7 +44,7 @@ from alzmri.utils.names import folder_name
 # Settings that do not change the trained weights (a run may resume with other values).
 _NOT_HASHED = {"progress", "num_workers", "threads", "run_name", "out", "resume", "device", "trackers", "tracking_uri", "experiment"}
 # Settings added after runs existed: left out of the hash at their default, so those runs keep their names.
-_ADDED_LATER = {"shuffle_labels": False}
+_ADDED_LATER = {"shuffle_labels": False, "head": None}
 
 
 def hashed_fields(config: TrainConfig) -> dict[str, Any]:
@@ -83,15 +91,17 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
     assert_no_leakage(splits, where=str(config.split))
     train = select_scans(cache, splits["train"], "train")
     val = select_scans(cache, splits["val"], "val")
+    for name in ("train", "val"):  # training reads the cache's labels: they must be the split's
+        compare_labels(splits[name], cache, name)
     classes = list(config.classes) if config.classes else [c for c in DIAGNOSES if c in set(train["diagnosis"])]
     if len(classes) < 2:
         raise AlzmriError(f"need at least two diagnoses to classify; the training split has {classes}")
+    for warning in check_training_splits(train, val, classes, where=str(config.split)):
+        print(f"warning: {warning}")
     train = train[train["diagnosis"].isin(classes)].reset_index(drop=True)
     val = val[val["diagnosis"].isin(classes)].reset_index(drop=True)
     if config.shuffle_labels:
         train = shuffle_subject_labels(train, config.seed)
-    if val.empty:
-        raise AlzmriError(f"the val split of {config.split} has no scans of classes {classes}")
     info = model_info(config.model)
     if preprocess.size < info.min_input_size:
         raise AlzmriError(
@@ -99,10 +109,11 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
             f"{preprocess.size}³ (preprocess with --size {info.min_input_size} or more, or pick another model)"
         )
     model_kwargs: dict[str, Any] = {"num_classes": len(classes), "input_size": preprocess.size, "dropout": config.dropout}
-    if config.width is not None:
-        if "width" not in info.defaults:
-            raise AlzmriError(f"model {config.model} has no width setting; leave --width out")
-        model_kwargs["width"] = config.width
+    for option in ("width", "head"):
+        if getattr(config, option) is not None:
+            if option not in info.defaults:
+                raise AlzmriError(f"model {config.model} has no {option} setting; leave --{option} out")
+            model_kwargs[option] = getattr(config, option)
     if config.age_encoding:
         if "age_encoding" not in info.defaults:
             raise AlzmriError(f"model {config.model} has no age input; leave --age-encoding out (liu2022 and liu_cnn_compact have one)")
@@ -121,16 +132,28 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def _claim_run_dir(run_dir: Path, record: dict[str, Any]) -> None:
+def _claim_run_dir(run_dir: Path, record: dict[str, Any]) -> bool:
+    """Make ``run_dir`` this run's folder, or accept it as this run's; True when newly made."""
     cfg_path = run_dir / "config.json"
     if cfg_path.is_file():
         stored = json.loads(cfg_path.read_text())
         if stored.get("hash_fields") != record["hash_fields"]:
             raise AlzmriError(f"run folder {run_dir} holds a run with other settings; pass another --run-name")
-        return
+        return False
     if run_dir.exists() and any(run_dir.iterdir()):
         raise AlzmriError(f"{run_dir} exists and is not an alzmri run folder; pass another --run-name")
+    existed = run_dir.exists()
     atomic_write_text(cfg_path, json.dumps(record, indent=2) + "\n")
+    return not existed
+
+
+def _remove_unstarted(run_dir: Path) -> None:
+    """Remove a run folder made by a start that was refused before any checkpoint was written."""
+    if (run_dir / "checkpoints").exists():
+        return
+    for path in sorted(run_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    run_dir.rmdir()
 
 
 def resume_config(config: TrainConfig) -> TrainConfig:
@@ -179,8 +202,7 @@ def fit(config: TrainConfig) -> Path:
         "n_train_scans": len(data["train"]),
         "n_val_scans": len(data["val"]),
     }
-    if is_rank_zero():
-        _claim_run_dir(run_dir, record)
+    created = _claim_run_dir(run_dir, record) if is_rank_zero() else False
     result_path = run_dir / "result.json"
     if result_path.is_file():
         print(f"run {run_dir} is already finished; delete result.json to train again")
@@ -188,7 +210,13 @@ def fit(config: TrainConfig) -> Path:
 
     from alzmri.training.trainer import train_model
 
-    result = train_model(config, data, run_dir, record)
+    data["training_data"] = training_record(data["train"], data["val"], config.cache)
+    try:
+        result = train_model(config, data, run_dir, record)
+    except (AlzmriError, KeyboardInterrupt):
+        if created:  # a refused or interrupted start leaves no half-made run folder behind
+            _remove_unstarted(run_dir)
+        raise
     if is_rank_zero():
         atomic_write_text(result_path, json.dumps(result, indent=2) + "\n")
     return run_dir

@@ -38,6 +38,9 @@ class Classifier(pl.LightningModule):
         freeze: parameter-name patterns to freeze.
         head_lr_mult: learning-rate multiplier of the classifier head.
         warmup_epochs: linear warm-up epochs (from 10 % of ``lr``).
+        training_data: ids and content hashes of the train and val scans
+            (:func:`alzmri.data.provenance.training_record`), so scoring commands can tell
+            which scans the model has seen.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class Classifier(pl.LightningModule):
         freeze: list[str] | None = None,
         head_lr_mult: float = 1.0,
         warmup_epochs: int = 0,
+        training_data: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

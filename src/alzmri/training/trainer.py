@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from torch.utils.data import DataLoader
 
 from alzmri.data.dataset import CachedVolumeDataset, EpochSeededSampler
@@ -20,8 +20,10 @@ from alzmri.training.checkpoint_io import AtomicCheckpointIO
 from alzmri.training.config import TrainConfig
 from alzmri.training.devices import global_rank, training_layout
 from alzmri.training.module import Classifier, NonFiniteLossError
+from alzmri.training.run_checkpoints import RunCheckpoints
 from alzmri.training.tracking import build_loggers, log_run_files, quiet_libraries
-from alzmri.utils.errors import AlzmriError
+from alzmri.utils.atomic import stale_temporaries
+from alzmri.utils.errors import AlzmriError, first_line
 
 
 def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +58,7 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
         freeze=config.freeze,
         head_lr_mult=config.head_lr_mult if config.head_lr_mult is not None else (10.0 if config.pretrained else 1.0),
         warmup_epochs=config.warmup_epochs,
+        training_data=data.get("training_data"),
     )
     if config.pretrained:
         from alzmri.models import model_info
@@ -71,13 +74,14 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
         print(f"device: {layout.accelerator}{processes}")
         print(f"parameters: {trainable:,} trainable, {frozen:,} frozen{frozen_text}; head lr x{module.hparams.head_lr_mult:g}")
     ckpt_dir = run_dir / "checkpoints"
-    best_acc = ModelCheckpoint(ckpt_dir, filename="best-acc", monitor="val_acc", mode="max", enable_version_counter=False)
-    best_loss = ModelCheckpoint(ckpt_dir, filename="best-loss", monitor="val_loss", mode="min", enable_version_counter=False)
-    # Its own callback: ModelCheckpoint(save_last=True) on a monitored metric here wrote "last"
-    # only when that metric improved, so a resume or the NaN guard could fall back epochs.
-    latest = ModelCheckpoint(ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1, enable_version_counter=False)
-    callbacks: list[pl.Callback] = [latest, best_acc, best_loss, EarlyStoppingOnLossOrAccuracy(config.patience), EpochMetricsWriter(run_dir, echo=config.progress)]
-    callbacks.append(BestValidationConfusion(run_dir, classes))
+    if rank == 0:  # temporaries of a killed run (never those of a live process)
+        for folder in (run_dir, ckpt_dir):
+            for tmp in stale_temporaries(folder) if folder.is_dir() else ():
+                tmp.unlink(missing_ok=True)
+    checkpoints = RunCheckpoints(ckpt_dir)
+    metrics_writer = EpochMetricsWriter(run_dir, echo=config.progress)
+    confusion = BestValidationConfusion(run_dir, classes)
+    callbacks: list[pl.Callback] = [EarlyStoppingOnLossOrAccuracy(config.patience), metrics_writer, confusion, checkpoints]
     loggers = build_loggers(config, run_dir, rank_zero=rank == 0)  # Lightning logs the module's hyper-parameters to them
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))  # lr per epoch into every tracker
@@ -106,6 +110,8 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
         default_root_dir=run_dir,
     )
     last = ckpt_dir / "last.ckpt"
+    if last.is_file():
+        _check_resumable(last)
     try:
         trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None)
     except NonFiniteLossError as exc:
@@ -116,19 +122,27 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
             good = "no checkpoint had been saved yet"
         raise AlzmriError(f"{exc}: training stopped; {good}. Check the inputs for NaN voxels or lower --lr") from None
 
-    result = {
-        "run_dir": str(run_dir),
-        "epochs_trained": trainer.current_epoch,
-        "best_val_acc": float(best_acc.best_model_score) if best_acc.best_model_score is not None else None,
-        "best_val_loss": float(best_loss.best_model_score) if best_loss.best_model_score is not None else None,
-        "checkpoints": {
-            "last": str(last),
-            "best_acc": best_acc.best_model_path,
-            "best_loss": best_loss.best_model_path,
-        },
-        "device": layout.accelerator,
-        "processes": layout.world_size,
-    }
-    if trainer.is_global_zero:
-        result.update(log_run_files(loggers, run_dir, best_loss.best_model_path or None))
+    # End-of-run files come from the callbacks' state, which a resumed run restored from
+    # last.ckpt: a run killed after its last epoch writes them on re-run, identical.
+    if not trainer.is_global_zero:
+        return {}
+    table = metrics_writer.write()
+    confusion.draw()
+    summary = checkpoints.summary()
+    result = {"epochs_trained": len(table), **summary, "device": layout.accelerator, "processes": layout.world_size}
+    best_loss = run_dir / summary["checkpoints"]["best_loss"] if "best_loss" in summary["checkpoints"] else None
+    result.update(log_run_files(loggers, run_dir, str(best_loss) if best_loss else None))
     return result
+
+
+def _check_resumable(last: Path) -> None:
+    """A one-line error for a ``last.ckpt`` that cannot be resumed from (truncated, foreign)."""
+    hint = f"delete {last} to start this run over, or pass another --run-name"
+    if last.stat().st_size == 0:
+        raise AlzmriError(f"{last} is empty (0 bytes), so the run cannot resume from it; {hint}")
+    try:
+        state = torch.load(last, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise AlzmriError(f"cannot resume from {last}: {first_line(exc)}; {hint}") from None
+    if not isinstance(state, dict) or "state_dict" not in state or "loops" not in state:
+        raise AlzmriError(f"{last} is not a training checkpoint of this run; {hint}")

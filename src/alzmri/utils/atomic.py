@@ -10,14 +10,18 @@ same folder (several shards of one job on a cluster, or two runs at once).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from alzmri.utils.errors import AlzmriError
 
 
 @contextlib.contextmanager
@@ -29,21 +33,82 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
     Args:
         target: final path of the file.
+
+    Raises:
+        AlzmriError: the disk (or the user's quota) is full, whether while making the folder,
+            the temporary file or writing it: naming ``target`` and the free space. The
+            temporary file is removed and ``target`` is left as it was.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(target.suffixes)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{target.stem.split('.')[0]}~{_HOST}~{os.getpid()}~", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    with _disk_full_as_error(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        suffix = "".join(target.suffixes)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{target.stem.split('.')[0]}~{_HOST}~{os.getpid()}~", suffix=suffix, dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            yield tmp
+            if tmp.exists():  # mkstemp makes 0600 files; give outputs the usual umask-based mode
+                os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+_DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+
+@contextlib.contextmanager
+def _disk_full_as_error(target: Path) -> Iterator[None]:
+    """Turn an OSError for a full disk or quota (also one chained below another error) into AlzmriError."""
     try:
-        yield tmp
-        if tmp.exists():  # mkstemp makes 0600 files; give outputs the usual umask-based mode
-            os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        yield
+    except Exception as exc:
+        full = _disk_full_errno(exc)
+        if full is None:
+            raise
+        raise AlzmriError(f"{_DISK_FULL[full]} writing {target} ({free_space(target.parent)})") from None
+
+
+def _disk_full_errno(exc: BaseException) -> int | None:
+    """The ENOSPC/EDQUOT errno of ``exc`` or of an exception it was raised from, else None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_FULL:
+            return current.errno
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def free_space(folder: str | os.PathLike[str]) -> str:
+    """``"<free> free on <mount point>"`` for the file system holding ``folder`` (or its nearest existing parent)."""
+    path = Path(os.path.abspath(folder))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        free = _size(shutil.disk_usage(path).free)
+    except OSError:
+        free = "unknown space"
+    return f"{free} free on {_mount_point(path)}"
+
+
+def _mount_point(path: Path) -> Path:
+    """The mount point of the file system holding the existing ``path``."""
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _size(n_bytes: int) -> str:
+    """A byte count for people: ``0 B``, ``512 B``, ``1.5 kB``, ``3.2 GB`` (powers of 1000)."""
+    units = ("B", "kB", "MB", "GB", "TB")
+    value, power = float(n_bytes), 0
+    while value >= 1000 and power < len(units) - 1:
+        value, power = value / 1000, power + 1
+    return f"{n_bytes} B" if power == 0 else f"{value:.1f} {units[power]}"
 
 
 _HOST = (re.sub(r"[^A-Za-z0-9.-]", "", socket.gethostname())[:24] or "host") + "-" + hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]

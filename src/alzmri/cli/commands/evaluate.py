@@ -30,6 +30,13 @@ def print_metrics(metrics: dict[str, Any]) -> None:
     print_table(f"{metrics['subset']} set (95 % CI: bootstrap over subjects)", ["metric", "value"], rows)
     if metrics.get("clinical"):
         _print_clinical(metrics["clinical"])
+    print_not_computed(metrics.get("not_computed", {}))
+
+
+def print_not_computed(skipped: dict[str, str]) -> None:
+    """One line per statistic or figure the data could not support."""
+    for name, reason in skipped.items():
+        print(f"not computed: {name}: {reason}")
 
 
 def _print_clinical(clinical: dict[str, Any]) -> None:
@@ -39,14 +46,20 @@ def _print_clinical(clinical: dict[str, Any]) -> None:
           f"PPV {_with_ci(ppv['mean'], ppv)}, NPV {_with_ci(npv['mean'], npv)}")  # fmt: skip
 
 
+def print_leakage(audit: dict[str, Any]) -> None:
+    """The LEAKAGE lines of a report's audit (nothing when it passed)."""
+    if audit["subjects_in_several_splits"] or audit["images_in_several_splits"]:
+        print(f"LEAKAGE: {len(audit['subjects_in_several_splits'])} subjects and {len(audit['images_in_several_splits'])} images "
+              "appear in more than one split; these results are not held out")  # fmt: skip
+    if audit.get("seen_by_model"):
+        print(f"LEAKAGE: {len(audit['seen_by_model'])} evaluated scans were in the model's training or validation data; these results are not held out")
+
+
 def print_report(report: dict[str, Any]) -> None:
     """The report's banners, headline metrics with intervals, and the clinical view, as text."""
     from alzmri.evaluation.report import headline_rows
 
-    audit = report["audit"]
-    if audit["leaky"]:
-        print(f"LEAKAGE: {len(audit['subjects_in_several_splits'])} subjects and {len(audit['images_in_several_splits'])} images "
-              "appear in more than one split; these results are not held out")  # fmt: skip
+    print_leakage(report["audit"])
     if report["small_sample"]:
         print("small sample: fewer than 30 subjects of " + ", ".join(f"{c} ({n})" for c, n in report["small_sample"].items()))
     rows = [
@@ -56,12 +69,14 @@ def print_report(report: dict[str, Any]) -> None:
     print_table(f"{report['evaluated']}: {report['n_scans']} scans, {report['n_subjects']} subjects (95 % CI)", ["metric", "scan level", "subject level"], rows)
     if report.get("clinical"):
         _print_clinical(report["clinical"])
+    print_not_computed(report.get("not_computed", {}))
 
 
 def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
     from alzmri.evaluation.evaluate import evaluate
 
     metrics = evaluate(config)
+    print_leakage(metrics["audit"])
     print_metrics(metrics)
     print(f"predictions.tsv, metrics.json, figures and report.html in {metrics['out']}")
     return metrics
@@ -73,16 +88,36 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
 
     table, classes = read_predictions(config.predictions)
     out = Path(config.out) if config.out else Path(config.predictions).resolve().parent / "report"
-    report = write_report(table, classes, out, title=config.title, context={"predictions": str(config.predictions)}, **config.report_options())
+    extra = _seen_by_checkpoint(config.checkpoint, table, config.subset) if config.checkpoint else None
+    report = write_report(table, classes, out, title=config.title, context={"predictions": str(config.predictions)}, audit_extra=extra, **config.report_options())
     print_report(report)
     print(f"report: {out / 'report.html'}  (metrics.json and the PNG figures beside it)")
     return report
 
 
-def run_predict(config: PredictConfig) -> None:
-    from alzmri.evaluation.evaluate import predict
+def _seen_by_checkpoint(checkpoint: Path, table: Any, subset: str) -> dict[str, Any]:
+    """The report's audit entries for rows of ``subset`` the checkpoint's model has seen.
 
-    table = predict(config)
+    Without content hashes in the table, the ids are matched: naming the model's checkpoint
+    says the table comes from the cohort it was trained on.
+    """
+    from alzmri.data.provenance import find_seen
+    from alzmri.io.checkpoint import read_checkpoint
+
+    record = read_checkpoint(checkpoint)["hparams"].get("training_data")
+    rows = table[table["split"].astype(str) == subset] if "split" in table.columns else table
+    seen = find_seen(record, rows, same_dataset="image_hash" not in rows.columns)
+    return {"seen_by_model": seen.to_dict("records"), "model_checked": record is not None}
+
+
+def run_predict(config: PredictConfig) -> None:
+    from alzmri.evaluation.evaluate import PartlyPredicted, predict
+
+    try:
+        table = predict(config)
+    except PartlyPredicted as exc:
+        print(exc.table.to_string(index=False))
+        raise
     print(table.to_string(index=False))
     print(f"predictions written to {config.out}")
 

@@ -16,8 +16,8 @@ def run(config: TrainConfig) -> Path:
     if not is_rank_zero():  # under torchrun, rank 0 reports for all processes
         return run_dir
     result = json.loads((run_dir / "result.json").read_text())
-    print(
-        f"trained {result['epochs_trained']} epochs; best val accuracy {result['best_val_acc']:.3f}, "
-        f"best val loss {result['best_val_loss']:.4f}\nrun folder: {run_dir}"
-    )
+    acc, loss = result.get("best_val_acc"), result.get("best_val_loss")
+    acc_text = "n/a" if acc is None else f"{acc:.3f} (epoch {result.get('best_val_acc_epoch')})"
+    loss_text = "n/a" if loss is None else f"{loss:.4f} (epoch {result.get('best_val_loss_epoch')})"
+    print(f"trained {result['epochs_trained']} epochs; best val accuracy {acc_text}, best val loss {loss_text}\nrun folder: {run_dir}")
     return run_dir

@@ -1,0 +1,136 @@
+"""A crashed, killed or moved run resumes to exactly the files of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import train_config
+
+# Every source of randomness, and early stopping that ends the run before --epochs.
+# On the tiny cohort this stops after epoch 3, whose val loss is above epoch 2's.
+SETTINGS = dict(augment=True, dropout=0.3, scheduler="cosine", cosine_t0=2, epochs=8, patience=1, lr=0.003, trackers=[])
+CHECKPOINTS = ("last.ckpt", "best-acc.ckpt", "best-loss.ckpt")
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Same checkpoints (weights, epoch, callback state), metrics.csv and result.json; figures made."""
+    for name in CHECKPOINTS:
+        ca, cb = _state(a / "checkpoints" / name), _state(b / "checkpoints" / name)
+        assert ca["epoch"] == cb["epoch"], name
+        assert ca["callbacks"] == cb["callbacks"], name  # best scores, early stopping, metric rows
+        for key, value in ca["state_dict"].items():
+            torch.testing.assert_close(cb["state_dict"][key], value, rtol=0, atol=0, msg=f"{name}: {key}")
+    pd.testing.assert_frame_equal(pd.read_csv(a / "metrics.csv"), pd.read_csv(b / "metrics.csv"))
+    assert json.loads((a / "result.json").read_text()) == json.loads((b / "result.json").read_text())
+    for figure in ("curves.png", "confusion_matrix_val.png"):
+        assert (b / figure).is_file(), figure
+    assert not list(b.rglob(".tmp-*"))
+
+
+@pytest.fixture(scope="module")
+def whole(prepared: dict[str, Path]) -> Path:
+    from alzmri.training.fit import fit
+
+    run = fit(train_config(prepared, run_name="exact-whole", **SETTINGS))
+    result = json.loads((run / "result.json").read_text())
+    # The settings must exercise early stopping and a best epoch before the last one.
+    assert result["epochs_trained"] < SETTINGS["epochs"], result
+    assert result["best_val_loss_epoch"] < result["epochs_trained"] - 1, result
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash_epoch", [1, 3])
+def test_a_crash_at_any_epoch_resumes_to_identical_files(prepared, whole, monkeypatch, crash_epoch) -> None:
+    from alzmri.data.dataset import EpochSeededSampler
+    from alzmri.training.fit import fit
+
+    original = EpochSeededSampler.set_epoch
+
+    def crash(self, epoch):
+        if epoch == crash_epoch:
+            raise RuntimeError("simulated crash")
+        original(self, epoch)
+
+    name = f"exact-crash-{crash_epoch}"
+    monkeypatch.setattr(EpochSeededSampler, "set_epoch", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(train_config(prepared, run_name=name, **SETTINGS))
+    monkeypatch.setattr(EpochSeededSampler, "set_epoch", original)
+    assert_same_run(whole, fit(train_config(prepared, run_name=name, **SETTINGS)))
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_its_last_checkpoint_finishes_its_files_on_rerun(prepared, whole, monkeypatch) -> None:
+    from alzmri.training.callbacks import BestValidationConfusion
+    from alzmri.training.fit import fit
+
+    def killed(self):
+        raise RuntimeError("killed while drawing")
+
+    monkeypatch.setattr(BestValidationConfusion, "draw", killed)
+    with pytest.raises(RuntimeError, match="killed while drawing"):
+        fit(train_config(prepared, run_name="exact-end", **SETTINGS))
+    monkeypatch.undo()
+    run = prepared["root"] / "runs" / "exact-end"
+    assert not (run / "result.json").exists()
+    assert_same_run(whole, fit(train_config(prepared, run_name="exact-end", **SETTINGS)))
+    # A finished run whose result.json was deleted redoes its end-of-run files (no TypeError).
+    (run / "result.json").unlink()
+    (run / "curves.png").unlink()
+    assert_same_run(whole, fit(train_config(prepared, run_name="exact-end", **SETTINGS)))
+
+
+@pytest.mark.slow
+def test_a_moved_run_resumes_with_its_best_checkpoints(prepared, whole, monkeypatch, tmp_path) -> None:
+    from alzmri.data.dataset import EpochSeededSampler
+    from alzmri.training.config import TrainConfig
+    from alzmri.training.fit import fit
+
+    original = EpochSeededSampler.set_epoch
+
+    def crash(self, epoch):
+        if epoch == 3:
+            raise RuntimeError("simulated crash")
+        original(self, epoch)
+
+    monkeypatch.setattr(EpochSeededSampler, "set_epoch", crash)
+    with pytest.raises(RuntimeError):
+        fit(train_config(prepared, run_name="exact-moved", **SETTINGS))
+    monkeypatch.undo()
+    moved = tmp_path / "elsewhere" / "exact-moved"
+    shutil.move(prepared["root"] / "runs" / "exact-moved", moved)
+    assert_same_run(whole, fit(TrainConfig(resume=moved, progress=False, threads=1)))
+    assert str(prepared["root"] / "runs") not in (moved / "result.json").read_text()  # nothing points back
+
+
+@pytest.mark.slow
+def test_kill_9_mid_training_resumes_to_identical_files(prepared, whole, tmp_path) -> None:
+    """A real SIGKILL of 'alzmri train' (no clean-up can run), then the same command again."""
+    cmd = [sys.executable, "-m", "alzmri", "train", str(prepared["cache"]), str(prepared["split"]), "--out", str(tmp_path),
+           "--run-name", "killed", "--batch-size", "4", "--lr", "0.003", "--threads", "1", "--no-progress", "--trackers", "",
+           "--augment", "--dropout", "0.3", "--scheduler", "cosine", "--cosine-t0", "2", "--epochs", "8", "--patience", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert last.is_file() and not (tmp_path / "killed" / "result.json").exists(), "the run ended before it could be killed"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_same_run(whole, tmp_path / "killed")
