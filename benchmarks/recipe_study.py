@@ -46,8 +46,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "pool-head-lr1e-3": {"head": "pool", "lr": 1e-3},
     "no-regularisation": {"augment": False, "dropout": 0.0},
     "batch4": {"batch_size": 4},
-    "batch4-lr1e-3": {"batch_size": 4, "lr": 1e-3},
-    "batch4-pool-lr1e-3": {"batch_size": 4, "head": "pool", "lr": 1e-3},
+    "no-regularisation-lr1e-3": {"augment": False, "dropout": 0.0, "lr": 1e-3},
+    "no-augment-dropout0.2-lr1e-3": {"augment": False, "dropout": 0.2, "lr": 1e-3},
+    "no-regularisation-width2": {"augment": False, "dropout": 0.0, "width": 2},
 }
 
 

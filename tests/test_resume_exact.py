@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -118,19 +119,51 @@ def test_a_moved_run_resumes_with_its_best_checkpoints(prepared, whole, monkeypa
 
 
 @pytest.mark.slow
-def test_kill_9_mid_training_resumes_to_identical_files(prepared, whole, tmp_path) -> None:
-    """A real SIGKILL of 'alzmri train' (no clean-up can run), then the same command again."""
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_mid_training_resumes_to_identical_files(prepared, whole, tmp_path, how) -> None:
+    """A real SIGKILL (no clean-up can run) or SIGTERM of 'alzmri train', then the same command again."""
     cmd = [sys.executable, "-m", "alzmri", "train", str(prepared["cache"]), str(prepared["split"]), "--out", str(tmp_path),
            "--run-name", "killed", "--batch-size", "4", "--lr", "0.003", "--threads", "1", "--no-progress", "--trackers", "",
            "--augment", "--dropout", "0.3", "--scheduler", "cosine", "--cosine-t0", "2", "--epochs", "8", "--patience", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not last.is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    proc.kill()
-    proc.wait()
+    proc.send_signal(how)
+    _, stderr = proc.communicate(timeout=120)
     assert last.is_file() and not (tmp_path / "killed" / "result.json").exists(), "the run ended before it could be killed"
+    if how == signal.SIGTERM:
+        assert proc.returncode == 143 and "terminated (SIGTERM); re-run the same command to resume" in stderr, stderr[-1000:]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert_same_run(whole, tmp_path / "killed")
+
+
+@pytest.mark.slow
+def test_a_run_checkpointed_by_the_older_callbacks_resumes_to_identical_files(prepared, whole, monkeypatch) -> None:
+    """last.ckpt of a run started before RunCheckpoints: ModelCheckpoint scores inside, metric rows only in metrics.csv."""
+    from alzmri.data.dataset import EpochSeededSampler
+    from alzmri.training.fit import fit
+
+    original = EpochSeededSampler.set_epoch
+
+    def crash(self, epoch):
+        if epoch == 3:
+            raise RuntimeError("simulated crash")
+        original(self, epoch)
+
+    monkeypatch.setattr(EpochSeededSampler, "set_epoch", crash)
+    with pytest.raises(RuntimeError):
+        fit(train_config(prepared, run_name="exact-old", **SETTINGS))
+    monkeypatch.undo()
+    last = prepared["root"] / "runs" / "exact-old" / "checkpoints" / "last.ckpt"
+    ckpt = _state(last)
+    states = ckpt["callbacks"]
+    best = states.pop("RunCheckpoints")["best"]
+    states.pop("EpochMetricsWriter")
+    for metric, name, mode in (("val_acc", "best_acc", "max"), ("val_loss", "best_loss", "min")):
+        states[f"ModelCheckpoint{{'monitor': '{metric}', 'mode': '{mode}', 'every_n_train_steps': 0}}"] = {
+            "monitor": metric, "best_model_score": torch.tensor(best[name]["score"]), "best_model_path": f"/old/place/{name}.ckpt"}  # fmt: skip
+    torch.save(ckpt, last)
+    assert_same_run(whole, fit(train_config(prepared, run_name="exact-old", **SETTINGS)))

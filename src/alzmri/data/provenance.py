@@ -58,10 +58,11 @@ def find_seen(record: dict[str, Any] | None, scans: pd.DataFrame, cache: str | P
         same_dataset: the caller knows the scans come from the training cohort (ids alone count).
 
     Returns:
-        One row per seen scan: ``participant_id``, ``session_id``, ``seen_in`` (``train`` or
-        ``val``) and ``seen_by`` (``image``, ``source file`` or ``subject``); empty if none.
+        One row per seen scan: ``position`` (its row number in ``scans``), ``participant_id``,
+        ``session_id``, ``seen_in`` (``train`` or ``val``) and ``seen_by`` (``image``,
+        ``source file`` or ``subject``); empty if none.
     """
-    columns = ["participant_id", "session_id", "seen_in", "seen_by"]
+    columns = ["position", "participant_id", "session_id", "seen_in", "seen_by"]
     if not record or scans.empty:
         return pd.DataFrame(columns=columns)
     known: dict[str, dict[str, str]] = {key: {} for key in (*_HASHES, "participant_id")}
@@ -81,7 +82,7 @@ def find_seen(record: dict[str, Any] | None, scans: pd.DataFrame, cache: str | P
         if not found and same_dataset and pid in known["participant_id"]:
             found = [(known["participant_id"][pid], "subject")]
         if found:
-            rows.append({"participant_id": pid, "session_id": ses, "seen_in": found[0][0], "seen_by": found[0][1]})
+            rows.append({"position": i, "participant_id": pid, "session_id": ses, "seen_in": found[0][0], "seen_by": found[0][1]})
     return pd.DataFrame(rows, columns=columns)
 
 

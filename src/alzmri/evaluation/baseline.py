@@ -108,7 +108,7 @@ def scan_foreground(row: pd.Series) -> np.ndarray:
     """One scan's brain voxels (full resolution): its ``mask`` file if the cache has one, else
     :func:`alzmri.preprocessing.brain_mask.estimate_brain_mask` (the rule ``explain`` uses)."""
     mask_path = row.get("mask")
-    if isinstance(mask_path, str) and mask_path:
+    if isinstance(mask_path, str) and mask_path and Path(mask_path).is_file():  # a listed mask may be gone: estimate then
         mask = _read_mask(Path(mask_path))
         if mask.shape != load_array(row["array"]).shape:
             raise AlzmriError(f"brain mask {mask_path} has shape {mask.shape}, its array {row['array']} {load_array(row['array']).shape}")
@@ -153,6 +153,8 @@ def voxel_features(scans: pd.DataFrame, mask: np.ndarray, downsample: int) -> np
         if volume.shape != mask.shape:
             raise AlzmriError(f"cached array {path} pools to {volume.shape}, the brain mask is {mask.shape}; re-run preprocess into one cache")
         features[i] = volume[mask]
+        if not np.isfinite(features[i]).all():
+            raise AlzmriError(f"cached array {path} has NaN or infinite brain voxels; re-run preprocess for it")
     return features
 
 

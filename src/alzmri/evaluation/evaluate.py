@@ -56,8 +56,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     if config.subset not in splits:
         raise AlzmriError(f"split folder {config.split} has no {config.subset!r} split (has: {', '.join(splits)})")
     classes = list(hp["classes"])
-    parts = []
-    seen: dict[str, pd.DataFrame] = {}
+    scored: dict[str, pd.DataFrame] = {}
     for name in dict.fromkeys([config.threshold_split, config.subset]):
         if name not in splits:
             continue
@@ -67,13 +66,15 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
             if name == config.subset:
                 raise AlzmriError(f"the {name} split of {config.split} has no scans of the model's classes {classes}")
             continue
-        scans = scans.assign(image_hash=image_hashes(scans))
-        seen[name] = find_seen(hp.get("training_data"), scans, config.cache)
+        scored[name] = scans.assign(image_hash=image_hashes(scans))
+    # Before any prediction: a refusal should not cost an inference pass.
+    seen_rows = _check_seen({name: find_seen(hp.get("training_data"), scans, config.cache) for name, scans in scored.items()}, config)
+    parts = []
+    for name, scans in scored.items():
         table = predict_cached(model, classes, scans, config.batch_size)
         table.insert(2, "split", name)
         table["image_hash"] = scans["image_hash"].to_numpy()
         parts.append(table)
-    seen_rows = _check_seen(seen, config)
     predictions = pd.concat(parts, ignore_index=True)
 
     out = Path(config.out) if config.out else default_eval_dir(Path(config.checkpoint), config.subset)
@@ -119,7 +120,7 @@ def _check_seen(seen: dict[str, pd.DataFrame], config: EvaluateConfig) -> list[d
             f"the {name} split of {config.split} holds {describe_seen(rows)}: its results would not be held out. "
             "Evaluate on the split the model was trained with, or pass --allow-seen to report them under a LEAKAGE banner"
         )
-    return [{**row, "split": name} for name, rows in bad for row in rows.to_dict("records")]
+    return [{**row, "split": name} for name, rows in bad for row in rows.drop(columns="position").to_dict("records")]
 
 
 def split_balance(cache: pd.DataFrame, splits: dict[str, pd.DataFrame], skip: set[str]) -> list[dict[str, Any]]:
@@ -182,6 +183,8 @@ def predict(config: PredictConfig) -> pd.DataFrame:
     fail_path = out.with_name(out.name.split(".")[0] + ".failures.tsv")
     if failures:
         write_manifest(pd.DataFrame(failures), fail_path)
+    else:
+        fail_path.unlink(missing_ok=True)  # an earlier run's list, now stale
     if not done:
         raise AlzmriError(f"none of the {len(rows)} scans could be predicted; first: {failures[0]['path']}: {failures[0]['error']} (all in {fail_path})")
     scans = pd.DataFrame([rows[i] for i in done])
@@ -189,8 +192,9 @@ def predict(config: PredictConfig) -> pd.DataFrame:
     table = predictions_table(scans, np.concatenate(probs), classes)
     table.insert(2, "path", [str(p) for p in scans["path"]])
     seen = find_seen(hp.get("training_data"), scans)
-    seen_in = {(r.participant_id, r.session_id): r.seen_in for r in seen.itertuples()}
-    table["seen_in_training"] = [seen_in.get((str(p), str(s or "")), "") for p, s in zip(scans["participant_id"], scans["session_id"].fillna(""), strict=True)]
+    table["source_hash"] = scans["source_hash"].to_numpy()  # lets 'report --checkpoint' match content, not ids
+    table["seen_in_training"] = ""
+    table.loc[seen["position"].to_numpy(dtype=int), "seen_in_training"] = seen["seen_in"].to_numpy()
     if not seen.empty:
         print(f"warning: {describe_seen(seen)}; their predictions are not held-out results (column seen_in_training)")
     write_manifest(table, out)

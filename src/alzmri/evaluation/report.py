@@ -318,6 +318,8 @@ def attempt(skipped: dict[str, str], name: str, compute: Callable[[], Any], defa
     try:
         return compute()
     except (AlzmriError, ValueError, ZeroDivisionError, np.linalg.LinAlgError) as exc:
+        if "no space left on device" in str(exc) or "disk quota exceeded" in str(exc):
+            raise  # a full disk is not a property of the data
         skipped[name] = first_line(exc)
         return default
 

@@ -147,4 +147,7 @@ def write_figures(rows: pd.DataFrame, classes: list[str], report: dict[str, Any]
     if "clinical" in report:
         makers["predictive_values"] = lambda: plot_predictive_values(report["clinical"], out / "predictive_values.png")
     figures = {name: attempt(skipped, f"figure {name}", make) for name, make in makers.items()}
+    for name, path in figures.items():
+        if path is None:  # not this report's figure: an earlier report's must not stand in for it
+            (out / f"{name}.png").unlink(missing_ok=True)
     return {name: path for name, path in figures.items() if path is not None}

@@ -71,8 +71,10 @@ def _banners(report: dict[str, Any]) -> str:
         detail = (f"<br>Subjects in several splits ({len(audit['subjects_in_several_splits'])}): {subjects}" if subjects else "") + (
             f"<br>Identical images in several splits ({len(audit['images_in_several_splits'])}): {images}" if images else "") + (
             f"<br>Scans the model trained or was validated on ({len(seen)}): {seen_text}" if seen else "")
-        parts.append(f"<div class='banner bad'><b>LEAKAGE: these results are not valid.</b> Data of the same subject or the same image "
-                     f"appears in more than one split, so the evaluated rows are not held out.{detail}</div>")  # fmt: skip
+        cause = ("Data of the same subject or the same image appears in more than one split"
+                 if audit["subjects_in_several_splits"] or audit["images_in_several_splits"] else "The model was trained or validated on some evaluated scans")
+        parts.append(f"<div class='banner bad'><b>LEAKAGE: these results are not valid.</b> {cause}, "
+                     f"so the evaluated rows are not held out.{detail}</div>")  # fmt: skip
     else:
         checked = " and none the model was trained or validated on" if audit.get("model_checked") else ""
         parts.append(f"<div class='banner ok'>Leakage audit passed: no subject and no identical image in two splits{checked}.</div>")

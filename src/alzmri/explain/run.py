@@ -289,8 +289,8 @@ def seen_by_model(rows: list[dict[str, Any]], hp: dict[str, Any], cache: Path | 
     if not seen.empty:
         print(f"warning: explaining {describe_seen(seen)}: their maps show what the model fitted, not how it generalises "
               "(column seen_in_training)")  # fmt: skip
-    found = {(r.participant_id, r.session_id): r.seen_in for r in seen.itertuples()}
-    return [found.get((str(r["participant_id"]), str(r["session_id"] or "")), "") for r in rows]
+    found = dict(zip(seen["position"], seen["seen_in"], strict=True))
+    return [found.get(i, "") for i in range(len(rows))]
 
 
 def explain(config: ExplainConfig) -> dict[str, Any]:
@@ -360,6 +360,9 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         brain, brain_source = scan_brain_mask(volume, row.get("mask"))
         brain_sources.append(brain_source)
         raw = compute_map(model, volume, target=row["target"], model_name=hp["model_name"], age=age, **options)
+        if not np.isfinite(raw).all():
+            raise AlzmriError(f"the {config.method} map of {names[i]} has {int((~np.isfinite(raw)).sum())} NaN or infinite voxels "
+                              "(the model's output or gradient is not finite for this scan); check the scan and the checkpoint")  # fmt: skip
         if shuffled is not None:
             other = compute_map(shuffled, volume, target=row["target"], model_name=shuffled_hp["model_name"], age=age, **options)
             label_similarity.append(map_similarity(raw, other, absolute=config.method in GRADIENT_METHODS)["spearman"])

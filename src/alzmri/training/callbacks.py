@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import pandas as pd
@@ -54,6 +55,12 @@ class EpochMetricsWriter(pl.Callback):
         if not table.empty:
             plot_curves(table, self.path.with_name("curves.png"))
         return table
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Take the rows of a checkpoint made before the rows were kept in it from ``metrics.csv``."""
+        if self.state_key not in checkpoint.get("callbacks", {}) and self.path.is_file():
+            table = pd.read_csv(self.path)
+            self.rows = table[table["epoch"] <= int(checkpoint.get("epoch", -1))].to_dict("records")
 
     def state_dict(self) -> dict[str, list[dict[str, float]]]:
         return {"rows": self.rows}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ _ADDED_LATER = {"shuffle_labels": False, "head": None}
 def hashed_fields(config: TrainConfig) -> dict[str, Any]:
     """The settings that change the trained weights, as JSON types."""
     payload = config.model_dump(mode="json", exclude=_NOT_HASHED)
+    if payload.get("head") is not None and payload["head"] == model_info(config.model).defaults.get("head"):
+        payload["head"] = None  # naming the model's own head is the same run as leaving it out
     return {k: v for k, v in payload.items() if not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
 
 
@@ -149,11 +152,8 @@ def _claim_run_dir(run_dir: Path, record: dict[str, Any]) -> bool:
 
 def _remove_unstarted(run_dir: Path) -> None:
     """Remove a run folder made by a start that was refused before any checkpoint was written."""
-    if (run_dir / "checkpoints").exists():
-        return
-    for path in sorted(run_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        path.rmdir() if path.is_dir() else path.unlink()
-    run_dir.rmdir()
+    if not (run_dir / "checkpoints").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)  # never mask the error that refused the start
 
 
 def resume_config(config: TrainConfig) -> TrainConfig:
@@ -210,10 +210,10 @@ def fit(config: TrainConfig) -> Path:
 
     from alzmri.training.trainer import train_model
 
-    data["training_data"] = training_record(data["train"], data["val"], config.cache)
     try:
+        data["training_data"] = training_record(data["train"], data["val"], config.cache)
         result = train_model(config, data, run_dir, record)
-    except (AlzmriError, KeyboardInterrupt):
+    except (AlzmriError, KeyboardInterrupt, OSError):
         if created:  # a refused or interrupted start leaves no half-made run folder behind
             _remove_unstarted(run_dir)
         raise

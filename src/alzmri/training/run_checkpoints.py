@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Checkpoint
 
 FILES = {"best_acc": "best-acc.ckpt", "best_loss": "best-loss.ckpt", "last": "last.ckpt"}
@@ -64,6 +65,19 @@ class RunCheckpoints(Checkpoint):
             name: f"{self.dir.name}/{file}" for name, file in FILES.items() if name == "last" or self.best.get(name) is not None
         }
         return out
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Take the best scores from a checkpoint made before this callback existed (three ``ModelCheckpoint`` callbacks)."""
+        states = checkpoint.get("callbacks", {})
+        if self.state_key in states:
+            return  # load_state_dict restores ours
+        for name, (metric, _) in _MONITORS.items():
+            old = next((v for k, v in states.items() if k.startswith("ModelCheckpoint{") and f"'monitor': '{metric}'" in k), None)
+            score = None if old is None else old.get("best_model_score")
+            path = self.dir / FILES[name]
+            if score is not None and path.is_file():
+                epoch = torch.load(path, map_location="cpu", weights_only=True).get("epoch")
+                self.best[name] = {"score": float(score), "epoch": int(epoch)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}

@@ -71,7 +71,8 @@ def wandb_logger(config: TrainConfig, run_dir: Path) -> Any:
 
     id_file = run_dir / "wandb_run_id.txt"
     run_id = id_file.read_text().strip() if id_file.is_file() else None
-    logger = WandbLogger(project=config.experiment, name=run_dir.name, save_dir=str(run_dir), id=run_id, resume="allow", log_model=True)
+    # log_model=False: Lightning's upload hooks only see ModelCheckpoint; log_run_files uploads ours.
+    logger = WandbLogger(project=config.experiment, name=run_dir.name, save_dir=str(run_dir), id=run_id, resume="allow", log_model=False)
     if run_id is None:
         atomic_write_text(id_file, logger.experiment.id + "\n")
     return logger
@@ -125,5 +126,11 @@ def log_run_files(loggers: list[Any], run_dir: Path, best_checkpoint: str | None
         elif type(logger).__name__ == "WandbLogger":
             if figure.is_file():
                 logger.log_image(key="val/confusion_matrix", images=[str(figure)])
-            record["wandb_run_id"] = logger.experiment.id  # checkpoints: log_model=True uploads them
+            if best_checkpoint:
+                import wandb
+
+                artifact = wandb.Artifact(f"model-{logger.experiment.id}", type="model")
+                artifact.add_file(best_checkpoint, name="best-loss.ckpt")
+                logger.experiment.log_artifact(artifact, aliases=["best"])
+            record["wandb_run_id"] = logger.experiment.id
     return record

@@ -23,7 +23,7 @@ from alzmri.training.module import Classifier, NonFiniteLossError
 from alzmri.training.run_checkpoints import RunCheckpoints
 from alzmri.training.tracking import build_loggers, log_run_files, quiet_libraries
 from alzmri.utils.atomic import stale_temporaries
-from alzmri.utils.errors import AlzmriError, first_line
+from alzmri.utils.errors import AlzmriError, Terminated, first_line
 
 
 def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +114,12 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
         _check_resumable(last)
     try:
         trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None)
+    except SystemExit:
+        # Lightning turns Ctrl-C and SIGTERM into sys.exit(1); give the command line its own
+        # "interrupted; re-run the same command to resume" and exit code back.
+        if not trainer.interrupted:
+            raise
+        raise (Terminated() if getattr(trainer._signal_connector, "received_sigterm", False) else KeyboardInterrupt()) from None
     except NonFiniteLossError as exc:
         if last.is_file():
             epoch = torch.load(last, map_location="cpu", weights_only=True).get("epoch", "?")

@@ -88,26 +88,36 @@ def run_report(config: ReportConfig) -> dict[str, Any]:
 
     table, classes = read_predictions(config.predictions)
     out = Path(config.out) if config.out else Path(config.predictions).resolve().parent / "report"
-    extra = _seen_by_checkpoint(config.checkpoint, table, config.subset) if config.checkpoint else None
+    extra = _seen_by_checkpoint(config.checkpoint, table, config.subset, config.threshold_split) if config.checkpoint else None
     report = write_report(table, classes, out, title=config.title, context={"predictions": str(config.predictions)}, audit_extra=extra, **config.report_options())
     print_report(report)
     print(f"report: {out / 'report.html'}  (metrics.json and the PNG figures beside it)")
     return report
 
 
-def _seen_by_checkpoint(checkpoint: Path, table: Any, subset: str) -> dict[str, Any]:
-    """The report's audit entries for rows of ``subset`` the checkpoint's model has seen.
+def _seen_by_checkpoint(checkpoint: Path, table: Any, subset: str, threshold_split: str) -> dict[str, Any]:
+    """The report's audit entries for rows the checkpoint's model has seen.
 
-    Without content hashes in the table, the ids are matched: naming the model's checkpoint
-    says the table comes from the cohort it was trained on.
+    Rows of ``subset`` must be neither its training nor its validation data, rows of the
+    threshold split not its training data (as ``evaluate`` requires). Without content hashes
+    in the table the ids are matched: naming the model's checkpoint says the table comes from
+    the cohort it was trained on.
     """
+    import pandas as pd
+
     from alzmri.data.provenance import find_seen
     from alzmri.io.checkpoint import read_checkpoint
 
     record = read_checkpoint(checkpoint)["hparams"].get("training_data")
-    rows = table[table["split"].astype(str) == subset] if "split" in table.columns else table
-    seen = find_seen(record, rows, same_dataset="image_hash" not in rows.columns)
-    return {"seen_by_model": seen.to_dict("records"), "model_checked": record is not None}
+    by_ids = not {"image_hash", "source_hash"} & set(table.columns)
+    if "split" not in table.columns:
+        found = find_seen(record, table, same_dataset=by_ids)
+    else:
+        split = table["split"].astype(str)
+        evaluated = find_seen(record, table[split == subset], same_dataset=by_ids)
+        threshold = find_seen(record, table[split == threshold_split], same_dataset=by_ids) if threshold_split != subset else evaluated.iloc[:0]
+        found = pd.concat([evaluated, threshold[threshold["seen_in"] == "train"]], ignore_index=True)
+    return {"seen_by_model": found.drop(columns="position").to_dict("records"), "model_checked": record is not None}
 
 
 def run_predict(config: PredictConfig) -> None:
