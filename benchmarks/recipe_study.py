@@ -12,7 +12,8 @@ and noise left in because N4 is skipped) is preprocessed like the demo (2 mm, 48
 epochs without early stopping. A run *has left chance* at the first epoch whose training loss
 is below 0.60 (chance is ln 2 = 0.693 with class weights) and whose validation balanced accuracy
 is at least 0.65; the table gives that epoch per seed and the share of seeds that left chance
-within the first 5 epochs. Runs are cached in ``--out`` (re-running resumes).
+within the first 5 epochs; the same with the validation loss (eval mode) in place of the
+training loss is given beside it. Runs are cached in ``--out`` (re-running resumes).
 Writes ``recipe_study.json`` and ``recipe_curves.png`` under ``benchmarks/results/recipe_study``.
 """
 
@@ -49,6 +50,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "no-regularisation-lr1e-3": {"augment": False, "dropout": 0.0, "lr": 1e-3},
     "no-augment-dropout0.2-lr1e-3": {"augment": False, "dropout": 0.2, "lr": 1e-3},
     "no-regularisation-width2": {"augment": False, "dropout": 0.0, "width": 2},
+    "no-regularisation-warmup": {"augment": False, "dropout": 0.0, "lr": 1e-3, "warmup_epochs": 2},
 }
 
 
@@ -69,9 +71,13 @@ def build_cohort(out: Path, subjects: int, atrophy: float, workers: int) -> tupl
     return cache, split
 
 
-def left_chance_at(metrics: pd.DataFrame) -> int | None:
-    """First epoch with training loss < 0.60 and validation balanced accuracy >= 0.65, or None."""
-    hit = metrics[(metrics["train_loss"] < LEFT_CHANCE_LOSS) & (metrics["val_bacc"] >= LEFT_CHANCE_BACC)]
+def left_chance_at(metrics: pd.DataFrame, loss: str = "train_loss") -> int | None:
+    """First epoch with ``loss`` < 0.60 and validation balanced accuracy >= 0.65, or None.
+
+    ``train_loss`` (the default: what the issue saw sit at 0.69 on real data) is the epoch mean
+    in training mode (dropout, augmentation, batch statistics); ``val_loss`` is in eval mode.
+    """
+    hit = metrics[(metrics[loss] < LEFT_CHANCE_LOSS) & (metrics["val_bacc"] >= LEFT_CHANCE_BACC)]
     return None if hit.empty else int(hit["epoch"].iloc[0])
 
 
@@ -105,10 +111,13 @@ def main() -> None:
         runs = [train_one(cache, split, args.out / "runs", recipe, seed, args.epochs, args.threads) for seed in seeds]
         curves[recipe] = runs
         at = [left_chance_at(m) for m in runs]
+        at_val = [left_chance_at(m, "val_loss") for m in runs]
         results["recipes"][recipe] = {
             "settings": RECIPES[recipe],
             "left_chance_at_epoch": dict(zip(map(str, seeds), at, strict=True)),
             "share_within_5": sum(a is not None and a < WITHIN for a in at) / len(at),
+            "val_left_chance_at_epoch": dict(zip(map(str, seeds), at_val, strict=True)),
+            "val_share_within_5": sum(a is not None and a < WITHIN for a in at_val) / len(at_val),
             "best_val_bacc": [round(float(m["val_bacc"].max()), 3) for m in runs],
             "train_loss_epoch_4": [round(float(m["train_loss"].iloc[min(4, len(m) - 1)]), 3) for m in runs],
             "seconds": round(time.perf_counter() - start, 1),
@@ -117,10 +126,12 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "recipe_study.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(curves, args.results / "recipe_curves.png")
-    print("\n| recipe | settings | left chance at epoch (per seed) | within 5 epochs | best val bal. acc. (per seed) |\n|---|---|---|---|---|")
+    print("\n| recipe | settings | train loss < 0.60: epoch per seed | within 5 | val loss < 0.60: epoch per seed | within 5 | best val bal. acc. per seed |\n|---|---|---|---|---|---|---|")
     for recipe, r in results["recipes"].items():
         at = ", ".join("—" if a is None else str(a) for a in r["left_chance_at_epoch"].values())
-        print(f"| {recipe} | {r['settings'] or 'train defaults'} | {at} | {r['share_within_5']:.0%} | {', '.join(map(str, r['best_val_bacc']))} |")
+        at_val = ", ".join("—" if a is None else str(a) for a in r["val_left_chance_at_epoch"].values())
+        print(f"| {recipe} | {r['settings'] or 'train defaults'} | {at} | {r['share_within_5']:.0%} | {at_val} | {r['val_share_within_5']:.0%} | "
+              f"{', '.join(map(str, r['best_val_bacc']))} |")
 
 
 def plot(curves: dict[str, list[pd.DataFrame]], path: Path) -> None:

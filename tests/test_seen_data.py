@@ -139,3 +139,20 @@ def test_a_refused_start_leaves_no_run_folder(prepared, tmp_path) -> None:
                     "--pretrained", tmp_path / "weights.pt", "--epochs", "1", "--no-progress", "--trackers", "")  # fmt: skip
     assert result.returncode != 0 and "cannot read weights" in result.stderr, result.stderr
     assert not (tmp_path / "runs" / "refused").exists()
+
+
+def test_train_refuses_a_val_split_without_a_class_and_labels_that_differ_from_the_cache(prepared, tmp_path) -> None:
+    no_ad = tmp_path / "no-ad"
+    shutil.copytree(prepared["split"], no_ad)
+    val = pd.read_csv(no_ad / "val.tsv", sep="\t")
+    val[val["diagnosis"] != "AD"].to_csv(no_ad / "val.tsv", sep="\t", index=False)
+    result = alzmri("train", prepared["cache"], no_ad, "--out", tmp_path / "runs", "--epochs", "1", "--no-progress", "--trackers", "")
+    assert result.returncode != 0 and "the val split of" in result.stderr and "has no scans of class AD" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(prepared["split"], relabelled)
+    train = pd.read_csv(relabelled / "train.tsv", sep="\t")
+    train.loc[0, "diagnosis"] = "AD" if train.loc[0, "diagnosis"] == "CN" else "CN"
+    train.to_csv(relabelled / "train.tsv", sep="\t", index=False)
+    result = alzmri("train", prepared["cache"], relabelled, "--out", tmp_path / "runs", "--epochs", "1", "--no-progress", "--trackers", "")
+    assert result.returncode != 0 and "another diagnosis in the cache manifest" in result.stderr, result.stderr
