@@ -51,6 +51,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "no-augment-dropout0.2-lr1e-3": {"augment": False, "dropout": 0.2, "lr": 1e-3},
     "no-regularisation-width2": {"augment": False, "dropout": 0.0, "width": 2},
     "no-regularisation-warmup": {"augment": False, "dropout": 0.0, "lr": 1e-3, "warmup_epochs": 2},
+    "sgd-no-regularisation": {"augment": False, "dropout": 0.0, "optimizer": "sgd", "lr": 0.01},
 }
 
 
