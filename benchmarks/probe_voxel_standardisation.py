@@ -6,7 +6,7 @@ becomes ``(x - mean) / (sd + 0.1)`` with the voxel-wise mean and sd of the train
 linear baseline's StandardScaler does), then runs two recipes of the study on seeds 0-4.
 """
 import sys
-import numpy as np, pandas as pd, torch
+import numpy as np, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 import recipe_study as rs
 from alzmri.data import dataset as ds
