@@ -41,6 +41,25 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert not list(b.rglob(".tmp-*"))
 
 
+def crashed_run(prepared: dict[str, Path], name: str, epoch: int) -> Path:
+    """The run folder of a run that crashed at the start of ``epoch`` (after that epoch's predecessor was checkpointed)."""
+    from alzmri.data.dataset import EpochSeededSampler
+    from alzmri.training.fit import fit
+
+    original = EpochSeededSampler.set_epoch
+
+    def crash(self, e):
+        if e == epoch:
+            raise RuntimeError("simulated crash")
+        original(self, e)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EpochSeededSampler, "set_epoch", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            fit(train_config(prepared, run_name=name, **SETTINGS))
+    return prepared["root"] / "runs" / name
+
+
 @pytest.fixture(scope="module")
 def whole(prepared: dict[str, Path]) -> Path:
     from alzmri.training.fit import fit
@@ -55,23 +74,11 @@ def whole(prepared: dict[str, Path]) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("crash_epoch", [1, 3])
-def test_a_crash_at_any_epoch_resumes_to_identical_files(prepared, whole, monkeypatch, crash_epoch) -> None:
-    from alzmri.data.dataset import EpochSeededSampler
+def test_a_crash_at_any_epoch_resumes_to_identical_files(prepared, whole, crash_epoch) -> None:
     from alzmri.training.fit import fit
 
-    original = EpochSeededSampler.set_epoch
-
-    def crash(self, epoch):
-        if epoch == crash_epoch:
-            raise RuntimeError("simulated crash")
-        original(self, epoch)
-
-    name = f"exact-crash-{crash_epoch}"
-    monkeypatch.setattr(EpochSeededSampler, "set_epoch", crash)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(train_config(prepared, run_name=name, **SETTINGS))
-    monkeypatch.setattr(EpochSeededSampler, "set_epoch", original)
-    assert_same_run(whole, fit(train_config(prepared, run_name=name, **SETTINGS)))
+    run = crashed_run(prepared, f"exact-crash-{crash_epoch}", crash_epoch)
+    assert_same_run(whole, fit(train_config(prepared, run_name=run.name, **SETTINGS)))
 
 
 @pytest.mark.slow
@@ -96,24 +103,12 @@ def test_a_run_killed_after_its_last_checkpoint_finishes_its_files_on_rerun(prep
 
 
 @pytest.mark.slow
-def test_a_moved_run_resumes_with_its_best_checkpoints(prepared, whole, monkeypatch, tmp_path) -> None:
-    from alzmri.data.dataset import EpochSeededSampler
+def test_a_moved_run_resumes_with_its_best_checkpoints(prepared, whole, tmp_path) -> None:
     from alzmri.training.config import TrainConfig
     from alzmri.training.fit import fit
 
-    original = EpochSeededSampler.set_epoch
-
-    def crash(self, epoch):
-        if epoch == 3:
-            raise RuntimeError("simulated crash")
-        original(self, epoch)
-
-    monkeypatch.setattr(EpochSeededSampler, "set_epoch", crash)
-    with pytest.raises(RuntimeError):
-        fit(train_config(prepared, run_name="exact-moved", **SETTINGS))
-    monkeypatch.undo()
     moved = tmp_path / "elsewhere" / "exact-moved"
-    shutil.move(prepared["root"] / "runs" / "exact-moved", moved)
+    shutil.move(crashed_run(prepared, "exact-moved", 3), moved)
     assert_same_run(whole, fit(TrainConfig(resume=moved, progress=False, threads=1)))
     assert str(prepared["root"] / "runs") not in (moved / "result.json").read_text()  # nothing points back
 
@@ -141,22 +136,11 @@ def test_killed_mid_training_resumes_to_identical_files(prepared, whole, tmp_pat
 
 
 @pytest.mark.slow
-def test_a_run_checkpointed_by_the_older_callbacks_resumes_to_identical_files(prepared, whole, monkeypatch) -> None:
+def test_a_run_checkpointed_by_the_older_callbacks_resumes_to_identical_files(prepared, whole) -> None:
     """last.ckpt of a run started before RunCheckpoints: ModelCheckpoint scores inside, metric rows only in metrics.csv."""
-    from alzmri.data.dataset import EpochSeededSampler
     from alzmri.training.fit import fit
 
-    original = EpochSeededSampler.set_epoch
-
-    def crash(self, epoch):
-        if epoch == 3:
-            raise RuntimeError("simulated crash")
-        original(self, epoch)
-
-    monkeypatch.setattr(EpochSeededSampler, "set_epoch", crash)
-    with pytest.raises(RuntimeError):
-        fit(train_config(prepared, run_name="exact-old", **SETTINGS))
-    monkeypatch.undo()
+    crashed_run(prepared, "exact-old", 3)
     last = prepared["root"] / "runs" / "exact-old" / "checkpoints" / "last.ckpt"
     ckpt = _state(last)
     states = ckpt["callbacks"]
