@@ -66,6 +66,7 @@ from alzmri.utils.atomic import atomic_path, atomic_write_text
 from alzmri.utils.errors import AlzmriError
 from alzmri.utils.hashing import content_digest
 from alzmri.utils.names import folder_name
+from alzmri.utils.run_folder import claim_run_dir
 
 # Settings that do not change the result (a run may be re-run with other values).
 _NOT_HASHED = {"out", "run_name", "jobs"}
@@ -326,18 +327,6 @@ def run_name_for(config: BaselineConfig) -> str:
     return f"{config.model}-{hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
-def _claim_run_dir(run_dir: Path, record: dict[str, Any]) -> None:
-    cfg_path = run_dir / "config.json"
-    if cfg_path.is_file():
-        stored = json.loads(cfg_path.read_text())
-        if stored.get("hash_fields") != record["hash_fields"]:
-            raise AlzmriError(f"run folder {run_dir} holds a run with other settings; pass another --run-name")
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise AlzmriError(f"{run_dir} exists and is not an alzmri run folder; pass another --run-name")
-    atomic_write_text(cfg_path, json.dumps(record, indent=2) + "\n")
-
-
 def predict_splits(config: BaselineConfig, data: dict[str, Any], model: LinearBaseline) -> pd.DataFrame:
     """The predictions table of the threshold split and the evaluated split, in 'alzmri evaluate''s columns."""
     from alzmri.evaluation.predict import predictions_table
@@ -389,7 +378,7 @@ def baseline(config: BaselineConfig) -> dict[str, Any]:
         "n_train_scans": len(data["train"]),
         "n_train_subjects": int(data["train"]["participant_id"].nunique()),
     }
-    _claim_run_dir(run_dir, record)
+    claim_run_dir(run_dir, record)
     result_path = run_dir / "result.json"
     if result_path.is_file():
         print(f"baseline run {run_dir} is already finished; delete result.json to evaluate again")

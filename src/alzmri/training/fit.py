@@ -41,6 +41,7 @@ from alzmri.training.config import TrainConfig
 from alzmri.utils.atomic import atomic_write_text
 from alzmri.utils.errors import AlzmriError
 from alzmri.utils.names import folder_name
+from alzmri.utils.run_folder import claim_run_dir
 
 # Settings that do not change the trained weights (a run may resume with other values).
 _NOT_HASHED = {"progress", "num_workers", "threads", "run_name", "out", "resume", "device", "trackers", "tracking_uri", "experiment"}
@@ -135,21 +136,6 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def _claim_run_dir(run_dir: Path, record: dict[str, Any]) -> bool:
-    """Make ``run_dir`` this run's folder, or accept it as this run's; True when newly made."""
-    cfg_path = run_dir / "config.json"
-    if cfg_path.is_file():
-        stored = json.loads(cfg_path.read_text())
-        if stored.get("hash_fields") != record["hash_fields"]:
-            raise AlzmriError(f"run folder {run_dir} holds a run with other settings; pass another --run-name")
-        return False
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise AlzmriError(f"{run_dir} exists and is not an alzmri run folder; pass another --run-name")
-    existed = run_dir.exists()
-    atomic_write_text(cfg_path, json.dumps(record, indent=2) + "\n")
-    return not existed
-
-
 def _remove_unstarted(run_dir: Path) -> None:
     """Remove a run folder made by a start that was refused before any checkpoint was written."""
     if not (run_dir / "checkpoints").exists():
@@ -202,7 +188,7 @@ def fit(config: TrainConfig) -> Path:
         "n_train_scans": len(data["train"]),
         "n_val_scans": len(data["val"]),
     }
-    created = _claim_run_dir(run_dir, record) if is_rank_zero() else False
+    created = claim_run_dir(run_dir, record) if is_rank_zero() else False
     result_path = run_dir / "result.json"
     if result_path.is_file():
         print(f"run {run_dir} is already finished; delete result.json to train again")
