@@ -79,7 +79,7 @@ def train_config(p: dict[str, Path], **kw):
     """A fast TrainConfig on the ``prepared`` data; keyword arguments override."""
     from alzmri.training.config import TrainConfig
 
-    base = dict(cache=p["cache"], split=p["split"], out=p["root"] / "runs", epochs=4, batch_size=4, lr=1e-3, progress=False, threads=1)
+    base = dict(cache=p["cache"], split=p["split"], out=p["root"] / "runs", model="liu_cnn_compact", epochs=4, batch_size=4, lr=1e-3, progress=False, threads=1)
     return TrainConfig(**(base | kw))
 
 

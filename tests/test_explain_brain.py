@@ -24,14 +24,32 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def resized(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndarray]:
-    """An ellipsoid brain through the real pipeline (Otsu strip, crop, cubic downsizing to 24³, z-score): array and its mask."""
+    """An ellipsoid brain through the real pipeline (crop, cubic downsizing to 24³, z-score), background left at -mean/sd
+    (``zero_background=False``, as caches made before it had): array and its mask."""
     from alzmri.preprocessing.config import PreprocessConfig
     from alzmri.preprocessing.pipeline import run_prefix, run_suffix
 
     path = save_nifti(tmp_path_factory.mktemp("resized") / "scan.nii.gz", brain_volume((40, 44, 38), seed=3))
-    config = PreprocessConfig(size=24, spacing=2.0, skull_strip="none")
+    config = PreprocessConfig(size=24, spacing=2.0, skull_strip="none", zero_background=False)
     array, mask, _ = run_suffix(run_prefix(path, config), config)
     return array, mask
+
+
+def test_a_brain_on_the_default_zero_background_is_every_voxel_off_the_plateau(tmp_path: Path) -> None:
+    """The default z-score sets the background to 0, the brain's mean: no tolerance around it finds the brain."""
+    from alzmri.preprocessing.config import PreprocessConfig
+    from alzmri.preprocessing.pipeline import run_prefix, run_suffix
+
+    path = save_nifti(tmp_path / "scan.nii.gz", brain_volume((40, 44, 38), seed=3))
+    config = PreprocessConfig(size=24, spacing=2.0, skull_strip="none")
+    array, stored, _ = run_suffix(run_prefix(path, config), config)
+    assert background_value(array) == 0.0 and np.all(array[~stored] == 0)
+    assert (array[stored] < 0).mean() > 0.25 and (array[stored] > 0).mean() > 0.25  # the background is mid-range
+    estimated = estimate_brain_mask(array)
+    assert dice(estimated, stored) > 0.97
+    # the tolerance rule on its own would have dropped the brain voxels near its mean
+    distance = np.abs(array)
+    assert dice(distance > 0.1 * np.percentile(distance[distance > 0], 99), stored) < dice(estimated, stored)
 
 
 def test_resize_undershoot_does_not_turn_the_background_into_brain(resized: tuple[np.ndarray, np.ndarray]) -> None:

@@ -39,6 +39,14 @@ def test_zscore_uses_the_brain_mask(tmp_path) -> None:
     values = out["image"].data[0][out["brain_mask"].data[0] > 0]
     assert abs(float(values.mean())) < 1e-3 and abs(float(values.std()) - 1) < 1e-2
     assert 0.1 < float(out["brain_mask"].data.float().mean()) < 0.9  # the mask is the brain, not the whole box
+    outside = out["image"].data[0][out["brain_mask"].data[0] == 0]
+    assert torch.all(outside == 0)  # zero_background (the default): the background is the brain's mean
+    kept = build_pipeline(CFG.model_copy(update={"zero_background": False}))(subject)
+    inside = kept["image"].data[0][kept["brain_mask"].data[0] > 0]
+    assert torch.equal(inside, values)
+    # without it the background is one per-scan number, -mean/sd of the brain, that a network can read
+    background = kept["image"].data[0][kept["brain_mask"].data[0] == 0]
+    assert float(background.median()) < -1  # (the volume has no zero background to begin with: Otsu-style ringing)
 
 
 def test_crop_removes_empty_margin(tmp_path) -> None:

@@ -18,7 +18,7 @@ from conftest import train_config
 
 # Every source of randomness, and early stopping that ends the run before --epochs.
 # On the tiny cohort this stops after epoch 3, whose val loss is above epoch 2's.
-SETTINGS = dict(augment=True, dropout=0.3, scheduler="cosine", cosine_t0=2, epochs=8, patience=1, lr=0.003, trackers=[])
+SETTINGS = dict(augment=True, dropout=0.3, scheduler="cosine", cosine_t0=2, epochs=12, patience=2, lr=0.003, trackers=[])
 CHECKPOINTS = ("last.ckpt", "best-acc.ckpt", "best-loss.ckpt")
 
 
@@ -118,8 +118,8 @@ def test_a_moved_run_resumes_with_its_best_checkpoints(prepared, whole, tmp_path
 def test_killed_mid_training_resumes_to_identical_files(prepared, whole, tmp_path, how) -> None:
     """A real SIGKILL (no clean-up can run) or SIGTERM of 'alzmri train', then the same command again."""
     cmd = [sys.executable, "-m", "alzmri", "train", str(prepared["cache"]), str(prepared["split"]), "--out", str(tmp_path),
-           "--run-name", "killed", "--batch-size", "4", "--lr", "0.003", "--threads", "1", "--no-progress", "--trackers", "",
-           "--augment", "--dropout", "0.3", "--scheduler", "cosine", "--cosine-t0", "2", "--epochs", "8", "--patience", "1"]  # fmt: skip
+           "--run-name", "killed", "--model", "liu_cnn_compact", "--batch-size", "4", "--lr", "0.003", "--threads", "1", "--no-progress", "--trackers", "",
+           "--augment", "--dropout", "0.3", "--scheduler", "cosine", "--cosine-t0", "2", "--epochs", "12", "--patience", "2"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300

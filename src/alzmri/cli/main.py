@@ -87,7 +87,7 @@ add_config_command(app, "baseline", BaselineConfig, "alzmri.cli.commands.baselin
     "works. Refuses a leaky split; re-running reports the finished result.",
     ["alzmri baseline cache split", "alzmri baseline cache split --model linear_svm --downsample 2 --out runs",
      "alzmri baseline cache split --components 10,50,0.9 --c-values 0.001,0.01 --scoring neg_log_loss",
-     "alzmri compare runs/liu_cnn_compact-1a2b3c4d runs/pca_logreg-5e6f7a8b"])
+     "alzmri compare runs/resnet10_3d-1a2b3c4d runs/pca_logreg-5e6f7a8b"])
 add_config_command(app, "report", ReportConfig, "alzmri.cli.commands.evaluate:run_report",
     "The evaluation report of any predictions table (alzmri's or another tool's): one self-contained report.html, "
     "metrics.json and PNGs. Shows a leakage banner when a subject or image is in two splits.",

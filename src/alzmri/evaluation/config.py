@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from alzmri.training.config import BaselineModel, TrainConfig
+from alzmri.training.config import DEFAULT_MODEL, BaselineModel, TrainConfig
 
 
 class ReportOptions(BaseModel):
@@ -132,7 +132,7 @@ class CrossValidateConfig(BaselineOptions, TrainConfig):
     folds: int = Field(5, ge=3, le=20, description="Number of folds (each fold is the test set once; the next one is its val set).")
     out: Path = Field(Path("cv"), description="Folder for the folds, one run per fold, and the summary.")
     run_name: str | None = Field(None, description="Prefix of the per-fold run folders (default: 'fold' → fold-0, fold-1, ...).")
-    model: str = Field("liu_cnn_compact", description="Registered model name (see 'alzmri models'), or a linear baseline: pca_logreg, linear_svm (see 'alzmri baseline').")
+    model: str = Field(DEFAULT_MODEL, description="Registered model name (see 'alzmri models'), or a linear baseline: pca_logreg, linear_svm (see 'alzmri baseline').")
 
 
 class CompareConfig(BaseModel):

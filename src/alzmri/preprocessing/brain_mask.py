@@ -5,7 +5,9 @@ outside the brain mask to 0, ``normalize`` then maps that 0 to one value (``−m
 brain in a z-scored image, e.g. −3.5). The brain is *not* "every voxel above the minimum": the
 cubic B-spline resize over- and undershoots at the brain's edge, so a few voxels next to the
 brain lie below the background (background −3.49, minimum −4.07 on real scans), and then every
-background voxel is above the minimum and the whole field of view counts as brain. Used by
+background voxel is above the minimum and the whole field of view counts as brain. Since
+``normalize`` sets the background to 0 by default (``zero_background``), the plateau can also lie
+in the middle of the brain's intensities; then every voxel off the plateau is brain. Used by
 ``explain`` (caches without stored masks) and by the linear baseline's voxel features.
 """
 
@@ -17,6 +19,7 @@ from scipy import ndimage
 from alzmri.utils.errors import AlzmriError
 
 PLATEAU_SHARE = 0.05  # a value held by at least this share of the voxels is a constant background
+MIDRANGE_SHARE = 0.25  # of the non-background voxels on each side of a background inside the brain's range
 BRAIN_TOLERANCE = 0.1  # of the brain's contrast to the background (99th percentile of |v - background|)
 
 
@@ -52,7 +55,9 @@ def estimate_brain_mask(volume: np.ndarray, tolerance: float = BRAIN_TOLERANCE) 
     that differ from it at all); of those the largest connected component (face neighbours),
     with its enclosed holes (ventricles darker than the tolerance) filled. Resize ringing next
     to the brain differs from the background by a small fraction of that contrast, and far from
-    the brain not at all, so it does not turn the field of view into brain.
+    the brain not at all, so it does not turn the field of view into brain. When the plateau
+    lies inside the brain's range (a z-scored brain on a zero background), the voxels off the
+    plateau, their largest component and its holes filled.
 
     Args:
         volume: a 3-D array (the model input).
@@ -63,7 +68,12 @@ def estimate_brain_mask(volume: np.ndarray, tolerance: float = BRAIN_TOLERANCE) 
         is no telling brain from background then).
     """
     values = _as_volume(volume)
-    distance = np.abs(values - np.float32(background_value(values)))
+    background = np.float32(background_value(values))
+    if _midrange_plateau(values, background):  # z-scored brain on a zero background: every other value is brain
+        labels, n = ndimage.label(values != background)
+        largest = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+        return ndimage.binary_fill_holes(largest)
+    distance = np.abs(values - background)
     differing = distance[distance > 0]
     if differing.size == 0:
         return np.ones(values.shape, dtype=bool)
@@ -72,6 +82,27 @@ def estimate_brain_mask(volume: np.ndarray, tolerance: float = BRAIN_TOLERANCE) 
         return np.ones(values.shape, dtype=bool)
     largest = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
     return ndimage.binary_fill_holes(largest)
+
+
+def _midrange_plateau(values: np.ndarray, background: np.float32) -> bool:
+    """Whether the background is a constant plateau *inside* the brain's intensity range.
+
+    That is the case of preprocessing's default (z-score in the brain, background set to 0,
+    the brain's mean): at least :data:`MIDRANGE_SHARE` of the other voxels lie on each side of
+    it and reach at least that share of each other's distance from it (99th percentiles), so no
+    tolerance around it separates brain from background, but the plateau is exact. Resize
+    ringing below a dark background can hold many voxels at a small grid size, but it is
+    shallow next to the brain's height above the background.
+    """
+    plateau = values == background
+    if plateau.mean() < PLATEAU_SHARE or plateau.all():
+        return False
+    other = values[~plateau]
+    below, above = background - other[other < background], other[other > background] - background
+    if min(below.size, above.size) < MIDRANGE_SHARE * other.size:
+        return False
+    depth, height = float(np.percentile(below, 99)), float(np.percentile(above, 99))
+    return min(depth, height) >= MIDRANGE_SHARE * max(depth, height)
 
 
 def _as_volume(volume: np.ndarray) -> np.ndarray:

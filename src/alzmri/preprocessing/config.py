@@ -42,6 +42,12 @@ class PreprocessConfig(BaseModel):
         "zscore", description="Intensity normalisation inside the brain: z-score, or percentile min-max to [0, 1]."
     )
     percentiles: tuple[float, float] = Field((0.5, 99.5), description="Percentiles mapped to 0 and 1 by 'minmax'.")
+    zero_background: bool = Field(
+        True,
+        description="Set every voxel outside the brain mask to 0 after normalising (for z-score: the brain's mean). "
+        "Off, a z-scored background keeps the value -mean/sd of the brain, one number per scan that follows the scanner's "
+        "contrast and the brain's CSF share and that a network reads at once (see benchmarks/README.md).",
+    )
     dtype: Literal["float16", "float32"] = Field("float16", description="Storage type of cached arrays.")
 
     @model_validator(mode="after")

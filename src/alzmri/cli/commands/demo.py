@@ -9,11 +9,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from alzmri.preprocessing.config import PreprocessConfig
+from alzmri.training.config import DEFAULT_MODEL, TrainConfig
 
 
 # The synthetic scans are already skull-stripped (brain mask = their foreground). The demo skips
 # N4 and resizes linearly: with N4 and cubic resizing its held-out balanced accuracy was 0.769
-# instead of 0.833 (seed 0) and preprocessing took 172 s instead of 44 s (see benchmarks/README.md).
+# instead of 0.833 (seed 0, liu_cnn_compact) and preprocessing took 172 s instead of 44 s (see benchmarks/README.md).
 DEMO_PREPROCESS = PreprocessConfig(steps=("reorient", "resample", "skull_strip", "crop", "resize", "normalize"),
                                    skull_strip="none", interpolation="linear")
 
@@ -34,10 +35,10 @@ class DemoConfig(BaseModel):
     spacing: float = Field(2.0, gt=0.1, le=8.0, description="Resampling voxel size in mm before crop and resize.")
     size: int = Field(48, ge=16, le=256, description="Edge of the cubic model input.")
     ratios: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="Train,val,test scan ratios.")
-    model: str = Field("liu_cnn_compact", description="Registered model name.")
+    model: str = Field(DEFAULT_MODEL, description="Registered model name.")
     epochs: int = Field(30, ge=1, description="Maximum training epochs.")
-    lr: float = Field(1e-3, gt=0, description="Learning rate.")
-    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout in the classification head.")
+    lr: float = Field(TrainConfig.model_fields["lr"].default, gt=0, description="Learning rate (default: alzmri train's).")
+    dropout: float = Field(TrainConfig.model_fields["dropout"].default, ge=0.0, lt=1.0, description="Dropout in the classification head (default: alzmri train's).")
     workers: int = Field(0, ge=0, description="Worker processes for synthesis and preprocessing (0 = one per core).")
 
 
