@@ -190,3 +190,18 @@ def test_large_intensities_do_not_overflow(tmp_path) -> None:
     assert np.isfinite(b).all()
     assert float(np.abs(a - b).max()) < 0.02  # N4 and z-scoring make the output (nearly) scale-free
     assert qc["brain_p99"] > 1e6  # the QC statistics keep the input's scale
+
+
+def test_settings_stored_before_zero_background_read_back_with_it_off(tmp_path) -> None:
+    """An older cache or checkpoint made the background -mean/sd: new scans must be preprocessed the same way."""
+    import json
+
+    from alzmri.preprocessing.config import stored_config
+
+    old = json.loads(CFG.model_dump_json())
+    del old["zero_background"]
+    assert stored_config(json.dumps(old), "old cache").zero_background is False
+    assert stored_config(old, "old checkpoint").zero_background is False
+    assert stored_config(CFG.model_dump_json(), "new cache").zero_background is True  # the default round-trips
+    with pytest.raises(AlzmriError, match="unreadable preprocessing settings"):
+        stored_config("{not json", "broken cache")

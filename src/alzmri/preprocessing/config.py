@@ -68,6 +68,8 @@ class PreprocessConfig(BaseModel):
 def stored_config(data: str | dict, source: str) -> PreprocessConfig:
     """A PreprocessConfig read back from a cache or checkpoint, with a clear error if outdated.
 
+    Settings written before ``zero_background`` existed read back with it off, as they were made.
+
     Args:
         data: the stored JSON text or dict.
         source: what it was read from, named in the error.
@@ -76,8 +78,18 @@ def stored_config(data: str | dict, source: str) -> PreprocessConfig:
 
     from alzmri.utils.errors import AlzmriError
 
+    import json
+
     try:
-        return PreprocessConfig.model_validate_json(data) if isinstance(data, str) else PreprocessConfig.model_validate(data)
+        values = json.loads(data) if isinstance(data, str) else dict(data)
+    except json.JSONDecodeError as exc:
+        raise AlzmriError(f"{source} holds unreadable preprocessing settings ({exc.msg}); re-run preprocess/train") from None
+    if isinstance(values, dict):
+        # Settings stored before zero_background existed made the background -mean/sd: keep reading them so,
+        # or new scans would be preprocessed unlike the arrays (and the training data) they are compared with.
+        values.setdefault("zero_background", False)
+    try:
+        return PreprocessConfig.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise AlzmriError(
