@@ -70,16 +70,19 @@ def estimate_brain_mask(volume: np.ndarray, tolerance: float = BRAIN_TOLERANCE) 
     values = _as_volume(volume)
     background = np.float32(background_value(values))
     if _midrange_plateau(values, background):  # z-scored brain on a zero background: every other value is brain
-        labels, n = ndimage.label(values != background)
-        largest = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-        return ndimage.binary_fill_holes(largest)
+        return _largest_filled(values != background)
     distance = np.abs(values - background)
     differing = distance[distance > 0]
     if differing.size == 0:
         return np.ones(values.shape, dtype=bool)
-    labels, n = ndimage.label(distance > tolerance * float(np.percentile(differing, 99)))
+    return _largest_filled(distance > tolerance * float(np.percentile(differing, 99)))
+
+
+def _largest_filled(candidates: np.ndarray) -> np.ndarray:
+    """The largest face-connected component of ``candidates`` with its holes filled (every voxel if there is none)."""
+    labels, n = ndimage.label(candidates)
     if n == 0:
-        return np.ones(values.shape, dtype=bool)
+        return np.ones(candidates.shape, dtype=bool)
     largest = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
     return ndimage.binary_fill_holes(largest)
 

@@ -13,8 +13,8 @@ Augmentation = Literal["noise", "gamma", "flip", "affine", "elastic", "blur", "b
 DEFAULT_AUGMENTATIONS: tuple[Augmentation, ...] = ("noise", "gamma")
 Tracker = Literal["mlflow", "tensorboard", "wandb"]
 # The default network: MONAI's 3D ResNet-10. On the hard synthetic cohort of benchmarks/recipe_study.py
-# it left chance at epoch 2 for 5 of 5 seeds (test AUC 0.88-0.99) where liu_cnn_compact stayed at
-# chance for every recipe tried (benchmarks/README.md, "Training recipe study").
+# train's defaults left chance at epoch 1-3 for 5 of 5 seeds (test AUC 0.90-1.00), while liu_cnn_compact
+# never reached the test subjects under any recipe tried (benchmarks/README.md, "Training recipe study").
 DEFAULT_MODEL = "resnet10_3d"
 # The linear baselines of 'alzmri baseline' (alzmri.evaluation.baseline): not networks, so not in the model
 # registry; 'alzmri cv' runs them, 'alzmri train' points to 'alzmri baseline'.
