@@ -62,6 +62,11 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+def variant_tag(preprocessing: dict[str, Any]) -> str:
+    """``-<setting>-<value>...`` naming a preprocessing variant's cache and runs ("" for the demo's)."""
+    return "".join(f"-{k}-{v}" for k, v in sorted(preprocessing.items()))
+
+
 def build_cohort(out: Path, subjects: int, atrophy: float, workers: int, preprocessing: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """Synthesise, preprocess and split the study cohort (each step resumes).
 
@@ -76,8 +81,7 @@ def build_cohort(out: Path, subjects: int, atrophy: float, workers: int, preproc
     from alzmri.preprocessing.runner import preprocess_scans
 
     preprocessing = preprocessing or {}
-    suffix = "".join(f"-{k}-{v}" for k, v in sorted(preprocessing.items()))
-    bids, cache, split = out / "bids", out / f"cache{suffix}", out / "split"
+    bids, cache, split = out / "bids", out / f"cache{variant_tag(preprocessing)}", out / "split"
     synthesize_cohort(SynthConfig(subjects=subjects, classes=["CN", "AD"], sessions=(1, 1), voxel_size=2.0, atrophy_scale=atrophy, seed=0, workers=workers), bids, progress=True)
     preprocess_scans(load_scans(bids), cache, DEMO_PREPROCESS.model_copy(update={"size": 48, "spacing": 2.0, **preprocessing}), workers=workers, report=False)
     if not (split / "train.tsv").is_file():
@@ -141,7 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     preprocessing = ({"zero_background": False} if args.keep_background else {}) | ({"normalization": "minmax"} if args.normalization == "minmax" else {})
     cache, split = build_cohort(args.out, args.subjects, args.atrophy, workers=args.threads, preprocessing=preprocessing)
-    tag = "".join(f"-{k}-{v}" for k, v in sorted(preprocessing.items()))
+    tag = variant_tag(preprocessing)
     seeds = [int(s) for s in args.seeds.split(",")]
     results: dict[str, Any] = {"cohort": {"subjects": args.subjects, "atrophy_scale": args.atrophy, "size": 48, "epochs": args.epochs, "preprocessing": preprocessing}, "recipes": {}}
     curves: dict[str, list[pd.DataFrame]] = {}

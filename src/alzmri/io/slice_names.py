@@ -69,18 +69,13 @@ def parse_slice_name(path: str | Path, preset_or_regex: str) -> SliceName:
     Raises:
         AlzmriError: when the name does not match, naming the file and the pattern.
     """
-    stem = _stem(Path(path).name)
+    stem = Path(path).stem  # without its one image extension: a.b_3.png → a.b_3
     match = name_pattern(preset_or_regex).fullmatch(stem)
     if match is None:
         raise AlzmriError(f"slice file name {Path(path).name!r} does not match the {_describe(preset_or_regex)}")
     found = {k: v for k, v in match.groupdict().items() if v is not None and v != ""}
     slice_index = int(found["slice_index"]) if "slice_index" in found else None
     return SliceName(found.get("participant_id"), found.get("session_id"), slice_index, found.get("image_set"))
-
-
-def _stem(name: str) -> str:
-    """The name without its image extension (one suffix: ``a.b_3.png`` → ``a.b_3``)."""
-    return name.rsplit(".", 1)[0] if "." in name else name
 
 
 def _describe(preset_or_regex: str) -> str:
