@@ -1,4 +1,4 @@
-"""Training and inference throughput (volumes/s) and peak memory of every registered 3D model.
+"""Training and inference throughput (volumes or slices per second) and peak memory of every registered model.
 
 Usage (from the repository root, after ``make setup``)::
 
@@ -13,7 +13,7 @@ out-of-memory kill only costs that row. In that process:
 * the model is built with ``create_model`` (``input_size=SIZE`` when the builder takes it,
   otherwise its defaults; no pretrained weights, nothing is downloaded) and moved to the device;
   sizes below the model's ``min_input_size`` are skipped with a note and run nothing;
-* one random batch ``(B, in_channels, S, S, S)`` and random labels are created once on the
+* one random batch ``(B, in_channels, S, S, S)`` (``(B, in_channels, S, S)`` for 2D models) and random labels are created once on the
   device and reused by every step (cached inputs: no host-to-device copy while timing);
 * inference: ``model.eval()`` and ``torch.inference_mode()``; ``--warmup`` untimed forward
   passes, then ``--steps`` timed ones;
@@ -114,12 +114,14 @@ def run_one(name: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
         info = model_info(name)
         kwargs: dict[str, Any] = {"input_size": size} if "input_size" in info.defaults else {}
         model = create_model(name, **kwargs).to(device)
-        memory_format = torch.channels_last_3d if args.channels_last else torch.contiguous_format
+        flat = info.spatial_dims == 2
+        row["spatial_dims"] = info.spatial_dims
+        memory_format = (torch.channels_last if flat else torch.channels_last_3d) if args.channels_last else torch.contiguous_format
         model = model.to(memory_format=memory_format)
         row["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
         in_channels = int(info.defaults.get("in_channels", 1))
         num_classes = int(info.defaults.get("num_classes", 2))
-        x = torch.randn(args.batch_size, in_channels, size, size, size, device=device).contiguous(memory_format=memory_format)
+        x = torch.randn(args.batch_size, in_channels, *(size,) * info.spatial_dims, device=device).contiguous(memory_format=memory_format)
         y = torch.randint(0, num_classes, (args.batch_size,), device=device)
     except Exception as exc:  # noqa: BLE001 - the row reports it
         row["error"] = f"build: {short_error(exc)}"
@@ -309,7 +311,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def table(rows: list[dict[str, Any]], cuda: bool) -> str:
-    lines = ["| model | input | params (M) | train vol/s | infer vol/s | peak memory (GB) | notes |",
+    lines = ["| model | input | params (M) | train inputs/s | infer inputs/s | peak memory (GB) | notes |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         if cuda:
@@ -319,7 +321,8 @@ def table(rows: list[dict[str, Any]], cuda: bool) -> str:
             if r.get("rss_base_gb") is not None and r.get("rss_peak_gb") is not None:
                 memory += f" (base {r['rss_base_gb']:.2f})"
         notes = r.get("note") or r.get("error") or ""
-        lines.append(f"| {r['model']} | {r['input_size']}³ | {_fmt(r.get('params_m'))} | {_fmt(r.get('train_vol_s'))} | "
+        power = "²" if r.get("spatial_dims") == 2 else "³"
+        lines.append(f"| {r['model']} | {r['input_size']}{power} | {_fmt(r.get('params_m'))} | {_fmt(r.get('train_vol_s'))} | "
                      f"{_fmt(r.get('infer_vol_s'))} | {memory} | {notes.replace('|', '/')} |")
     return "\n".join(lines)
 

@@ -14,7 +14,7 @@ def test_every_model_forwards_a_tiny_input(name: str) -> None:
     kwargs = {k: v for k, v in {"num_classes": 3, "width": 1, "input_size": size}.items() if k in info.defaults}
     model = create_model(name, **kwargs).eval()
     with torch.no_grad():
-        out = model(torch.randn(2, 1, size, size, size))
+        out = model(torch.randn(2, 1, *(size,) * info.spatial_dims))
     assert out.shape == (2, 3)
     assert torch.isfinite(out).all()
 

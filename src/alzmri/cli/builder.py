@@ -160,6 +160,8 @@ def add_config_command(
         if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("cli") is False:
             continue  # inherited by a config that has no use for it
         annotation, is_seq = _cli_type(field.annotation)
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("text"):
+            annotation, is_seq = str, False  # structured value given as text; the config's validator parses it
         if is_seq and _is_argument(field):  # a list argument takes any number of values: FILE...
             inner = get_args(_strip_optional(field.annotation)) or (str,)
             annotation, is_seq = list[Path if inner[0] is Path else str], False

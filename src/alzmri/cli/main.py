@@ -11,6 +11,7 @@ from alzmri.cli.commands.demo import DemoConfig
 from alzmri.cli.commands.preprocess import PreprocessCommand
 from alzmri.cli.commands.synth import SynthCommand
 from alzmri.data.config import AuditConfig, SplitConfig
+from alzmri.data.slices.config import EdaConfig, ImportSlicesConfig, SliceAuditConfig, SlicesConfig
 from alzmri.evaluation.config import BaselineConfig, CompareConfig, CrossValidateConfig, EvaluateConfig, PredictConfig, ReportConfig
 from alzmri.explain.config import ExplainConfig
 from alzmri.training.config import TrainConfig
@@ -51,6 +52,33 @@ add_config_command(app, "preprocess", PreprocessCommand, "alzmri.cli.commands.pr
      "alzmri preprocess raw cache --scheduler tcp://10.0.0.5:8786",
      "alzmri preprocess raw cache --steps reorient,resample,n4,skull_strip,register,crop,resize,normalize",
      "alzmri preprocess raw cache --config preprocess.yaml"])
+add_config_command(app, "import-slices", ImportSlicesConfig, "alzmri.cli.commands.slices:run_import",
+    "2D slice images (PNG/JPEG/TIFF/BMP, 8/16-bit, gray or RGB) in class folders (optionally inside train/ val/ test/ "
+    "folders, whose split is kept in OUT/split) or listed in a manifest → a slice cache for split, train and evaluate. "
+    "Class names are data: the four OASIS stages (NonDemented, VeryMildDemented, MildDemented, ModerateDemented; CDR 0, "
+    "0.5, 1, 2) and CN/MCI/AD are known and ordered, other folder names need --label-map. Subject, session and slice ids "
+    "come from file names (--names preset or regex); slices without a subject id are kept and marked as such. Images are "
+    "padded square, resized to --size (mixed sizes: a warning) and z-scored over the foreground. Resumable.",
+    ["alzmri import-slices kaggle-4class slices --names slice_set",
+     "alzmri import-slices oasis-slices slices --names oasis --size 256",
+     "alzmri import-slices pngs slices --label-map 'Non_Demented=CN,Mild_Demented=AD' --names '(?P<participant_id>sub-\\d+)_z(?P<slice_index>\\d+)'",
+     "alzmri import-slices slices.tsv slices"])
+add_config_command(app, "slices", SlicesConfig, "alzmri.cli.commands.slices:run_slices",
+    "Cut 2D (or 2.5D: --context 1, three adjacent slices as channels) slices from the volumes of a preprocessing cache, "
+    "n slices around the brain's centre of mass, so 2D, 2.5D and 3D models can be compared on the same subjects and split "
+    "(split the slice cache, or reuse the volumes' split folder). Resumable.",
+    ["alzmri slices cache slices --plane axial --n 5 --step 2",
+     "alzmri slices cache slices25d --plane coronal --n 9 --context 1"])
+add_config_command(app, "slice-audit", SliceAuditConfig, "alzmri.cli.commands.slices:run_audit",
+    "For slices without subject ids: find, for every test slice, its most similar training slice (normalised cross-correlation "
+    "of downsampled images, small shifts allowed; vectorised) and count the test slices that probably come from a person seen "
+    "in training. The threshold is calibrated on slices with known subjects (same person's neighbouring slices vs strangers' "
+    "best matches; --calibrate) or given (--threshold). Writes audit.tsv, summary.json, ncc.png and pairs.png.",
+    ["alzmri slice-audit slices --calibrate synthetic-slices", "alzmri slice-audit slices split --threshold 0.95 --out audit"])
+add_config_command(app, "eda", EdaConfig, "alzmri.cli.commands.slices:run_eda",
+    "Look at a slice dataset before training: class counts, the mean slice per class, difference maps between adjacent "
+    "stages, intensity histograms per class and the SSIM between adjacent-stage means, on one self-contained HTML page.",
+    ["alzmri eda slices --out eda", "alzmri eda kaggle-slices --limit 500"])
 add_config_command(app, "split", SplitConfig, "alzmri.cli.commands.split:run_split",
     "Subject-level splits: round-robin train/val/test by scan count, or stratified group k-fold. "
     "No subject is ever in two splits.",
@@ -136,7 +164,8 @@ def models_list(pattern: str = typer.Argument("*", help="Shell-style pattern, e.
         print(f"{'model':20s} {'params':>9s}  {'input':>16s}  description")
         for name in list_models(pattern):
             info = model_info(name)
-            size = f"≥{info.min_input_size}³ (for {info.default_input_size}³)"
+            power = "²" if info.spatial_dims == 2 else "³"
+            size = f"≥{info.min_input_size}{power} (for {info.default_input_size}{power})"
             print(f"{name:20s} {count_parameters_of(name) / 1e6:8.2f}M  {size:>16s}  {info.description}")
 
     run_guarded(go)
@@ -145,7 +174,7 @@ def models_list(pattern: str = typer.Argument("*", help="Shell-style pattern, e.
 @models_app.command("info")
 def models_info(
     name: str = typer.Argument(..., help="Registered model name."),
-    input_size: int = typer.Option(128, "--input-size", help="Cubic input edge in voxels."),
+    input_size: int = typer.Option(128, "--input-size", help="Input edge in voxels (cubic) or pixels (square, 2D models)."),
     batch_size: int = typer.Option(2, "--batch-size", help="Training batch size."),
 ) -> None:
     """Parameters, FLOPs and estimated training memory of a model at an input size (nothing is allocated).
@@ -165,7 +194,8 @@ def models_info(
         profile = profile_model(name, input_size, batch_size)
         print(f"{name}: {info.description}")
         print(f"  parameters          {profile.parameters / 1e6:.2f} M")
-        print(f"  input               {batch_size} x 1 x {input_size}³ (accepts ≥ {info.min_input_size}³, designed for {info.default_input_size}³)")
+        power = "²" if info.spatial_dims == 2 else "³"
+        print(f"  input               {batch_size} x 1 x {input_size}{power} (accepts ≥ {info.min_input_size}{power}, designed for {info.default_input_size}{power})")
         print(f"  forward             {profile.forward_gflops:.1f} GFLOPs per batch")
         print(f"  activations         {profile.activation_gb:.2f} GB per forward pass (float32)")
         print(f"  training step peak  ≈ {profile.train_gb:.2f} GB (weights, grads, Adam state, saved activations; float32)")

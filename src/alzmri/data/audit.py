@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from alzmri.data.splits import SPLITS, read_split_dir
+from alzmri.data.splits import SPLITS, read_split_dir, split_level
 from alzmri.utils.errors import AlzmriError
 
 
@@ -121,6 +121,22 @@ def assert_no_leakage(splits: Mapping[str, pd.DataFrame], where: str) -> None:
     leaks = find_leaks(splits)
     if leaks:
         raise AlzmriError(leak_message(leaks, where))
+
+
+def check_split(splits: Mapping[str, pd.DataFrame], split_dir: str | os.PathLike[str]) -> str:
+    """Refuse a leaky split, except one made with ``--level slice`` on purpose; returns the split's level.
+
+    A slice-level split is let through with a warning on one line: it exists to show what such a
+    split does to the numbers, and every report made from it carries the red banner.
+    """
+    level = split_level(split_dir)
+    if level == "slice":
+        leaks = find_leaks(splits)
+        print(f"warning: {split_dir} is a slice-level split ({len(leaks)} subjects in more than one split): results from it are not valid, "
+              "by design (--level slice demonstrates leakage)")  # fmt: skip
+        return level
+    assert_no_leakage(splits, where=str(split_dir))
+    return level
 
 
 def _ordered(splits: Mapping[str, pd.DataFrame]) -> list[str]:

@@ -16,22 +16,30 @@ from alzmri.utils.errors import AlzmriError
 def select_scans(cache: pd.DataFrame, split: pd.DataFrame, split_name: str) -> pd.DataFrame:
     """Rows of the cache manifest for the scans listed in one split, in the split's order.
 
+    In a slice cache, a split listing scans (participant_id, session_id) selects all their
+    slices; one listing slices (with ``slice_id``, a slice-level split) selects those slices.
+
     Raises:
         AlzmriError: a scan of the split has no cached array.
     """
-    keyed = cache.set_index(["participant_id", "session_id"])
-    keys = list(zip(split["participant_id"].astype(str), split["session_id"].astype(str), strict=True))
+    columns = ["participant_id", "session_id"] + (["slice_id"] if "slice_id" in split.columns and "slice_id" in cache.columns else [])
+    keyed = cache.set_index(columns)
+    keys = list(zip(*(split[c].fillna("").astype(str) for c in columns), strict=True))
     missing = [k for k in keys if k not in keyed.index]
     if missing:
         raise AlzmriError(
-            f"{len(missing)} scans of the {split_name} split are not in the cache, e.g. {missing[0][0]} {missing[0][1]}; "
-            "preprocess the same dataset the split was made from"
+            f"{len(missing)} {'slices' if len(columns) == 3 else 'scans'} of the {split_name} split are not in the cache, e.g. {' '.join(missing[0])}; "
+            "use the cache made from the dataset the split was made from"
         )
+    # A scan-level split of a slice cache selects every slice of each scan, in the split's order.
     return keyed.loc[keys].reset_index()
 
 
 class CachedVolumeDataset(Dataset):
     """``(1, S, S, S)`` float32 tensors and integer labels (and ages) from cached arrays.
+
+    Rows of a slice cache (they have a ``slice_id`` column) give their stored ``(C, H, W)``
+    slices as they are.
 
     Args:
         scans: cache manifest rows (``array`` absolute, ``diagnosis``).
@@ -52,6 +60,7 @@ class CachedVolumeDataset(Dataset):
         if unknown:
             raise AlzmriError(f"scans with diagnoses {unknown} are not among the model's classes {list(classes)}")
         self.paths = list(scans["array"])
+        self.add_channel = "slice_id" not in scans.columns  # volumes are stored without a channel axis
         self.labels = [list(classes).index(d) for d in scans["diagnosis"]]
         self.transform = transform
         self.seed = seed
@@ -72,7 +81,9 @@ class CachedVolumeDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, float]:
         index, epoch = key if isinstance(key, tuple) else (key, None)
-        volume = torch.from_numpy(np.array(load_array(self.paths[index]), dtype=np.float32))[None]  # a writable copy
+        volume = torch.from_numpy(np.array(load_array(self.paths[index]), dtype=np.float32))  # a writable copy
+        if self.add_channel:
+            volume = volume[None]
         if self.transform is not None:
             if epoch is None:
                 volume = self.transform(volume)

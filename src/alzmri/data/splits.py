@@ -350,6 +350,45 @@ def write_kfold(folds: Sequence[Mapping[str, pd.DataFrame]], out_dir: str | os.P
     return out_dir
 
 
+LEVEL_FILE = "split.json"  # {"level": "slice"} marks a slice-level split (made to demonstrate leakage)
+
+
+def write_split_level(out_dir: str | os.PathLike[str], level: str) -> None:
+    """Record how the split was made (``subject`` or ``slice``); a subject-level split needs no record."""
+    import json
+
+    from alzmri.utils.atomic import atomic_write_text
+
+    path = Path(out_dir) / LEVEL_FILE
+    if level == "subject":
+        path.unlink(missing_ok=True)
+    else:
+        atomic_write_text(path, json.dumps({"level": level}) + "\n")
+
+
+def split_level(split_dir: str | os.PathLike[str]) -> str:
+    """``"slice"`` for a split made with ``--level slice``, else ``"subject"``."""
+    import json
+
+    path = Path(split_dir) / LEVEL_FILE
+    try:
+        return str(json.loads(path.read_text()).get("level", "subject")) if path.is_file() else "subject"
+    except (ValueError, AttributeError):
+        raise AlzmriError(f"{path} is not a split-level record; delete it or re-run 'alzmri split'") from None
+
+
+def slice_level_split(slices: pd.DataFrame, ratios: Sequence[float], seed: int) -> dict[str, pd.DataFrame]:
+    """Deal **slices**, not subjects, to train/val/test (stratified by class): the leaky split of many 2D papers.
+
+    Only for demonstrating leakage: slices of one person land on both sides. Rows keep their
+    true ``participant_id``, so every audit downstream sees the leak.
+    """
+    keyed = slices.assign(_subject=slices["participant_id"])
+    keyed["participant_id"] = [f"{p}\x00{s}\x00{k}" for p, s, k in zip(slices["participant_id"], slices["session_id"], slices["slice_id"], strict=True)]
+    parts = round_robin_split(keyed, ratios=ratios, seed=seed)
+    return {name: _sorted(part.assign(participant_id=part["_subject"]).drop(columns="_subject")) for name, part in parts.items()}
+
+
 def read_split_dir(split_dir: str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
     """Read ``train.tsv``, ``val.tsv`` and ``test.tsv`` from a split folder.
 

@@ -112,7 +112,7 @@ class BaselineConfig(ReportOptions, BaselineOptions):
     cache: Path = Field(description="Preprocessing cache folder (from 'alzmri preprocess').", json_schema_extra={"argument": True})
     split: Path = Field(description="Split folder with train/val/test TSVs (from 'alzmri split').", json_schema_extra={"argument": True})
     model: BaselineModel = Field("pca_logreg", description="pca_logreg (scaler, PCA, logistic regression) or linear_svm (scaler, PCA, linear SVM).")
-    classes: list[Literal["CN", "MCI", "AD"]] | None = Field(None, description="Diagnoses to classify (default: those in the training split).")
+    classes: list[str] | None = Field(None, description="Classes to classify, in this order (default: those in the training split, in clinical order).")
     class_weights: bool = Field(True, description="Weight classes by inverse training frequency.")
     seed: int = Field(0, description="Seed of the inner folds, the classifier, the bootstrap and the posterior draws.")
     out: Path = Field(Path("runs"), description="Folder that holds run folders.")

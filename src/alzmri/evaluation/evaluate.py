@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from alzmri.data.audit import assert_no_leakage
+from alzmri.data.audit import check_split
 from alzmri.data.dataset import select_scans
+from alzmri.data.inputs import read_inputs, same_inputs, spatial_dims
 from alzmri.data.provenance import describe_seen, find_seen, image_hashes
 from alzmri.data.splits import read_split_dir
 from alzmri.evaluation.config import EvaluateConfig, PredictConfig
 from alzmri.evaluation.predict import checkpoint_preprocess, load_classifier, predict_cached, predictions_table, uses_age
 from alzmri.io.bids import load_scans
 from alzmri.io.manifest import write_manifest
-from alzmri.preprocessing.cache import read_cache
 from alzmri.utils.errors import AlzmriError, first_line
 from alzmri.utils.hashing import content_digest
 
@@ -45,14 +45,14 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     from alzmri.evaluation.report_html import write_report
 
     model, hp = load_classifier(config.checkpoint)
-    cache, cache_preprocess = read_cache(config.cache)
-    if cache_preprocess != checkpoint_preprocess(hp):
+    cache, cache_preprocess = read_inputs(config.cache)
+    if not same_inputs(cache_preprocess, checkpoint_preprocess(hp)):
         raise AlzmriError(
-            f"cache {config.cache} was preprocessed differently from the model's training data "
+            f"cache {config.cache} was made differently from the model's training data "
             f"({cache_preprocess.model_dump_json()} vs {checkpoint_preprocess(hp).model_dump_json()})"
         )
     splits = read_split_dir(config.split)
-    assert_no_leakage(splits, where=str(config.split))
+    level = check_split(splits, config.split)
     if config.subset not in splits:
         raise AlzmriError(f"split folder {config.split} has no {config.subset!r} split (has: {', '.join(splits)})")
     classes = list(hp["classes"])
@@ -87,6 +87,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         "model": hp["model_name"],
         "model_kwargs": hp["model_kwargs"],
         "train_config": hp.get("train_config", {}),
+        "split_level": level,
     }
     report = write_report(
         predictions, classes, out, title=f"{hp['model_name']}: {config.subset} set",
@@ -97,7 +98,8 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     metrics = dict(report["scan_level"])
     metrics.update(checkpoint=str(config.checkpoint), subset=config.subset, split=str(config.split), out=str(out),
                    report=str(out / "report.html"), intervals=report["intervals"]["scan_level"], clinical=report.get("clinical"), audit=report["audit"],
-                   not_computed=report.get("not_computed", {}))  # fmt: skip
+                   not_computed=report.get("not_computed", {}), unit=report["unit"], subjects_unknown=report["subjects_unknown"],
+                   subject_level=report["subject_level"], subject_intervals=report["intervals"]["subject_level"], split_level=level)  # fmt: skip
     return metrics
 
 
@@ -159,6 +161,11 @@ def predict(config: PredictConfig) -> pd.DataFrame:
 
     model, hp = load_classifier(config.checkpoint)
     preprocess = checkpoint_preprocess(hp)
+    if spatial_dims(preprocess) == 2:
+        raise AlzmriError(
+            f"{config.checkpoint} is a slice model: import the images with 'alzmri import-slices' (or cut them with 'alzmri slices') "
+            "and score them with 'alzmri evaluate'"
+        )
     classes = list(hp["classes"])
     rows = _predict_inputs(config.inputs)
     ages = _ages(rows) if uses_age(model) else None

@@ -15,7 +15,7 @@ from alzmri.data.dataset import CachedVolumeDataset
 from alzmri.io.checkpoint import read_checkpoint
 from alzmri.models import create_model
 from alzmri.models.weights import load_state
-from alzmri.preprocessing.config import PreprocessConfig, stored_config
+from alzmri.data.inputs import InputConfig, stored_inputs
 from alzmri.utils.errors import AlzmriError, first_line
 
 
@@ -33,9 +33,9 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), hp
 
 
-def checkpoint_preprocess(hparams: dict[str, Any]) -> PreprocessConfig:
-    """The preprocessing the model was trained with."""
-    return stored_config(hparams["preprocess"], "the checkpoint")
+def checkpoint_preprocess(hparams: dict[str, Any]) -> InputConfig:
+    """The input settings the model was trained with (a PreprocessConfig, or a SliceSetConfig for slices)."""
+    return stored_inputs(hparams["preprocess"], "the checkpoint")
 
 
 @torch.no_grad()
@@ -50,9 +50,15 @@ def uses_age(model: nn.Module) -> bool:
     return bool(getattr(model, "uses_age", False))
 
 
+SLICE_COLUMNS = ("slice_id", "slice_index", "subject_known")
+
+
 def predictions_table(scans: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    """participant_id, session_id, diagnosis (true label, if known), prob_<class>..., predicted."""
+    """participant_id, session_id, [slice_id, slice_index, subject_known,] diagnosis (true label, if known), prob_<class>..., predicted."""
     table = pd.DataFrame({"participant_id": scans["participant_id"].values, "session_id": scans["session_id"].values})
+    for column in SLICE_COLUMNS:  # rows of a slice cache: which slice, and whether its subject is known
+        if column in scans:
+            table[column] = scans[column].values
     if "diagnosis" in scans:
         table["diagnosis"] = scans["diagnosis"].values
     for i, c in enumerate(classes):

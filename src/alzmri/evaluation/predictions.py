@@ -173,7 +173,8 @@ def validate_predictions(table: pd.DataFrame, where: str = "predictions") -> lis
     else:
         table["predicted"] = [classes[i] for i in probs.argmax(axis=1)]
 
-    dup = table.duplicated(["participant_id", "session_id"], keep=False).to_numpy()
+    keys = ["participant_id", "session_id"] + (["slice_id"] if "slice_id" in columns else [])  # slice rows: one per slice
+    dup = table.duplicated(keys, keep=False).to_numpy()
     bad = _first(dup)
     if bad is not None:
         pid, sid = table["participant_id"].iloc[bad], table["session_id"].iloc[bad]

@@ -280,9 +280,12 @@ def build_report(
     subject = classification_metrics(subjects, classes)
     per_class_subjects = rows.groupby("diagnosis")["participant_id"].nunique()
     small = {c: int(per_class_subjects.get(c, 0)) for c in classes if per_class_subjects.get(c, 0) < MIN_SUBJECTS_PER_CLASS}
+    unknown = int((~rows["subject_known"].astype(str).str.lower().isin(("true", "1"))).sum()) if "subject_known" in rows.columns else 0
     report: dict[str, Any] = {
         "evaluated": described,
         "classes": classes,
+        "unit": "slice" if "slice_id" in rows.columns else "scan",
+        "subjects_unknown": unknown,
         "n_scans": int(len(rows)),
         "n_subjects": int(rows["participant_id"].nunique()),
         "scan_level": scan,

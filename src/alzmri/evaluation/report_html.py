@@ -78,6 +78,15 @@ def _banners(report: dict[str, Any]) -> str:
     else:
         checked = " and none the model was trained or validated on" if audit.get("model_checked") else ""
         parts.append(f"<div class='banner ok'>Leakage audit passed: no subject and no identical image in two splits{checked}.</div>")
+    if report.get("subjects_unknown"):
+        n, unit = report["subjects_unknown"], report.get("unit", "scan")
+        parts.append(f"<div class='banner bad'><b>Subjects unknown.</b> {n} of {report['n_scans']} evaluated {unit}s have no subject id: each "
+                     "counts as its own subject, so their subject-level results are slice-level, and the split cannot be checked for one "
+                     "person on both sides (run the near-duplicate audit, 'alzmri slice-audit').</div>")  # fmt: skip
+    split_level = report.get("context", {}).get("split_level")
+    if split_level == "slice":
+        parts.append("<div class='banner bad'><b>SLICE-LEVEL SPLIT: these results are not valid.</b> The split was made per slice "
+                     "('--level slice', to demonstrate leakage): slices of one person are in training and in the evaluated set.</div>")
     if report["small_sample"]:
         small = ", ".join(f"{html.escape(c)}: {n}" for c, n in report["small_sample"].items())
         parts.append(f"<div class='banner warn'><b>Small sample.</b> Fewer than 30 subjects of a class were evaluated ({small}); "
@@ -111,6 +120,7 @@ def _clinical(c: dict[str, Any]) -> str:
 def render_html(report: dict[str, Any], figures: dict[str, Path], title: str = "alzmri evaluation report") -> str:
     """The report page as one HTML string with the figures inlined."""
     classes = report["classes"]
+    unit = report.get("unit", "scan")
     headline = [
         [name.replace("_", " "), _interval(*row["scan_level"]), _interval(*row["subject_level"])]
         for row in headline_rows(report) for name in [row["metric"]]
@@ -142,15 +152,15 @@ def render_html(report: dict[str, Any], figures: dict[str, Path], title: str = "
     context = json.dumps(report["context"], indent=2, default=str)
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p class=muted>Evaluated: {html.escape(report['evaluated'])} — {report['n_scans']} scans of {report['n_subjects']} subjects; classes {', '.join(map(html.escape, classes))}.
+<p class=muted>Evaluated: {html.escape(report['evaluated'])} — {report['n_scans']} {unit}s of {report['n_subjects']} subjects; classes {', '.join(map(html.escape, classes))}.
 Every number below is computed from the predictions table alone.</p>
 {_banners(report)}
 <h2>Headline metrics</h2>
-<p class=muted>{html.escape(report['intervals']['method'])}. Subject level: one row per subject, probabilities averaged over its sessions.</p>
-{_table(["metric", "scan level [95 % CI]", "subject level [95 % CI]"], headline)}
+<p class=muted>{html.escape(report['intervals']['method'])}. Subject level: one row per subject, probabilities averaged over its {"slices and " if unit == "slice" else ""}sessions.</p>
+{_table(["metric", f"{unit} level [95 % CI]", "subject level [95 % CI]"], headline)}
 {delong_text}
-<h2>Per class (scan level, one vs rest, 95 % CI)</h2>
-{_table(["class", "precision", "recall", "specificity", "F1", "ROC-AUC", "PR-AUC", "scans"], per_class)}
+<h2>Per class ({unit} level, one vs rest, 95 % CI)</h2>
+{_table(["class", "precision", "recall", "specificity", "F1", "ROC-AUC", "PR-AUC", f"{unit}s"], per_class)}
 {"<h2>Clinical view</h2>" + _clinical(report["clinical"]) if "clinical" in report else ""}
 <h2>Figures</h2><div class=figs>{figs}</div>
 <h2>Splits: subjects / scans per class</h2>

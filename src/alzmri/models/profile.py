@@ -38,14 +38,15 @@ class ModelProfile:
 
 
 def profile_model(name: str, input_size: int, batch_size: int = 2, in_channels: int = 1, **kwargs: Any) -> ModelProfile:
-    """Profile a registered model on a ``batch_size x in_channels x input_size³`` input.
+    """Profile a registered model on a ``batch_size x in_channels x input_size³`` input (``input_size²`` for 2D models).
 
     Raises:
         AlzmriError: the input is smaller than the model accepts.
     """
     info = model_info(name)
+    power = "²" if info.spatial_dims == 2 else "³"
     if input_size < info.min_input_size:
-        raise AlzmriError(f"model {name} needs inputs of at least {info.min_input_size}³; got {input_size}³")
+        raise AlzmriError(f"model {name} needs inputs of at least {info.min_input_size}{power}; got {input_size}{power}")
     if "input_size" in info.defaults:
         kwargs.setdefault("input_size", input_size)
     with torch.device("meta"):
@@ -65,7 +66,7 @@ def profile_model(name: str, input_size: int, batch_size: int = 2, in_channels: 
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     with torch.no_grad():
-        model.train()(torch.empty(batch_size, in_channels, input_size, input_size, input_size, device="meta"))
+        model.train()(torch.empty(batch_size, in_channels, *(input_size,) * info.spatial_dims, device="meta"))
     for handle in handles:
         handle.remove()
     parameters = sum(p.numel() for p in model.parameters())

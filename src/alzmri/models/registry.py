@@ -1,7 +1,7 @@
 """A timm-style model registry: ``@register_model`` builders, ``create_model`` and ``list_models``.
 
-Every builder returns a plain ``nn.Module`` that maps ``(N, C, D, H, W)`` volumes to
-``(N, num_classes)`` logits. Builders take keyword arguments only, so a checkpoint can store
+Every builder returns a plain ``nn.Module`` that maps ``(N, C, D, H, W)`` volumes (or, for
+models registered with ``spatial_dims=2``, ``(N, C, H, W)`` slices) to ``(N, num_classes)`` logits. Builders take keyword arguments only, so a checkpoint can store
 ``(name, kwargs)`` and rebuild the exact model.
 """
 
@@ -26,7 +26,7 @@ class ModelInfo:
     Args:
         name: registry name.
         builder: function returning the ``nn.Module``.
-        min_input_size: smallest cubic input edge (voxels) the architecture accepts.
+        min_input_size: smallest input edge (voxels or pixels) the architecture accepts.
         default_input_size: the input edge the architecture was designed for.
         description: one line for ``list_models``.
         defaults: the builder's keyword defaults.
@@ -34,6 +34,7 @@ class ModelInfo:
         head: name of the classifier module (a new head trains at a higher learning rate).
         adapt_weights: ``(state_dict, model) -> (state_dict, notes)`` fitting a foreign
             checkpoint (e.g. RGB video weights) to the model before a strict load.
+        spatial_dims: 3 for volumes, 2 for slices.
     """
 
     name: str
@@ -45,6 +46,7 @@ class ModelInfo:
     gradcam_layer: str = ""
     head: str = "head"
     adapt_weights: Callable[[dict[str, Any], nn.Module], tuple[dict[str, Any], list[str]]] | None = None
+    spatial_dims: int = 3
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -57,6 +59,7 @@ def register_model(
     gradcam_layer: str,
     head: str = "head",
     adapt_weights: Callable[[dict[str, Any], nn.Module], tuple[dict[str, Any], list[str]]] | None = None,
+    spatial_dims: int = 3,
 ) -> Callable:
     """Decorator that registers a builder under its function name (see :class:`ModelInfo`)."""
 
@@ -68,7 +71,7 @@ def register_model(
             k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty
         }
         doc = (inspect.getdoc(fn) or "").splitlines()
-        _REGISTRY[name] = ModelInfo(name, fn, min_input_size, default_input_size, doc[0] if doc else "", defaults, gradcam_layer, head, adapt_weights)
+        _REGISTRY[name] = ModelInfo(name, fn, min_input_size, default_input_size, doc[0] if doc else "", defaults, gradcam_layer, head, adapt_weights, spatial_dims)
         return fn
 
     return wrap

@@ -1,5 +1,10 @@
 """Training-time augmentation with TorchIO, chosen by name in the run config.
 
+Slices (``(C, H, W)``) go through the same TorchIO transforms as a ``(C, H, W, 1)`` image, as
+TorchIO handles 2D: a flip is left-right (the image's width), a rotation is in-plane (about the
+singleton axis), and the random draws come from torch's generator, which the dataset seeds per
+slice and epoch.
+
 Inputs are already z-scored inside the brain by preprocessing (TorchIO ``ZNormalization``
 with the brain mask), so noise std is in units of the brain's intensity spread and the gamma
 is TorchIO's sign-preserving one. No second z-score happens here: a whole-volume z-score
@@ -9,15 +14,62 @@ a different distribution; in our runs that alone kept the model at chance.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import torch
 import torchio as tio
+from torchio.transforms.augmentation.random_transform import RandomTransform
 
 from alzmri.training.config import DEFAULT_AUGMENTATIONS, Augmentation
 
 
-def _build(name: Augmentation) -> tio.Transform:
-    """One augmentation with settings suited to brain-extracted, cube-cropped T1w volumes."""
+class BrightnessContrast(RandomTransform, tio.transforms.IntensityTransform):
+    """Mild brightness and contrast jitter of the foreground: ``x * c + b`` with ``c`` in 1 ± ``contrast``, ``b`` in ± ``brightness``.
+
+    Intensities are z-scores, so ``b`` is in units of the brain's spread; the background (exactly 0)
+    stays 0, as preprocessing leaves it.
+    """
+
+    def __init__(self, brightness: float = 0.1, contrast: float = 0.1, p: float = 0.5, **kwargs: object) -> None:
+        super().__init__(p=p, **kwargs)
+        self.brightness, self.contrast = brightness, contrast
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        c = 1.0 + float(torch.empty(1).uniform_(-self.contrast, self.contrast))
+        b = float(torch.empty(1).uniform_(-self.brightness, self.brightness))
+        for image in self.get_images(subject):
+            data = image.data
+            image.set_data(torch.where(data != 0, data * c + b, data))
+        return subject
+
+
+class AsVolume:
+    """Run a TorchIO transform on a ``(C, H, W)`` slice as the ``(C, H, W, 1)`` image TorchIO expects."""
+
+    def __init__(self, transform: tio.Transform) -> None:
+        self.transform = transform
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.transform(x[..., None])[..., 0]
+
+    def __repr__(self) -> str:
+        return f"AsVolume({self.transform!r})"
+
+
+def _build(name: Augmentation, spatial_dims: int = 3) -> tio.Transform:
+    """One augmentation with settings suited to brain-extracted, cube-cropped T1w volumes (or slices)."""
+    flat = spatial_dims == 2
+    if name == "rotate":  # ±15°: in-plane for slices, about every axis for volumes
+        return tio.RandomAffine(scales=0, degrees=(0, 0, 0, 0, -15, 15) if flat else 15, translation=0, p=0.5)
+    if name == "brightness_contrast":
+        return BrightnessContrast()
+    if flat and name == "flip":  # the image's width: left-right for axial and coronal slices
+        return tio.RandomFlip(axes=(1,), flip_probability=0.5)
+    if flat and name in ("affine", "crop"):
+        return tio.RandomAffine(scales=(0.95, 1.05) if name == "affine" else 0, degrees=(0, 0, 0, 0, -5, 5) if name == "affine" else 0,
+                                translation=(-3, 3, -3, 3, 0, 0), p=0.5)  # fmt: skip
+    if flat and name == "elastic":
+        return tio.RandomElasticDeformation(num_control_points=(6, 6, 5), max_displacement=(3, 3, 0), p=0.3)
     if name == "noise":
         return tio.RandomNoise(std=(0.0, 0.1), p=0.5)
     if name == "gamma":
@@ -36,8 +88,9 @@ def _build(name: Augmentation) -> tio.Transform:
     return tio.RandomAffine(scales=0, degrees=0, translation=4, p=0.5)
 
 
-def training_transform(augment: bool, names: Sequence[Augmentation] = DEFAULT_AUGMENTATIONS) -> tio.Transform | None:
+def training_transform(augment: bool, names: Sequence[Augmentation] = DEFAULT_AUGMENTATIONS, spatial_dims: int = 3) -> Callable | None:
     """The named augmentations in the given order; ``None`` when ``augment`` is off or none is named."""
     if not augment or not names:
         return None
-    return tio.Compose([_build(name) for name in names])
+    transform = tio.Compose([_build(name, spatial_dims) for name in names])
+    return AsVolume(transform) if spatial_dims == 2 else transform

@@ -36,6 +36,10 @@ class EpochMetricsWriter(pl.Callback):
         m = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch}
         row.update({k: float(m[k]) if k in m else math.nan for k in METRICS})
+        schedule = getattr(pl_module, "phase_schedule", None)
+        if schedule is not None:  # multi-phase runs: which phase, at which (backbone) learning rate
+            row["phase"] = (schedule.current or 0) + 1
+            row["lr"] = schedule.epoch_lr
         self.rows = [r for r in self.rows if r["epoch"] < trainer.current_epoch] + [row]
         if not trainer.is_global_zero:
             return
@@ -49,7 +53,8 @@ class EpochMetricsWriter(pl.Callback):
 
     def write(self) -> pd.DataFrame:
         """Write ``metrics.csv`` and ``curves.png`` from the rows; return the table."""
-        table = pd.DataFrame(self.rows, columns=["epoch", *METRICS])
+        extra = [c for c in ("phase", "lr") if any(c in r for r in self.rows)]
+        table = pd.DataFrame(self.rows, columns=["epoch", *METRICS, *extra])
         with atomic_path(self.path) as tmp:
             table.to_csv(tmp, index=False)
         if not table.empty:

@@ -9,8 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 # Names only (building them needs TorchIO, imported by ``augment`` when training starts).
-Augmentation = Literal["noise", "gamma", "flip", "affine", "elastic", "blur", "bias_field", "crop"]
+Augmentation = Literal["noise", "gamma", "flip", "affine", "elastic", "blur", "bias_field", "crop", "rotate", "brightness_contrast"]
 DEFAULT_AUGMENTATIONS: tuple[Augmentation, ...] = ("noise", "gamma")
+# The default for slice caches (anatomy-preserving 2D: left-right flip, ±15° in-plane rotation, mild
+# brightness/contrast jitter), filled in by fit.for_inputs when --augmentations is not given.
+SLICE_AUGMENTATIONS: tuple[Augmentation, ...] = ("flip", "rotate", "brightness_contrast")
 Tracker = Literal["mlflow", "tensorboard", "wandb"]
 # The default network: MONAI's 3D ResNet-10. On the hard synthetic cohort of benchmarks/recipe_study.py
 # train's defaults left chance at epoch 1-3 for 5 of 5 seeds (test AUC 0.90-1.00), while liu_cnn_compact
@@ -20,6 +23,38 @@ DEFAULT_MODEL = "resnet10_3d"
 # registry; 'alzmri cv' runs them, 'alzmri train' points to 'alzmri baseline'.
 BaselineModel = Literal["pca_logreg", "linear_svm"]
 LINEAR_BASELINES: tuple[str, ...] = get_args(BaselineModel)
+
+
+class TrainPhase(BaseModel):
+    """One phase of a multi-phase fine-tuning schedule (see ``TrainConfig.phases``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(ge=1, description="Epochs of this phase.")
+    lr: float = Field(gt=0, description="Learning rate at the start of the phase.")
+    train: Literal["all", "head"] = Field("all", description="Train every layer, or only the classifier head (the backbone frozen, its batch norms in eval mode).")
+    freeze_until: str | None = Field(None, description="Also freeze top-level modules up to and including this one.")
+    scheduler: Literal["none", "plateau", "cosine"] = Field("none", description="Learning-rate schedule within the phase (plateau: reduce by --lr-gamma when val loss stalls).")
+
+
+def parse_phases(text: str) -> list[dict[str, str]]:
+    """``"train=head,epochs=10,lr=1e-3; epochs=20,lr=1e-5,scheduler=plateau"`` as one dict per phase.
+
+    Raises:
+        ValueError: an entry that is not ``key=value``.
+    """
+    phases = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        entry = {}
+        for item in (i.strip() for i in part.split(",")):
+            key, sep, value = (x.strip() for x in item.partition("="))
+            if not sep or not key or not value:
+                raise ValueError(f"phase entry {item!r} is not key=value (e.g. --phases 'train=head,epochs=10,lr=1e-3;epochs=20,lr=1e-5,scheduler=plateau')")
+            entry[key.replace("-", "_")] = value
+        phases.append(entry)
+    return phases
 
 
 class TrainConfig(BaseModel):
@@ -39,7 +74,7 @@ class TrainConfig(BaseModel):
     head: Literal["mlp", "pool"] | None = Field(
         None, description="Classifier head of liu2022 / liu_cnn_compact: mlp (flatten → 1024 → 512, the paper's) or pool (global average pooling → 512) (default: the model's)."
     )
-    classes: list[Literal["CN", "MCI", "AD"]] | None = Field(None, description="Diagnoses to classify (default: those in the training split).")
+    classes: list[str] | None = Field(None, description="Classes to classify, in this order (default: those in the training split, in clinical order).")
     epochs: int = Field(40, ge=1, description="Maximum number of epochs.")
     batch_size: int = Field(8, ge=1, description="Scans per batch.")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adamw", description="Optimiser ('sgd' = SGD with Nesterov momentum 0.9).")
@@ -65,10 +100,18 @@ class TrainConfig(BaseModel):
     augment: bool = Field(True, description="Apply the training augmentations (--augmentations).")
     augmentations: list[Augmentation] = Field(
         default_factory=lambda: list(DEFAULT_AUGMENTATIONS),
-        description="TorchIO augmentations in order: noise, gamma, flip, affine, elastic, blur, bias_field, crop.",
+        description="TorchIO augmentations in order: noise, gamma, flip, affine, elastic, blur, bias_field, crop, rotate, brightness_contrast "
+        "(slice caches default to flip, rotate, brightness_contrast).",
     )
     shuffle_labels: bool = Field(
         False, description="Permute the training labels across subjects (seeded): a model for the label-randomisation sanity check ('alzmri explain --label-randomized RUN'). Validation keeps the true labels."
+    )
+    phases: list[TrainPhase] | None = Field(
+        None,
+        description="Fine-tune in phases within one run: 'train=head,epochs=10,lr=1e-3;epochs=20,lr=1e-5,scheduler=plateau' (keys: epochs, lr, "
+        "train=all|head, freeze_until, scheduler=none|plateau|cosine). The phases set --epochs (their sum), the learning rate and the schedule; "
+        "the best-validation checkpoints are kept across phases.",
+        json_schema_extra={"text": True},
     )
     seed: int = Field(0, description="Random seed (weights, batches, augmentation).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
@@ -94,6 +137,27 @@ class TrainConfig(BaseModel):
                 {"model": model},
             )
         return model
+
+    @field_validator("phases", mode="before")
+    @classmethod
+    def _parse_phases(cls, value: object) -> object:
+        return parse_phases(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _phases_own_the_schedule(self) -> TrainConfig:
+        if not self.phases:
+            return self
+        if len(self.phases) < 2:
+            raise ValueError("--phases needs at least two phases (one phase is an ordinary run: use --epochs, --lr, --scheduler)")
+        fields = type(self).model_fields
+        given = sorted(k for k in ("scheduler", "warmup_epochs", "freeze_until", "lr") if getattr(self, k) != fields[k].get_default())
+        if given:
+            raise ValueError(f"--phases sets the learning rate, schedule and freezing of each phase; leave out {', '.join('--' + k.replace('_', '-') for k in given)}")
+        total = sum(p.epochs for p in self.phases)
+        if self.epochs not in (total, fields["epochs"].get_default()):
+            raise ValueError(f"--epochs {self.epochs} differs from the phases' {total} epochs; leave --epochs out")
+        object.__setattr__(self, "epochs", total)
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -23,21 +23,22 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from alzmri.data.audit import assert_no_leakage
+from alzmri.data.audit import check_split
 from alzmri.data.dataset import CachedVolumeDataset, select_scans
+from alzmri.data.inputs import input_channels, read_inputs, spatial_dims
 from alzmri.data.label_checks import check_training_splits, compare_labels
 from alzmri.data.provenance import training_record
 from alzmri.data.splits import read_split_dir
 from alzmri.io.manifest import DIAGNOSES
 from alzmri.models import model_info
-from alzmri.preprocessing.cache import read_cache
-from alzmri.training.config import TrainConfig
+from alzmri.training.config import SLICE_AUGMENTATIONS, TrainConfig
 from alzmri.utils.atomic import atomic_write_text
 from alzmri.utils.errors import AlzmriError
 from alzmri.utils.names import folder_name
@@ -66,6 +67,11 @@ def run_name_for(config: TrainConfig) -> str:
     return f"{config.model}-{digest}"
 
 
+def known_order(present: set[str], order: Sequence[str]) -> list[str]:
+    """The classes present, in the data's clinical order (unknown names last, sorted)."""
+    return [c for c in order if c in present] + sorted(present - set(order))
+
+
 def class_weights(labels: pd.Series, classes: list[str]) -> list[float]:
     """Inverse-frequency weights ``N / (C * n_c)`` from the training counts."""
     counts = labels.value_counts()
@@ -90,14 +96,14 @@ def shuffle_subject_labels(scans: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 def prepare(config: TrainConfig) -> dict[str, Any]:
     """Everything ``fit`` needs, checked before any training: data, classes, model kwargs."""
-    cache, preprocess = read_cache(config.cache)
+    cache, preprocess = read_inputs(config.cache)
     splits = read_split_dir(config.split)
-    assert_no_leakage(splits, where=str(config.split))
+    level = check_split(splits, config.split)
     train = select_scans(cache, splits["train"], "train")
     val = select_scans(cache, splits["val"], "val")
     for name in ("train", "val"):  # training reads the cache's labels: they must be the split's
         compare_labels(splits[name], cache, name)
-    classes = list(config.classes) if config.classes else [c for c in DIAGNOSES if c in set(train["diagnosis"])]
+    classes = list(config.classes) if config.classes else known_order(set(train["diagnosis"]), getattr(preprocess, "classes", DIAGNOSES))
     if len(classes) < 2:
         raise AlzmriError(f"need at least two diagnoses to classify; the training split has {classes}")
     for warning in check_training_splits(train, val, classes, where=str(config.split)):
@@ -107,12 +113,18 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
     if config.shuffle_labels:
         train = shuffle_subject_labels(train, config.seed)
     info = model_info(config.model)
+    dims = spatial_dims(preprocess)
+    if info.spatial_dims != dims:
+        kind = ("slices", "a 2D model (small_cnn_2d, resnet18_2d, efficientnet_b4_2d)") if dims == 2 else ("volumes", "a 3D model")
+        raise AlzmriError(f"model {config.model} is {info.spatial_dims}D but the cache holds {kind[0]}; pick {kind[1]} (see 'alzmri models list')")
     if preprocess.size < info.min_input_size:
+        power, remake = ("² pixels", "import or cut the slices with --size") if dims == 2 else ("³ voxels", "preprocess with --size")
         raise AlzmriError(
-            f"model {config.model} needs inputs of at least {info.min_input_size}³ voxels; the cache holds "
-            f"{preprocess.size}³ (preprocess with --size {info.min_input_size} or more, or pick another model)"
+            f"model {config.model} needs inputs of at least {info.min_input_size}{power}; the cache holds "
+            f"{preprocess.size}{power[0]} ({remake} {info.min_input_size} or more, or pick another model)"
         )
-    model_kwargs: dict[str, Any] = {"num_classes": len(classes), "input_size": preprocess.size, "dropout": config.dropout}
+    model_kwargs: dict[str, Any] = {"num_classes": len(classes), "input_size": preprocess.size, "dropout": config.dropout,
+                                    "in_channels": input_channels(preprocess)}  # fmt: skip
     for option in ("width", "head"):
         if getattr(config, option) is not None:
             if option not in info.defaults:
@@ -133,7 +145,20 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
         "preprocess": preprocess,
         "model_kwargs": model_kwargs,
         "weights": class_weights(train["diagnosis"], classes) if config.class_weights else None,
+        "split_level": level,
     }
+
+
+def for_inputs(config: TrainConfig, inputs: Any) -> TrainConfig:
+    """The config with the defaults that depend on the kind of input filled in (recorded in the run).
+
+    Slices get the 2D augmentations (flip, ±15° rotation, brightness/contrast; no flip for sagittal
+    slices, where left-right is not in the image) unless ``--augmentations`` was given.
+    """
+    if spatial_dims(inputs) == 2 and "augmentations" not in config.model_fields_set:
+        names = [n for n in SLICE_AUGMENTATIONS if not (n == "flip" and inputs.plane == "sagittal")]
+        return config.model_copy(update={"augmentations": names})
+    return config
 
 
 def _remove_unstarted(run_dir: Path) -> None:
@@ -175,6 +200,7 @@ def fit(config: TrainConfig) -> Path:
         raise AlzmriError("give CACHE and SPLIT, or --resume RUN_FOLDER (see 'alzmri train --help')")
     run_name = folder_name(config.run_name, "--run-name") if config.run_name else None
     data = prepare(config)
+    config = for_inputs(config, data["preprocess"])
     out = Path(config.out)
     run_dir = out / (run_name or run_name_for(config))
     record = {
@@ -187,6 +213,7 @@ def fit(config: TrainConfig) -> Path:
         "preprocess": data["preprocess"].model_dump(mode="json"),
         "n_train_scans": len(data["train"]),
         "n_val_scans": len(data["val"]),
+        "split_level": data["split_level"],
     }
     created = claim_run_dir(run_dir, record) if is_rank_zero() else False
     result_path = run_dir / "result.json"

@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from alzmri.models import create_model, model_info
 from alzmri.training import transfer
+from alzmri.training.phases import PhaseSchedule
 from alzmri.utils.errors import AlzmriError
 
 
@@ -71,6 +72,13 @@ class Classifier(pl.LightningModule):
         self.val_bacc = MulticlassAccuracy(num_classes=n, average="macro")  # mean per-class recall
         self.val_confusion = MulticlassConfusionMatrix(num_classes=n)
         self.last_val_confusion: list[list[int]] | None = None  # of the latest validation epoch
+        phases = train_config.get("phases")
+        self.phase_schedule = (
+            PhaseSchedule(phases, model_info(model_name).head, gamma=float(train_config.get("lr_gamma", 0.1)),
+                          patience=max(1, int(train_config.get("patience", 10)) // 2))
+            if phases else None
+        )  # fmt: skip
+        self._val_loss = [0.0, 0]  # sum and count over the epoch, for the phase's plateau schedule
 
     def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         return self.model(x, *extra)
@@ -87,7 +95,10 @@ class Classifier(pl.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         x, y, *extra = batch
         logits = self(x, *extra)
-        self.log("val_loss", self.loss(logits, y), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        loss = self.loss(logits, y)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self._val_loss[0] += float(loss) * len(y)
+        self._val_loss[1] += len(y)
         self.val_acc.update(logits, y)
         self.val_bacc.update(logits, y)
         self.log("val_acc", self.val_acc, on_step=False, on_epoch=True)
@@ -97,9 +108,31 @@ class Classifier(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.last_val_confusion = self.val_confusion.compute().int().tolist()  # synced across DDP processes
         self.val_confusion.reset()
+        total, count = self._val_loss
+        self._val_loss = [0.0, 0]
+        if self.phase_schedule is not None and count and not self.trainer.sanity_checking:
+            self.phase_schedule.end_of_validation(total / count)
 
     def on_train_epoch_start(self) -> None:
+        if self.phase_schedule is not None:
+            optimizer = self.optimizers().optimizer
+            line = self.phase_schedule.start_epoch(self.model, optimizer, self.current_epoch)
+            self.phase_schedule.epoch_lr = float(optimizer.param_groups[0]["lr"])
+            if line and self.trainer.is_global_zero:
+                print(line, flush=True)
         transfer.keep_frozen_norms_in_eval(self.model)
+
+    def on_train_epoch_end(self) -> None:
+        if self.phase_schedule is not None:
+            self.phase_schedule.end_of_epoch()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.phase_schedule is not None:
+            checkpoint["phase_schedule"] = self.phase_schedule.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.phase_schedule is not None and checkpoint.get("phase_schedule"):
+            self.phase_schedule.load_state_dict(checkpoint["phase_schedule"])
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if batch_idx:
@@ -115,12 +148,17 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
+        if self.phase_schedule is not None:  # the optimiser holds every parameter; each phase decides which train
+            for param in self.model.parameters():
+                param.requires_grad_(True)
         groups = transfer.parameter_groups(self.model, model_info(hp.model_name).head, hp.lr, hp.head_lr_mult, hp.weight_decay)
         if hp.optimizer == "sgd":
             optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=0.9, nesterov=True, weight_decay=hp.weight_decay)
         else:
             opt = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
             optimizer = opt(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        if self.phase_schedule is not None:
+            return optimizer  # the phases set rates and step their schedulers themselves
         return build_schedule(optimizer, hp.train_config, hp.warmup_epochs)
 
 

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from torch.utils.data import DataLoader
 
 from alzmri.data.dataset import CachedVolumeDataset, EpochSeededSampler
+from alzmri.data.inputs import spatial_dims
 from alzmri.models.registry import count_parameters
 from alzmri.training.augment import training_transform
 from alzmri.training.callbacks import BestValidationConfusion, EarlyStoppingOnLossOrAccuracy, EpochMetricsWriter
@@ -37,7 +38,7 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
     rank = global_rank()
     classes = data["classes"]
     with_age = config.age_encoding
-    train_ds = CachedVolumeDataset(data["train"], classes, training_transform(config.augment, config.augmentations), seed=config.seed, with_age=with_age)
+    train_ds = CachedVolumeDataset(data["train"], classes, training_transform(config.augment, config.augmentations, spatial_dims(data["preprocess"])), seed=config.seed, with_age=with_age)
     val_ds = CachedVolumeDataset(data["val"], classes, with_age=with_age)
     # Each process trains on its shard; every process validates on the whole val set (small).
     sampler = EpochSeededSampler(len(train_ds), config.seed, num_replicas=layout.world_size, rank=rank)
@@ -88,6 +89,8 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
     show_bar = config.progress and sys.stderr.isatty()  # a bar in a log file is thousands of lines
     if show_bar:
         callbacks.append(TQDMProgressBar(leave=False))
+    if config.phases and layout.world_size > 1:  # DDP needs the set of trained parameters fixed for the whole run
+        raise AlzmriError("--phases does not run under DDP (torchrun) yet: train the phases on one device")
     if config.precision == "16-mixed" and layout.accelerator == "cpu":
         raise AlzmriError("--precision 16-mixed needs a GPU; on CPU use bf16-mixed or 32")
     trainer = pl.Trainer(

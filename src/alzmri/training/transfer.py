@@ -59,9 +59,9 @@ def parameter_groups(model: nn.Module, head: str, lr: float, head_lr_mult: float
         raise AlzmriError("every parameter is frozen: nothing to train (check --freeze-until / --freeze)")
     groups = []
     if backbone:
-        groups.append({"params": backbone, "lr": lr, "weight_decay": weight_decay, "name": "backbone"})
+        groups.append({"params": backbone, "lr": lr, "weight_decay": weight_decay, "name": "backbone", "lr_mult": 1.0})
     if top:
-        groups.append({"params": top, "lr": lr * head_lr_mult, "weight_decay": weight_decay, "name": "head"})
+        groups.append({"params": top, "lr": lr * head_lr_mult, "weight_decay": weight_decay, "name": "head", "lr_mult": head_lr_mult})
     return groups
 
 

@@ -35,6 +35,11 @@ def content_digest(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+def text_digest(text: str) -> str:
+    """SHA-256 (hex, 16 characters) of a string: cache keys of settings."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _update(digest: Any, file: Path) -> None:
     with open(file, "rb") as fh:
         while chunk := fh.read(_CHUNK):

@@ -20,14 +20,27 @@ def _with_ci(value: float | None, ci: dict[str, Any] | None) -> str:
 def print_metrics(metrics: dict[str, Any]) -> None:
     """The headline metrics of ``evaluate`` (scan level, with subject-bootstrap 95 % intervals when present)."""
     ci = metrics.get("intervals", {})
+    unit = metrics.get("unit", "scan")
     rows = [
-        ("scans / subjects", f"{metrics['n_scans']} / {metrics['n_subjects']}"),
+        (f"{unit}s / subjects", f"{metrics['n_scans']} / {metrics['n_subjects']}"),
         ("accuracy", _with_ci(metrics["accuracy"], ci.get("accuracy"))),
         ("balanced accuracy", _with_ci(metrics["balanced_accuracy"], ci.get("balanced_accuracy"))),
         ("macro F1", _with_ci(metrics["macro_f1"], ci.get("macro_f1"))),
     ]
     rows += [(f"AUC {c} vs rest", _with_ci(v, ci.get(f"{c}/auc"))) for c, v in metrics["auc"].items()]
-    print_table(f"{metrics['subset']} set (95 % CI: bootstrap over subjects)", ["metric", "value"], rows)
+    if unit == "slice" and metrics.get("subject_level"):  # slices: the per-subject result beside the per-slice one
+        subject, sci = metrics["subject_level"], metrics.get("subject_intervals", {})
+        keys = ["", "accuracy", "balanced_accuracy", "macro_f1"] + [f"{c}/auc" for c in metrics["auc"]]
+        values = [str(subject["n_scans"])] + [_with_ci(subject[k], sci.get(k)) for k in keys[1:4]]
+        values += [_with_ci(subject["auc"][c], sci.get(f"{c}/auc")) for c in metrics["auc"]]
+        rows = [(name, value, other) for (name, value), other in zip(rows, values, strict=True)]
+        print_table(f"{metrics['subset']} set (95 % CI: bootstrap over subjects)", ["metric", "slice level", "subject level (mean over slices)"], rows)
+    else:
+        print_table(f"{metrics['subset']} set (95 % CI: bootstrap over subjects)", ["metric", "value"], rows)
+    if metrics.get("subjects_unknown"):
+        print(f"warning: {metrics['subjects_unknown']} evaluated {unit}s have no subject id: each counts as its own subject (see the report's banner)")
+    if metrics.get("split_level") == "slice":
+        print("LEAKAGE: slice-level split (--level slice): slices of one subject are in training and in this set; these results are not held out")
     if metrics.get("clinical"):
         _print_clinical(metrics["clinical"])
     print_not_computed(metrics.get("not_computed", {}))

@@ -1,0 +1,185 @@
+"""2D slices, done honestly (issue 14): the leakage table, 2D vs 2.5D vs 3D, and the Kaggle 4-class data with its audit.
+
+Usage (from the repository root, after ``make setup``)::
+
+    .venv/bin/python benchmarks/slice_study.py --results /tmp/slice-results            # everything
+    .venv/bin/python benchmarks/slice_study.py --parts leakage,dims --epochs 10       # synthetic parts only
+    .venv/bin/python benchmarks/slice_study.py --parts kaggle --kaggle ../shared/data/kaggle-alzheimer-4class
+
+**leakage** — the hard synthetic cohort of ``recipe_study.py`` (150 subjects, CN/AD, atrophy
+×1.5, one session each, 48³) is cut into 9 axial slices per scan (``alzmri slices``, 2 voxels
+apart). ``small_cnn_2d`` is trained with the same settings under four conditions: a subject-level
+split (``alzmri split``) and a slice-level split (``--level slice``), each with the true labels and
+with *random* labels (the subjects' labels permuted across subjects before splitting, so all slices
+of a subject share its random label, as in Yagis et al. 2021). Each run is scored on its own test
+split at slice level and at subject level (mean probability over a subject's test slices), with
+95 % subject-bootstrap intervals; chance is a balanced accuracy of 0.5.
+
+**dims** — on the volumes' own subject split: ``small_cnn_2d`` on the 2D slices, ``small_cnn_2d``
+on 2.5D slices (``--context 1``), and ``resnet10_3d`` (``alzmri train``'s default) on the volumes.
+
+**kaggle** — the "Alzheimer's Dataset (4 class of Images)" with the train/test split it comes
+with (val: 10 % of train, per slice, since the training names carry no subject): the near-duplicate
+audit (``alzmri slice-audit``; threshold calibrated on the synthetic cohort's slices, which have
+known subjects) and ``small_cnn_2d`` trained on it, scored on its test half (slice-level accuracy
+and macro-F1, subject-bootstrap intervals with each slice its own pseudo-subject).
+
+Everything resumes (runs are cached under ``--out``); results go to ``--results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+TRAIN = {"model": "small_cnn_2d", "batch_size": 32, "lr": 1e-3, "progress": False, "trackers": [], "seed": 0}
+
+
+def random_label_cache(source: Path, out: Path, seed: int = 0) -> Path:
+    """A copy of a slice cache's manifest with the subjects' labels permuted across subjects (arrays shared by a symlink)."""
+    from alzmri.data.slices.store import ARRAY_DIR, MANIFEST_FILE, SLICE_CONFIG
+
+    out.mkdir(parents=True, exist_ok=True)
+    table = pd.read_csv(source / MANIFEST_FILE, sep="\t", dtype=str, keep_default_na=False)
+    subjects = table.drop_duplicates("participant_id")
+    permuted = np.random.default_rng(seed).permutation(subjects["diagnosis"].to_numpy())
+    table["diagnosis"] = table["participant_id"].map(dict(zip(subjects["participant_id"], permuted, strict=True)))
+    table.to_csv(out / MANIFEST_FILE, sep="\t", index=False)
+    shutil.copy(source / SLICE_CONFIG, out / SLICE_CONFIG)
+    if not (out / ARRAY_DIR).exists():
+        (out / ARRAY_DIR).symlink_to((source / ARRAY_DIR).resolve())
+    changed = float((table["diagnosis"] != pd.read_csv(source / MANIFEST_FILE, sep="\t", dtype=str)["diagnosis"]).mean())
+    print(f"random labels: {changed:.0%} of the slices changed label")
+    return out
+
+
+def split(source: Path, out: Path, level: str = "subject", ratios=(0.7, 0.15, 0.15)) -> Path:
+    from alzmri.cli.commands.split import run_split
+    from alzmri.data.config import SplitConfig
+
+    if not (out / "train.tsv").is_file():
+        run_split(SplitConfig(source=source, out=out, ratios=ratios, seed=0, level=level))
+    return out
+
+
+def train_and_score(cache: Path, split_dir: Path, runs: Path, name: str, epochs: int, threads: int, **settings: Any) -> dict[str, Any]:
+    """Train (resumably), evaluate on the test split, return slice/scan- and subject-level balanced accuracy and AUC."""
+    from alzmri.evaluation.config import EvaluateConfig
+    from alzmri.evaluation.evaluate import evaluate
+    from alzmri.training.config import TrainConfig
+    from alzmri.training.fit import fit
+
+    start = time.time()
+    config = TrainConfig(cache=cache, split=split_dir, out=runs, run_name=name, epochs=epochs, patience=epochs, threads=threads, **(TRAIN | settings))
+    run = fit(config)
+    seconds = time.time() - start
+    metrics = evaluate(EvaluateConfig(checkpoint=run / "checkpoints" / "best-loss.ckpt", cache=cache, split=split_dir, out=run / "eval-test"))
+    ci, sci = metrics["intervals"], metrics.get("subject_intervals", {})
+
+    def cell(value: float, interval: dict[str, Any] | None) -> list[float | None]:
+        interval = interval or {}
+        return [round(float(value), 3), _r(interval.get("low")), _r(interval.get("high"))]
+
+    subject = metrics.get("subject_level", {})
+    positive = metrics["auc"] and list(metrics["auc"])[-1]
+    return {
+        "run": name, "unit": metrics.get("unit", "scan"), "model": config.model, "epochs": epochs, "train_seconds": round(seconds, 1),
+        "n_test": metrics["n_scans"], "n_test_subjects": metrics["n_subjects"],
+        "balanced_accuracy": cell(metrics["balanced_accuracy"], ci.get("balanced_accuracy")),
+        "accuracy": cell(metrics["accuracy"], ci.get("accuracy")), "macro_f1": cell(metrics["macro_f1"], ci.get("macro_f1")),
+        "auc": cell(metrics["auc"][positive], ci.get(f"{positive}/auc")) if positive else None,
+        "subject_balanced_accuracy": cell(subject["balanced_accuracy"], sci.get("balanced_accuracy")) if subject else None,
+        "subject_auc": cell(subject["auc"][positive], sci.get(f"{positive}/auc")) if subject and positive else None,
+        "leaky": bool(metrics["audit"]["leaky"]) or metrics.get("split_level") == "slice", "subjects_unknown": metrics.get("subjects_unknown", 0),
+    }  # fmt: skip
+
+
+def _r(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def leakage(out: Path, slices: Path, epochs: int, threads: int) -> list[dict[str, Any]]:
+    random = random_label_cache(slices, out / "slices-random")
+    rows = []
+    for labels, cache in (("true", slices), ("random", random)):
+        for level in ("subject", "slice"):
+            split_dir = split(cache, out / f"split-{labels}-{level}", level)
+            row = train_and_score(cache, split_dir, out / "runs", f"leak-{labels}-{level}-e{epochs}", epochs, threads)
+            rows.append({"labels": labels, "split": level, **row})
+            print(json.dumps(rows[-1]))
+    return rows
+
+
+def dims(out: Path, volumes: Path, volume_split: Path, slices: Path, slices25: Path, epochs: int, threads: int) -> list[dict[str, Any]]:
+    rows = []
+    for label, cache, settings in (("2D (1 axial slice)", slices, {}), ("2.5D (3 adjacent slices)", slices25, {}),
+                                   ("3D (volume)", volumes, {"model": "resnet10_3d", "batch_size": 8, "lr": 3e-4})):  # fmt: skip
+        row = train_and_score(cache, volume_split, out / "runs", f"dims-{label.split()[0]}-e{epochs}", epochs, threads, **settings)
+        rows.append({"input": label, **row})
+        print(json.dumps(rows[-1]))
+    return rows
+
+
+def kaggle(out: Path, source: Path, calibration: Path, epochs: int, threads: int, size: int) -> dict[str, Any]:
+    from alzmri.data.slices.audit_run import run_slice_audit
+    from alzmri.data.slices.config import ImportSlicesConfig, SliceAuditConfig
+    from alzmri.data.slices.from_images import import_slices
+
+    cache = out / f"kaggle-{size}"
+    start = time.time()
+    imported = import_slices(ImportSlicesConfig(source=source, out=cache, names="slice_set", size=size, progress=False))
+    imported["seconds"] = round(time.time() - start, 1)
+    audit = run_slice_audit(SliceAuditConfig(cache=cache, out=out / "kaggle-audit", calibrate=calibration))
+    row = train_and_score(cache, cache / "split", out / "runs", f"kaggle-{size}-e{epochs}", epochs, threads)
+    return {"import": {k: v for k, v in imported.items() if k != "out"}, "audit": audit, "model": row}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/alzmri-slices"))
+    parser.add_argument("--cohort", type=Path, default=Path("/tmp/alzmri-rs2"), help="recipe_study.py's cohort folder (made if missing)")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "slices")
+    parser.add_argument("--parts", default="leakage,dims,kaggle")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--kaggle", type=Path, default=ROOT.parent / "shared" / "data" / "kaggle-alzheimer-4class")
+    parser.add_argument("--kaggle-size", type=int, default=128)
+    args = parser.parse_args()
+
+    from alzmri.data.slices.config import SlicesConfig
+    from alzmri.data.slices.from_volumes import slices_from_volumes
+    from recipe_study import build_cohort
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
+    volumes, volume_split = build_cohort(args.cohort, 150, 1.5, workers=2)
+    slices, slices25 = args.out / "slices", args.out / "slices-25d"
+    slices_from_volumes(SlicesConfig(cache=volumes, out=slices, plane="axial", n=9, step=2, progress=False))
+    slices_from_volumes(SlicesConfig(cache=volumes, out=slices25, plane="axial", n=9, step=2, context=1, progress=False))
+    parts = set(args.parts.split(","))
+    result_path = args.results / "slice_study.json"
+    results = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    results["settings"] = {"epochs": args.epochs, "train": TRAIN, "slices": "axial, 9 per scan, 2 voxels apart, 48x48", "cohort": "recipe_study.py (150 subjects, atrophy x1.5)"}
+    if "leakage" in parts:
+        results["leakage"] = leakage(args.out, slices, args.epochs, args.threads)
+    if "dims" in parts:
+        results["dims"] = dims(args.out, volumes, volume_split, slices, slices25, args.epochs, args.threads)
+    if "kaggle" in parts:
+        results["kaggle"] = kaggle(args.out, args.kaggle, slices, args.epochs, args.threads, args.kaggle_size)
+    result_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {result_path}")
+
+
+if __name__ == "__main__":
+    main()

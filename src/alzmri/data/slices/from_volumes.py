@@ -1,0 +1,101 @@
+"""``slices``: 2D (or 2.5D) slices cut from the volumes of a preprocessing cache.
+
+Cached volumes are in RAS order (axis 0 left→right, 1 posterior→anterior, 2 inferior→superior).
+A slice is shown as radiologists look at it: axial and coronal slices with the subject's left-right
+axis across the image (so a horizontal flip swaps hemispheres, an anatomy-preserving
+augmentation), axial with anterior at the top, coronal and sagittal with superior at the top.
+
+Slices are chosen around the brain's centre of mass along the slicing axis (of the stored brain
+mask, else of the non-zero voxels): ``n`` slices ``step`` voxels apart. 2.5D (``context=1``)
+stacks each chosen slice with its two direct neighbours as channels (previous, slice, next).
+The volume's intensities are kept (no new normalisation), so a 2D and a 3D model trained on one
+cache see the same numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from alzmri.data.slices.classes import ordered_classes
+from alzmri.data.slices.config import SlicesConfig
+from alzmri.data.slices.store import ARRAY_DIR, SliceSetConfig, claim_slice_dir, save_slice, write_slice_cache
+from alzmri.preprocessing.cache import load_array, load_mask, read_cache
+from alzmri.utils.errors import AlzmriError
+from alzmri.utils.hashing import text_digest
+from alzmri.utils.names import join_ids
+
+AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+
+def slice_indices(volume: np.ndarray, mask: np.ndarray | None, plane: str, n: int, step: int, context: int) -> list[int]:
+    """Indices of ``n`` slices ``step`` apart around the centre of mass, kept inside the volume with room for context."""
+    axis = AXIS[plane]
+    weight = (mask if mask is not None else volume != 0).astype(float)
+    profile = weight.sum(axis=tuple(a for a in range(3) if a != axis))
+    length = volume.shape[axis]
+    centre = float((profile * np.arange(length)).sum() / profile.sum()) if profile.sum() > 0 else (length - 1) / 2
+    span = step * (n - 1)
+    low, high = context, length - 1 - context
+    if span > high - low:
+        raise AlzmriError(f"{n} slices {step} voxels apart (with context {context}) do not fit in {length} {plane} slices; lower --n or --step")
+    start = int(round(centre - span / 2))
+    start = min(max(start, low), high - span)
+    return [start + k * step for k in range(n)]
+
+
+def cut(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """One slice in display orientation (see the module docstring)."""
+    axis = AXIS[plane]
+    return np.rot90(np.take(volume, index, axis=axis)).copy()
+
+
+def slice_stack(volume: np.ndarray, plane: str, index: int, context: int, size: int | None) -> np.ndarray:
+    """``(1 + 2 * context, H, W)``: the slice and its neighbours, optionally resized to ``size``²."""
+    channels = [cut(volume, plane, i) for i in range(index - context, index + context + 1)]
+    stack = np.stack(channels).astype(np.float32)
+    if size is not None and stack.shape[1:] != (size, size):
+        from skimage.transform import resize
+
+        edge = max(stack.shape[1:])
+        padded = np.zeros((stack.shape[0], edge, edge), dtype=np.float32)
+        top, left = (edge - stack.shape[1]) // 2, (edge - stack.shape[2]) // 2
+        padded[:, top : top + stack.shape[1], left : left + stack.shape[2]] = stack
+        stack = resize(padded, (stack.shape[0], size, size), order=1, anti_aliasing=edge > size, preserve_range=True).astype(np.float32)
+    return stack
+
+
+def slices_from_volumes(config: SlicesConfig) -> dict[str, Any]:
+    """Cut the slices of every cached volume; returns counts. Resumes: an existing slice is not recomputed."""
+    scans, preprocess = read_cache(config.cache)
+    out = Path(config.out)
+    claim_slice_dir(out)
+    settings = f"{config.plane}:{config.n}:{config.step}:{config.context}:{config.size}"
+    rows = []
+    for _, scan in tqdm(list(scans.iterrows()), desc="slices", unit="scan", disable=not config.progress):
+        volume = np.asarray(load_array(scan["array"]), dtype=np.float32)
+        mask = load_mask(scan["mask"]) if scan["mask"] and Path(scan["mask"]).is_file() else None
+        key = text_digest(f"{Path(scan['array']).name}:{settings}")  # the array name holds the scan's cache key
+        for index in slice_indices(volume, mask, config.plane, config.n, config.step, config.context):
+            slice_id = f"{config.plane}-{index:03d}"
+            array = f"{ARRAY_DIR}/{join_ids(scan['participant_id'], scan['session_id'], keep_empty=True)}_{slice_id}.{key}.npy"
+            if not (out / array).is_file():
+                save_slice(out / array, slice_stack(volume, config.plane, index, config.context, config.size))
+            row = {"participant_id": scan["participant_id"], "session_id": scan["session_id"], "slice_id": slice_id,
+                   "slice_index": str(index), "diagnosis": scan["diagnosis"], "subject_known": True, "plane": config.plane,
+                   "source": scan["array"], "source_hash": scan["source_hash"], "array": array, "mask": ""}  # fmt: skip
+            for column in ("age", "sex"):
+                if column in scan.index:
+                    row[column] = scan[column]
+            rows.append(row)
+    edge = config.size or int(np.asarray(load_array(scans["array"].iloc[0])).shape[0])
+    slice_config = SliceSetConfig(
+        origin="volumes", size=edge, channels=1 + 2 * config.context, plane=config.plane,
+        classes=ordered_classes(scans["diagnosis"].dropna().astype(str)), normalization="volume",
+        preprocess=preprocess.model_dump(mode="json"), selection=f"central n={config.n} step={config.step}",
+    )  # fmt: skip
+    write_slice_cache(out, rows, slice_config)
+    return {"slices": len(rows), "scans": len(scans), "per_scan": config.n, "channels": slice_config.channels, "size": edge, "out": str(out)}
