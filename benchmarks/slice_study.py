@@ -7,16 +7,19 @@ Usage (from the repository root, after ``make setup``)::
     .venv/bin/python benchmarks/slice_study.py --parts kaggle --kaggle ../shared/data/kaggle-alzheimer-4class
 
 **leakage** — the hard synthetic cohort of ``recipe_study.py`` (150 subjects, CN/AD, atrophy
-×1.5, one session each, 48³) is cut into 9 axial slices per scan (``alzmri slices``, 2 voxels
-apart). ``small_cnn_2d`` is trained with the same settings under four conditions: a subject-level
-split (``alzmri split``) and a slice-level split (``--level slice``), each with the true labels and
-with *random* labels (the subjects' labels permuted across subjects before splitting, so all slices
-of a subject share its random label, as in Yagis et al. 2021). Each run is scored on its own test
-split at slice level and at subject level (mean probability over a subject's test slices), with
-95 % subject-bootstrap intervals; chance is a balanced accuracy of 0.5.
+×1.5, one session each, 48³) is cut into 9 adjacent axial slices per scan (``alzmri slices --step
+1``). ``small_cnn_2d`` is trained as much 2D work does it (no augmentation, no dropout, ``--leak-epochs``
+epochs, long enough to fit the training slices; the best-validation-*accuracy* checkpoint kept)
+under four conditions: a subject-level split (``alzmri split``) and a slice-level split
+(``--level slice``), each with the true labels and with *random* labels (the subjects' labels
+permuted across subjects before splitting, so all slices of a subject share its random label, as
+in Yagis et al. 2021). Each run is scored on its own test split at slice level and at subject
+level (mean probability over a subject's test slices), with 95 % subject-bootstrap intervals;
+chance is a balanced accuracy of 0.5.
 
-**dims** — on the volumes' own subject split: ``small_cnn_2d`` on the 2D slices, ``small_cnn_2d``
-on 2.5D slices (``--context 1``), and ``resnet10_3d`` (``alzmri train``'s default) on the volumes.
+**dims** — on the volumes' own subject split, with ``alzmri train``'s defaults and ``--epochs``:
+``small_cnn_2d`` on 2D slices (9 per scan, 2 voxels apart), ``small_cnn_2d`` on 2.5D slices
+(``--context 1``), and ``resnet10_3d`` (the default 3D model) on the volumes.
 
 **kaggle** — the "Alzheimer's Dataset (4 class of Images)" with the train/test split it comes
 with (val: 10 % of train, per slice, since the training names carry no subject): the near-duplicate
@@ -73,7 +76,7 @@ def split(source: Path, out: Path, level: str = "subject", ratios=(0.7, 0.15, 0.
     return out
 
 
-def train_and_score(cache: Path, split_dir: Path, runs: Path, name: str, epochs: int, threads: int, **settings: Any) -> dict[str, Any]:
+def train_and_score(cache: Path, split_dir: Path, runs: Path, name: str, epochs: int, threads: int, checkpoint: str = "best-loss", **settings: Any) -> dict[str, Any]:
     """Train (resumably), evaluate on the test split, return slice/scan- and subject-level balanced accuracy and AUC."""
     from alzmri.evaluation.config import EvaluateConfig
     from alzmri.evaluation.evaluate import evaluate
@@ -84,7 +87,11 @@ def train_and_score(cache: Path, split_dir: Path, runs: Path, name: str, epochs:
     config = TrainConfig(cache=cache, split=split_dir, out=runs, run_name=name, epochs=epochs, patience=epochs, threads=threads, **(TRAIN | settings))
     run = fit(config)
     seconds = time.time() - start
-    metrics = evaluate(EvaluateConfig(checkpoint=run / "checkpoints" / "best-loss.ckpt", cache=cache, split=split_dir, out=run / "eval-test"))
+    # A slice-level split's test slices are of training subjects by construction: scored under the LEAKAGE banner.
+    from alzmri.data.splits import split_level
+
+    metrics = evaluate(EvaluateConfig(checkpoint=run / "checkpoints" / f"{checkpoint}.ckpt", cache=cache, split=split_dir, out=run / f"eval-test-{checkpoint}",
+                                      allow_seen=split_level(split_dir) == "slice"))  # fmt: skip
     ci, sci = metrics["intervals"], metrics.get("subject_intervals", {})
 
     def cell(value: float, interval: dict[str, Any] | None) -> list[float | None]:
@@ -94,7 +101,7 @@ def train_and_score(cache: Path, split_dir: Path, runs: Path, name: str, epochs:
     subject = metrics.get("subject_level", {})
     positive = metrics["auc"] and list(metrics["auc"])[-1]
     return {
-        "run": name, "unit": metrics.get("unit", "scan"), "model": config.model, "epochs": epochs, "train_seconds": round(seconds, 1),
+        "run": name, "checkpoint": checkpoint, "unit": metrics.get("unit", "scan"), "model": config.model, "epochs": epochs, "train_seconds": round(seconds, 1),
         "n_test": metrics["n_scans"], "n_test_subjects": metrics["n_subjects"],
         "balanced_accuracy": cell(metrics["balanced_accuracy"], ci.get("balanced_accuracy")),
         "accuracy": cell(metrics["accuracy"], ci.get("accuracy")), "macro_f1": cell(metrics["macro_f1"], ci.get("macro_f1")),
@@ -109,13 +116,21 @@ def _r(value: Any) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
+# The leakage runs follow common 2D practice: every adjacent slice, no augmentation, no dropout, trained long
+# enough to fit the training slices, and the checkpoint of the best validation *accuracy* kept.
+LEAK = {"augment": False, "dropout": 0.0}
+
+
 def leakage(out: Path, slices: Path, epochs: int, threads: int) -> list[dict[str, Any]]:
-    random = random_label_cache(slices, out / "slices-random")
+    random = random_label_cache(slices, out / f"{slices.name}-random")
     rows = []
     for labels, cache in (("true", slices), ("random", random)):
         for level in ("subject", "slice"):
-            split_dir = split(cache, out / f"split-{labels}-{level}", level)
-            row = train_and_score(cache, split_dir, out / "runs", f"leak-{labels}-{level}-e{epochs}", epochs, threads)
+            split_dir = split(cache, out / f"split-{slices.name}-{labels}-{level}", level)
+            row = train_and_score(cache, split_dir, out / "runs", f"leak-{slices.name}-{labels}-{level}-e{epochs}", epochs, threads, "best-acc", **LEAK)
+            metrics = pd.read_csv(out / "runs" / row["run"] / "metrics.csv")
+            row["final_train_loss"] = round(float(metrics["train_loss"].iloc[-1]), 4)
+            row["best_val_acc"] = round(float(metrics["val_acc"].max()), 3)
             rows.append({"labels": labels, "split": level, **row})
             print(json.dumps(rows[-1]))
     return rows
@@ -141,8 +156,29 @@ def kaggle(out: Path, source: Path, calibration: Path, epochs: int, threads: int
     imported = import_slices(ImportSlicesConfig(source=source, out=cache, names="slice_set", size=size, progress=False))
     imported["seconds"] = round(time.time() - start, 1)
     audit = run_slice_audit(SliceAuditConfig(cache=cache, out=out / "kaggle-audit", calibrate=calibration))
+    # A second calibration inside the data: the test half's '<slice> (<n>).jpg' names, taking each class's image
+    # set n as one person (an assumption the names suggest, not a stated fact).
+    sets = image_set_cache(cache, out / "kaggle-test-sets")
+    audit_sets = run_slice_audit(SliceAuditConfig(cache=cache, out=out / "kaggle-audit-sets", calibrate=sets, max_gap=2))
     row = train_and_score(cache, cache / "split", out / "runs", f"kaggle-{size}-e{epochs}", epochs, threads)
-    return {"import": {k: v for k, v in imported.items() if k != "out"}, "audit": audit, "model": row}
+    return {"import": {k: v for k, v in imported.items() if k != "out"}, "audit": audit, "audit_image_sets": audit_sets, "model": row}
+
+
+def image_set_cache(cache: Path, out: Path) -> Path:
+    """The test half's slices with an image set, as a slice cache whose subjects are (class, image set)."""
+    from alzmri.data.slices.store import ARRAY_DIR, MANIFEST_FILE, SLICE_CONFIG
+
+    out.mkdir(parents=True, exist_ok=True)
+    table = pd.read_csv(cache / MANIFEST_FILE, sep="\t", dtype=str, keep_default_na=False)
+    table = table[(table["given_split"] == "test") & (table["image_set"] != "")].copy()
+    table["participant_id"] = table["diagnosis"] + "-set" + table["image_set"]
+    table["subject_known"] = "True"
+    table.to_csv(out / MANIFEST_FILE, sep="\t", index=False)
+    shutil.copy(cache / SLICE_CONFIG, out / SLICE_CONFIG)
+    if not (out / ARRAY_DIR).exists():
+        (out / ARRAY_DIR).symlink_to((cache / ARRAY_DIR).resolve())
+    print(f"image-set calibration: {len(table)} test slices in {table['participant_id'].nunique()} (class, set) groups")
+    return out
 
 
 def main() -> None:
@@ -152,6 +188,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "slices")
     parser.add_argument("--parts", default="leakage,dims,kaggle")
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--leak-epochs", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kaggle", type=Path, default=ROOT.parent / "shared" / "data" / "kaggle-alzheimer-4class")
     parser.add_argument("--kaggle-size", type=int, default=128)
@@ -172,7 +209,10 @@ def main() -> None:
     results = json.loads(result_path.read_text()) if result_path.is_file() else {}
     results["settings"] = {"epochs": args.epochs, "train": TRAIN, "slices": "axial, 9 per scan, 2 voxels apart, 48x48", "cohort": "recipe_study.py (150 subjects, atrophy x1.5)"}
     if "leakage" in parts:
-        results["leakage"] = leakage(args.out, slices, args.epochs, args.threads)
+        adjacent = args.out / "slices-adjacent"
+        slices_from_volumes(SlicesConfig(cache=volumes, out=adjacent, plane="axial", n=9, step=1, progress=False))
+        results["leakage"] = leakage(args.out, adjacent, args.leak_epochs, args.threads)
+        results["settings"]["leakage"] = {"slices": "axial, 9 adjacent per scan", "epochs": args.leak_epochs, "checkpoint": "best-acc", **LEAK}
     if "dims" in parts:
         results["dims"] = dims(args.out, volumes, volume_split, slices, slices25, args.epochs, args.threads)
     if "kaggle" in parts:

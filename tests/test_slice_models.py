@@ -99,6 +99,16 @@ def test_train_and_evaluate_on_slices(prepared: dict[str, Path], tmp_path: Path)
     pd.testing.assert_frame_equal(aggregated[["prob_CN", "prob_AD"]], by_hand, check_names=False)
     html = (Path(metrics["out"]) / "report.html").read_text()
     assert "slice level [95 % CI]" in html and "SLICE-LEVEL SPLIT" not in html
+    from alzmri.explain.config import ExplainConfig
+    from alzmri.explain.run import explain
+
+    for method in ("gradcam", "occlusion"):
+        result = explain(ExplainConfig(run=run, cache=tmp_path / "slices", split=tmp_path / "split", limit=2, method=method, out=tmp_path / f"ex-{method}"))
+        shown = result["table"]
+        assert len(shown) == 2 and set(shown["explained_class"]) <= {"CN", "AD"} and (tmp_path / f"ex-{method}" / shown["picture"].iloc[0]).is_file()
+        assert ((shown["outside_share"] >= 0) & (shown["outside_share"] <= 1)).all()
+    with pytest.raises(AlzmriError, match="volume models only"):
+        explain(ExplainConfig(run=run, cache=tmp_path / "slices", split=tmp_path / "split", regions=True))
     with pytest.raises(AlzmriError, match="is 3D but the cache holds slices"):
         fit(config.model_copy(update={"model": "resnet10_3d"}))
     with pytest.raises(AlzmriError, match="is 2D but the cache holds volumes"):
@@ -155,3 +165,35 @@ def test_two_phase_run_in_one_metrics_table(prepared: dict[str, Path], tmp_path:
     assert json.loads((run / "result.json").read_text())["epochs_trained"] == 3
     with pytest.raises(ValueError, match="leave out --lr"):
         TrainConfig(cache="c", split="s", phases="epochs=1,lr=1e-3;epochs=1,lr=1e-4", lr=1e-2)
+
+
+def test_train_on_imported_images_and_predict_files(tmp_path: Path) -> None:
+    """Images in class folders → subject split → train → predict on image files (one corrupt: listed, the rest predicted)."""
+    from test_slices import class_folders, disc, save_png
+
+    from alzmri.cli.commands.split import run_split
+    from alzmri.data.config import SplitConfig
+    from alzmri.data.slices.config import ImportSlicesConfig
+    from alzmri.data.slices.from_images import import_slices
+    from alzmri.evaluation.config import PredictConfig
+    from alzmri.evaluation.evaluate import PartlyPredicted, predict
+    from alzmri.training.config import TrainConfig
+    from alzmri.training.fit import fit
+
+    root = class_folders(tmp_path / "in", classes=("NonDemented", "MildDemented"), subjects=4, slices=2)
+    import_slices(ImportSlicesConfig(source=root, out=tmp_path / "slices", names="oasis", size=32, progress=False))
+    run_split(SplitConfig(source=tmp_path / "slices", out=tmp_path / "split", ratios=(0.5, 0.25, 0.25)))
+    run = fit(TrainConfig(cache=tmp_path / "slices", split=tmp_path / "split", out=tmp_path / "runs", model="small_cnn_2d", epochs=1,
+                          batch_size=4, progress=False, threads=1, trackers=[]))  # fmt: skip
+    new = tmp_path / "new"
+    save_png(new / "a.png", disc(hole=0.15))
+    save_png(new / "b.png", disc(hole=0.3), bits=16)
+    (new / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(PartlyPredicted, match="1 of 3 inputs") as info:
+        predict(PredictConfig(checkpoint=run / "checkpoints" / "best-loss.ckpt", inputs=[new], out=tmp_path / "p.tsv"))
+    table = info.value.args[1] if len(info.value.args) > 1 else pd.read_csv(tmp_path / "p.tsv", sep="\t")
+    table = pd.read_csv(tmp_path / "p.tsv", sep="\t")
+    assert list(table["participant_id"]) == ["a", "b"] and {"prob_NonDemented", "prob_MildDemented"} <= set(table.columns)
+    assert (tmp_path / "p.failures.tsv").is_file()
+    seen = predict(PredictConfig(checkpoint=run / "checkpoints" / "best-loss.ckpt", inputs=[root / "NonDemented"], out=tmp_path / "q.tsv"))
+    assert (seen["seen_in_training"] != "").any()  # training images are recognised by content

@@ -36,7 +36,8 @@ def check_training_splits(train: pd.DataFrame, val: pd.DataFrame, classes: Seque
     """
     for name, part, consequence in (("train", train, "a model cannot learn it"),
                                     ("val", val, "a model cannot be selected on it")):
-        missing = [c for c in classes if c not in set(_diagnoses(part))]
+        present = {dx.upper() for dx in _diagnoses(part)}
+        missing = [c for c in classes if c.strip().upper() not in present]
         if missing:
             raise AlzmriError(
                 f"{_split(name, where)} has no scans of class{'es' if len(missing) > 1 else ''} {', '.join(missing)}; "
@@ -65,7 +66,7 @@ def compare_labels(split: pd.DataFrame, cache: pd.DataFrame, split_name: str = "
         return
     cached = dict(zip(_keys(cache), _diagnoses(cache), strict=True))
     differ = [(key, dx, cached[key]) for key, dx in zip(_keys(split), _diagnoses(split), strict=True)
-              if key in cached and cached[key] != dx]
+              if key in cached and cached[key].upper() != dx.upper()]
     if differ:
         (pid, sid), ours, theirs = differ[0]
         scans = "1 scan" if len(differ) == 1 else f"{len(differ)} scans"
@@ -80,7 +81,8 @@ def compare_labels(split: pd.DataFrame, cache: pd.DataFrame, split_name: str = "
 def _left_out(name: str, part: pd.DataFrame, classes: Sequence[str], where: str | None) -> str | None:
     """The warning for ``part``'s scans of classes outside ``classes``, or None."""
     counts = pd.Series(_diagnoses(part), dtype=object).value_counts()
-    other = [dx for dx in (*DIAGNOSES, *sorted(set(counts.index) - set(DIAGNOSES))) if dx in counts.index and dx not in classes]
+    wanted = {c.strip().upper() for c in classes}
+    other = [dx for dx in (*DIAGNOSES, *sorted(set(counts.index) - set(DIAGNOSES))) if dx in counts.index and dx.upper() not in wanted]
     if not other:
         return None
     listed = ", ".join(f"{int(counts[dx])} {dx or 'unlabelled'}" for dx in other)
@@ -92,10 +94,10 @@ def _split(name: str, where: str | None) -> str:
 
 
 def _diagnoses(df: pd.DataFrame) -> list[str]:
-    """The ``diagnosis`` column as stripped upper-case strings, a missing value as ``""``."""
+    """The ``diagnosis`` column as stripped strings, a missing value as ``""`` (compared case-insensitively)."""
     if "diagnosis" not in df.columns:
         return [""] * len(df)
-    return ["" if pd.isna(v) else str(v).strip().upper() for v in df["diagnosis"]]
+    return ["" if pd.isna(v) else str(v).strip() for v in df["diagnosis"]]
 
 
 def _keys(df: pd.DataFrame) -> list[tuple[str, str]]:

@@ -461,8 +461,14 @@ def _natural_key(text: str) -> list:
 
 
 def _ordered(diagnoses) -> list[str]:
-    known = [d for d in DIAGNOSES if d in set(diagnoses)]
-    return known + sorted(set(diagnoses) - set(DIAGNOSES))
+    """Diagnoses in clinical order (CN, MCI, AD; the OASIS stages by CDR), others after them by name."""
+    from alzmri.data.slices.classes import ordered_classes
+
+    try:
+        return ordered_classes(sorted(set(diagnoses)))
+    except AlzmriError:  # stage families mixed: their relative order is undefined
+        known = [d for d in DIAGNOSES if d in set(diagnoses)]
+        return known + sorted(set(diagnoses) - set(DIAGNOSES))
 
 
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:

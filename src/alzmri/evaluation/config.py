@@ -62,7 +62,7 @@ class PredictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     checkpoint: Path = Field(description="Checkpoint file.", json_schema_extra={"argument": True})
-    inputs: list[Path] = Field(description="NIfTI files, a manifest TSV/CSV, or a BIDS folder.", json_schema_extra={"argument": True})
+    inputs: list[Path] = Field(description="Scan files, a manifest TSV/CSV, or a BIDS folder (slice models: image files or folders of them).", json_schema_extra={"argument": True})
     out: Path = Field(Path("predictions.tsv"), description="Where to write the predictions table.")
 
 

@@ -162,10 +162,11 @@ def predict(config: PredictConfig) -> pd.DataFrame:
     model, hp = load_classifier(config.checkpoint)
     preprocess = checkpoint_preprocess(hp)
     if spatial_dims(preprocess) == 2:
-        raise AlzmriError(
-            f"{config.checkpoint} is a slice model: import the images with 'alzmri import-slices' (or cut them with 'alzmri slices') "
-            "and score them with 'alzmri evaluate'"
-        )
+        from alzmri.evaluation.predict_slices import predict_images
+
+        table, failures = predict_images(model, hp, list(config.inputs), Path(config.out), preprocess)
+        _write_failures(Path(config.out), failures, len(table) + len(failures), table)
+        return table
     classes = list(hp["classes"])
     rows = _predict_inputs(config.inputs)
     ages = _ages(rows) if uses_age(model) else None
@@ -187,7 +188,7 @@ def predict(config: PredictConfig) -> pd.DataFrame:
             probs.append(torch.softmax(model(torch.from_numpy(np.stack(arrays)[:, None]), *extra), dim=1).numpy())
         done += kept
     out = Path(config.out)
-    fail_path = out.with_name(out.name.split(".")[0] + ".failures.tsv")
+    fail_path = _failure_path(out)
     if failures:
         write_manifest(pd.DataFrame(failures), fail_path)
     else:
@@ -210,6 +211,22 @@ def predict(config: PredictConfig) -> pd.DataFrame:
         raise PartlyPredicted(f"{len(failures)} of {len(rows)} scans could not be predicted (the others are in {out}); "
                               f"first: {first['path']}: {first['error']} (all listed in {fail_path})", table)  # fmt: skip
     return table
+
+
+def _failure_path(out: Path) -> Path:
+    return out.with_name(out.name.split(".")[0] + ".failures.tsv")
+
+
+def _write_failures(out: Path, failures: list[dict[str, Any]], total: int, table: pd.DataFrame) -> None:
+    """Write (or clear) the failures list next to ``out``; raise PartlyPredicted when some inputs failed."""
+    fail_path = _failure_path(out)
+    if not failures:
+        fail_path.unlink(missing_ok=True)
+        return
+    write_manifest(pd.DataFrame(failures), fail_path)
+    first = failures[0]
+    raise PartlyPredicted(f"{len(failures)} of {total} inputs could not be predicted (the others are in {out}); "
+                          f"first: {first['path']}: {first['error']} (all listed in {fail_path})", table)  # fmt: skip
 
 
 def _ages(rows: list[dict[str, Any]]) -> list[float]:

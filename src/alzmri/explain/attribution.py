@@ -113,9 +113,10 @@ def attribute(
     layer: str | None = None,
     model_name: str | None = None,
     age: float | torch.Tensor | None = None,
+    spatial_dims: int = 3,
     **options: Any,
 ) -> np.ndarray:
-    """Attribution map of one volume for one class.
+    """Attribution map of one volume (or, with ``spatial_dims=2``, one ``(H, W)`` / ``(C, H, W)`` slice) for one class.
 
     Args:
         model: a classifier mapping ``(N, C, D, H, W)`` to ``(N, num_classes)`` logits.
@@ -172,13 +173,13 @@ def attribute(
         raise AlzmriError(f"layer= applies to gradcam and gradcam++ only, not {method!r}")
     opts = {**_OPTIONS[method], **options}
     device = _device_of(model)
-    x = _as_batch(volume, device)
+    x = _as_batch(volume, device, spatial_dims)
     with _preserved(model):
         net = _Net(model, _age_tensor(model, age, device))
         net.eval()
         if method in ("gradcam", "gradcam++"):
             # No separate forward pass for the predicted class: MONAI takes it from the CAM's own.
-            layer = resolve_layer(model, x[0], layer=layer, model_name=model_name, age=age)
+            layer = resolve_layer(model, x[0], layer=layer, model_name=model_name, age=age, spatial_dims=spatial_dims)
             result = _cam(net, x, target, layer, plus=method == "gradcam++")
         elif method == "occlusion":
             result = _occlusion(net, x, _target_class(net, x, target), **opts)
@@ -193,10 +194,10 @@ def attribute(
     return result.detach().float().cpu().numpy().astype(np.float32, copy=False)
 
 
-def predicted_class(model: nn.Module, volume: torch.Tensor | np.ndarray, *, age: float | torch.Tensor | None = None) -> int:
+def predicted_class(model: nn.Module, volume: torch.Tensor | np.ndarray, *, age: float | torch.Tensor | None = None, spatial_dims: int = 3) -> int:
     """The class with the highest logit for one scan (eval mode; the model's state is kept)."""
     device = _device_of(model)
-    x = _as_batch(volume, device)
+    x = _as_batch(volume, device, spatial_dims)
     with _preserved(model):
         net = _Net(model, _age_tensor(model, age, device))
         net.eval()
@@ -256,6 +257,7 @@ def resolve_layer(
     layer: str | None = None,
     model_name: str | None = None,
     age: float | torch.Tensor | None = None,
+    spatial_dims: int = 3,
 ) -> str:
     """The Grad-CAM layer to use: ``layer``, else the registry's, else the last feature map.
 
@@ -280,7 +282,7 @@ def resolve_layer(
     names = dict(model.named_modules())
     if layer is not None and layer in names and layer != "":
         return layer
-    candidates = feature_map_layers(model, volume, age=age)
+    candidates = feature_map_layers(model, volume, age=age, spatial_dims=spatial_dims)
     if layer is None:
         if not candidates:
             raise AlzmriError("no module of this model outputs a (N, C, D, H, W) feature map; Grad-CAM needs one")
@@ -290,7 +292,7 @@ def resolve_layer(
     raise AlzmriError(f"the model has no layer {layer!r}; layers with feature-map outputs{more}: {', '.join(shown)}")
 
 
-def feature_map_layers(model: nn.Module, volume: torch.Tensor | np.ndarray, *, age: float | torch.Tensor | None = None) -> list[str]:
+def feature_map_layers(model: nn.Module, volume: torch.Tensor | np.ndarray, *, age: float | torch.Tensor | None = None, spatial_dims: int = 3) -> list[str]:
     """Names of the modules whose output Grad-CAM can use, in the order they run.
 
     That is modules returning a 5D ``(N, C, D, H, W)`` tensor of more than one voxel (a pooled
@@ -298,14 +300,14 @@ def feature_map_layers(model: nn.Module, volume: torch.Tensor | np.ndarray, *, a
     Found with one forward pass on ``volume`` (no gradients).
     """
     device = _device_of(model)
-    x = _as_batch(volume, device)
+    x = _as_batch(volume, device, spatial_dims)
     found: dict[str, None] = {}
 
     def record(name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             if not isinstance(output, torch.Tensor):
                 return
-            if (output.ndim == 5 and math.prod(output.shape[2:]) > 1) or _token_grid(output.shape) is not None:
+            if (output.ndim == 2 + spatial_dims and math.prod(output.shape[2:]) > 1) or (spatial_dims == 3 and _token_grid(output.shape) is not None):
                 found.setdefault(name, None)
 
         return hook
@@ -527,13 +529,14 @@ def _device_of(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def _as_batch(volume: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
-    """``(D, H, W)`` or ``(C, D, H, W)`` → a float32 ``(1, C, D, H, W)`` tensor without grad history."""
+def _as_batch(volume: torch.Tensor | np.ndarray, device: torch.device, spatial_dims: int = 3) -> torch.Tensor:
+    """``(D, H, W)`` or ``(C, D, H, W)`` (slices: ``(H, W)`` or ``(C, H, W)``) → a float32 batch of one, without grad history."""
     x = torch.as_tensor(np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume)
-    if x.ndim == 3:
+    if x.ndim == spatial_dims:
         x = x[None]
-    if x.ndim != 4:
-        raise AlzmriError(f"expected one scan shaped (D, H, W) or (C, D, H, W); got shape {tuple(x.shape)}")
+    if x.ndim != spatial_dims + 1:
+        shapes = "(D, H, W) or (C, D, H, W)" if spatial_dims == 3 else "(H, W) or (C, H, W)"
+        raise AlzmriError(f"expected one {'scan' if spatial_dims == 3 else 'slice'} shaped {shapes}; got shape {tuple(x.shape)}")
     return x.detach().to(device=device, dtype=torch.float32)[None]
 
 
@@ -589,8 +592,8 @@ def _token_grid(shape: torch.Size | tuple[int, ...]) -> int | None:
 
 
 def _as_feature_map(t: torch.Tensor, layer: str) -> torch.Tensor:
-    """A 5D map unchanged; ViT tokens ``(N, [1 +] g³, hidden)`` → ``(N, hidden, g, g, g)`` without the class token."""
-    if t.ndim == 5:
+    """A 5D (or 2D models' 4D) map unchanged; ViT tokens ``(N, [1 +] g³, hidden)`` → ``(N, hidden, g, g, g)`` without the class token."""
+    if t.ndim in (4, 5):
         return t
     g = _token_grid(t.shape)
     if g is None:

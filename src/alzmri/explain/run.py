@@ -297,6 +297,11 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
     """Maps, pictures, a per-scan table and the sanity check (see the module docstring)."""
     checkpoint = checkpoint_of(config.run)
     model, hp = load_classifier(checkpoint)
+    if hp.get("preprocess", {}).get("kind") == "slices":
+        from alzmri.explain.slices import explain_slices
+
+        out = Path(config.out) if config.out else (Path(config.run) if Path(config.run).is_dir() else checkpoint.parent) / f"explain-{config.method}"
+        return explain_slices(config, model, hp, out)
     classes = list(hp["classes"])
     # After 'register' the grid's world is MNI, not the scan's: mapping back needs the inverse
     # registration, which the cache does not keep; the map then stays on the (MNI) model grid.

@@ -29,10 +29,10 @@ METHODS: tuple[str, ...] = THRESHOLDS
 _CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
 
-def _as_map(attribution: np.ndarray, what: str = "attribution map") -> np.ndarray:
+def _as_map(attribution: np.ndarray, what: str = "attribution map", ndims: tuple[int, ...] = (3,)) -> np.ndarray:
     array = np.asarray(attribution)
-    if array.ndim != 3:
-        raise AlzmriError(f"{what} must be 3-D, got shape {array.shape}")
+    if array.ndim not in ndims:
+        raise AlzmriError(f"{what} must be {' or '.join(f'{n}-D' for n in ndims)}, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
         raise AlzmriError(f"{what} must be real-valued, got dtype {array.dtype}")
     array = array.astype(np.float64, copy=False)
@@ -89,7 +89,7 @@ def threshold_map(
         AlzmriError: for an unknown method, a percentile outside [0, 100], a non-3-D or
             non-finite map, a mask of another shape, or an empty mask.
     """
-    values_map = _as_map(attribution)
+    values_map = _as_map(attribution, ndims=(2, 3))  # slices' maps too
     inside = _as_mask(mask, values_map.shape)
     values = values_map[inside]
     if values.size == 0:

@@ -11,5 +11,8 @@ def run(config: ExplainConfig) -> dict[str, Any]:
     from alzmri.explain.run import explain
 
     result = explain(config)
-    print(f"maps, overlays{', GIFs' if config.gif else ''} and explain.tsv in {result['out']}")
+    if "table" in result:  # a slice model: one overlay per slice
+        print(f"{len(result['table'])} slice overlays and explain.tsv in {result['out']}")
+    else:
+        print(f"maps, overlays{', GIFs' if config.gif else ''} and explain.tsv in {result['out']}")
     return result
