@@ -197,3 +197,41 @@ def test_train_on_imported_images_and_predict_files(tmp_path: Path) -> None:
     assert (tmp_path / "p.failures.tsv").is_file()
     seen = predict(PredictConfig(checkpoint=run / "checkpoints" / "best-loss.ckpt", inputs=[root / "NonDemented"], out=tmp_path / "q.tsv"))
     assert (seen["seen_in_training"] != "").any()  # training images are recognised by content
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "plateau"])
+def test_two_phase_run_resumes_inside_a_phase_exactly(prepared: dict[str, Path], tmp_path: Path, scheduler: str) -> None:
+    """Crash at the start of epoch 3 (inside phase 2): re-running ends with the uninterrupted run's files."""
+    from test_resume_exact import assert_same_run
+
+    from alzmri.cli.commands.split import run_split
+    from alzmri.data.config import SplitConfig
+    from alzmri.data.dataset import EpochSeededSampler
+    from alzmri.data.slices.config import SlicesConfig
+    from alzmri.data.slices.from_volumes import slices_from_volumes
+    from alzmri.training.config import TrainConfig
+    from alzmri.training.fit import fit
+
+    slices_from_volumes(SlicesConfig(cache=prepared["cache"], out=tmp_path / "slices", n=2, step=2, progress=False))
+    run_split(SplitConfig(source=tmp_path / "slices", out=tmp_path / "split", ratios=(0.5, 0.25, 0.25)))
+
+    def config(name: str) -> TrainConfig:
+        return TrainConfig(cache=tmp_path / "slices", split=tmp_path / "split", out=tmp_path / "runs", run_name=name, model="small_cnn_2d",
+                           batch_size=8, phases=f"train=head,epochs=1,lr=1e-2;epochs=4,lr=1e-2,scheduler={scheduler}", patience=10, lr_gamma=0.5,
+                           progress=False, threads=1, trackers=[])  # fmt: skip
+
+    whole = fit(config("whole"))
+    original = EpochSeededSampler.set_epoch
+
+    def crash(self, epoch):
+        if epoch == 3:
+            raise RuntimeError("simulated crash")
+        original(self, epoch)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EpochSeededSampler, "set_epoch", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            fit(config("crashed"))
+    resumed = fit(config("crashed"))
+    assert_same_run(whole, resumed)
+    assert list(pd.read_csv(resumed / "metrics.csv")["lr"]) == pytest.approx(list(pd.read_csv(whole / "metrics.csv")["lr"]))

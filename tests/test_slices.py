@@ -271,3 +271,35 @@ def test_eda_page(tmp_path: Path) -> None:
     assert summary["counts"]["MildDemented"] == {"slices": 4, "subjects": 2}
     page = (tmp_path / "eda" / "eda.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "<script" not in page
+
+
+def test_slices_centred_on_the_hippocampus_of_registered_scans(prepared: dict[str, Path], tmp_path: Path) -> None:
+    """A cache marked as MNI-registered, its grid 12 mm voxels over MNI space: axial slices go to the hippocampi's level."""
+    import json
+    import shutil
+
+    from alzmri.preprocessing.cache import CONFIG_FILE, read_cache
+    from alzmri.preprocessing.pipeline import OUTPUT_AFFINE
+
+    cache = tmp_path / "cache"
+    shutil.copytree(prepared["cache"], cache)
+    with pytest.raises(AlzmriError, match="needs scans registered to MNI152"):
+        slices_from_volumes(SlicesConfig(cache=cache, out=tmp_path / "no", n=1, structure="Hippocampus", progress=False))
+    settings = json.loads((cache / CONFIG_FILE).read_text())
+    settings["steps"] = [*settings["steps"][:-3], "register", *settings["steps"][-3:]]
+    (cache / CONFIG_FILE).write_text(json.dumps(settings))
+    affine = np.diag([12.0, 12.0, 12.0, 1.0])
+    affine[:3, 3] = (-96.0, -132.0, -78.0)  # voxel (0, 0, 0) at that MNI position
+    for record in (cache / "qc").glob("*.json"):
+        data = json.loads(record.read_text())
+        data[OUTPUT_AFFINE] = " ".join(f"{v:g}" for v in affine.ravel())
+        record.write_text(json.dumps(data))
+    assert "register" in read_cache(cache)[1].steps
+    slices_from_volumes(SlicesConfig(cache=cache, out=tmp_path / "hippo", n=1, structure="Hippocampus", progress=False))
+    slices_from_volumes(SlicesConfig(cache=cache, out=tmp_path / "brain", n=1, progress=False))
+    hippo, config = read_slice_cache(tmp_path / "hippo")
+    # the hippocampi lie at MNI z ≈ -30..0 mm: grid index (z + 78) / 12 ≈ 4..6
+    assert set(hippo["slice_index"]) <= {"4", "5", "6"} and config.selection.startswith("around Hippocampus")
+    assert set(read_slice_cache(tmp_path / "brain")[0]["slice_index"]) != set(hippo["slice_index"])
+    with pytest.raises(AlzmriError, match="no Desikan-Killiany structure named 'Hipocampus'"):
+        slices_from_volumes(SlicesConfig(cache=cache, out=tmp_path / "typo", n=1, structure="Hipocampus", progress=False))

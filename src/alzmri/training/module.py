@@ -116,15 +116,14 @@ class Classifier(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         if self.phase_schedule is not None:
             optimizer = self.optimizers().optimizer
+            # Lightning restores each module's own train/eval mode after validation, so norms frozen (eval) in an
+            # earlier phase would stay in eval: every epoch starts from train mode, then re-freezes what is frozen now.
+            self.model.train()
             line = self.phase_schedule.start_epoch(self.model, optimizer, self.current_epoch)
             self.phase_schedule.epoch_lr = float(optimizer.param_groups[0]["lr"])
             if line and self.trainer.is_global_zero:
                 print(line, flush=True)
         transfer.keep_frozen_norms_in_eval(self.model)
-
-    def on_train_epoch_end(self) -> None:
-        if self.phase_schedule is not None:
-            self.phase_schedule.end_of_epoch()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.phase_schedule is not None:

@@ -5,13 +5,15 @@ The classic two-phase recipe (head only at 1e-3 with the backbone frozen, then e
 (frozen ones have no gradient, so Adam(W) leaves them and their state alone), and at the first
 epoch of each phase :class:`PhaseSchedule` sets which parameters train, sets each group's
 learning rate to the phase's (times the group's head multiplier) and makes the phase's
-scheduler. Schedulers are PyTorch's, stepped here (plateau on the validation loss at the end of
-validation; cosine per epoch); their state is saved in the checkpoint, so a run resumed inside a
-phase continues that phase's schedule instead of restarting it.
+scheduler. Reduce-on-plateau is PyTorch's, stepped on the validation loss at the end of each
+validation, its state saved in the checkpoint; cosine annealing (to 0 over the phase) is set at
+the start of each epoch from its closed form, so it has no state. Either way a run resumed inside
+a phase continues that phase's schedule exactly (a test compares it with an uninterrupted run).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -49,8 +51,15 @@ class PhaseSchedule:
     def start_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> str | None:
         """Apply the phase of ``epoch``; returns the line to print when a phase begins (or is resumed)."""
         k = self.phase_of(epoch)
-        if k == self.current:
-            return None
+        line = self._enter(k, model, optimizer, epoch) if k != self.current else None
+        phase = self.phases[k]
+        if phase.get("scheduler") == "cosine":  # closed form of the phase's epoch: nothing to carry over on resume
+            t = (epoch - self.starts[k]) / int(phase["epochs"])
+            for group in optimizer.param_groups:
+                group["lr"] = float(phase["lr"]) * group.get("lr_mult", 1.0) * 0.5 * (1.0 + math.cos(math.pi * t))
+        return line
+
+    def _enter(self, k: int, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> str:
         phase = self.phases[k]
         for param in model.parameters():
             param.requires_grad_(True)
@@ -68,9 +77,6 @@ class PhaseSchedule:
         self.scheduler = self._make_scheduler(phase, optimizer)
         if self._saved is not None and not fresh and self._saved.get("phase") == k and self.scheduler is not None:
             self.scheduler.load_state_dict(self._saved["scheduler"])
-            if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):  # its constructor reset the rates
-                for group, lr in zip(optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
-                    group["lr"] = lr
         self._saved = None
         self.current = k
         trainable, frozen = count_parameters(model)
@@ -81,20 +87,13 @@ class PhaseSchedule:
                 f"scheduler {phase.get('scheduler', 'none')}; parameters: {trainable:,} trainable, {frozen:,} frozen{resumed}")  # fmt: skip
 
     def _make_scheduler(self, phase: dict[str, Any], optimizer: torch.optim.Optimizer) -> Any:
-        kind = phase.get("scheduler", "none")
-        if kind == "plateau":
+        if phase.get("scheduler", "none") == "plateau":
             return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=self.gamma, patience=self.patience)
-        if kind == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(phase["epochs"]), last_epoch=-1)
-        return None
+        return None  # cosine: set per epoch in start_epoch
 
     def end_of_validation(self, val_loss: float) -> None:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(val_loss)
-
-    def end_of_epoch(self) -> None:
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-            self.scheduler.step()
 
     def state_dict(self) -> dict[str, Any]:
         return {"phase": self.current, "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}

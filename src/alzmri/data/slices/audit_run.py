@@ -98,7 +98,7 @@ def plot_pairs(table: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, pat
                 continue
             image = np.asarray(np.load(array), dtype=np.float32)
             ax.imshow(image[image.shape[0] // 2], cmap="gray")
-        axes[0, k].set_title(f"NCC {row['ncc']:.3f}{' ✓' if row['flagged'] else ''}\n{row['diagnosis']} / {row['match_diagnosis']}", fontsize=7)
+        axes[0, k].set_title(f"NCC {row['ncc']:.3f}{' (flagged)' if row['flagged'] else ''}\ntest: {row['diagnosis']}\ntrain: {row['match_diagnosis']}", fontsize=6)
     axes[0, 0].text(-0.1, 0.5, "test", transform=axes[0, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
     axes[1, 0].text(-0.1, 0.5, "best train", transform=axes[1, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
     return save_figure(fig, path)

