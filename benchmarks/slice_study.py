@@ -147,7 +147,7 @@ def dims(out: Path, volumes: Path, volume_split: Path, slices: Path, slices25: P
     return rows
 
 
-def kaggle(out: Path, source: Path, calibration: Path, epochs: int, threads: int, size: int) -> dict[str, Any]:
+def kaggle(out: Path, source: Path, calibration: Path, epochs: int, threads: int, size: int, resnet_epochs: int = 0) -> dict[str, Any]:
     from alzmri.data.slices.audit_run import run_slice_audit
     from alzmri.data.slices.config import ImportSlicesConfig, SliceAuditConfig
     from alzmri.data.slices.from_images import import_slices
@@ -161,8 +161,44 @@ def kaggle(out: Path, source: Path, calibration: Path, epochs: int, threads: int
     # set n as one person (an assumption the names suggest, not a stated fact).
     sets = image_set_cache(cache, out / "kaggle-test-sets")
     audit_sets = run_slice_audit(SliceAuditConfig(cache=cache, out=out / "kaggle-audit-sets", calibrate=sets, max_gap=2))
-    row = train_and_score(cache, cache / "split", out / "runs", f"kaggle-{size}-e{epochs}", epochs, threads)
-    return {"import": {k: v for k, v in imported.items() if k != "out"}, "audit": audit, "audit_image_sets": audit_sets, "model": row}
+    nearest = nearest_neighbour_report(out / "kaggle-audit-sets" / "audit.tsv", imported["classes"], out / "kaggle-1nn")
+    rows = [train_and_score(cache, cache / "split", out / "runs", f"kaggle-{size}-e{epochs}", epochs, threads),
+            train_and_score(cache, cache / "split", out / "runs", f"kaggle-{size}-e{epochs}-unweighted", epochs, threads, class_weights=False)]
+    if resnet_epochs:
+        rows.append(train_and_score(cache, cache / "split", out / "runs", f"kaggle-{size}-resnet18-e{resnet_epochs}-unweighted", resnet_epochs, threads,
+                                    model="resnet18_2d", class_weights=False, lr=3e-4))  # fmt: skip
+    for row in rows:  # accuracy on the test slices the audit flags vs the others
+        predictions = pd.read_csv(out / "runs" / row["run"] / f"eval-test-{row['checkpoint']}" / "predictions.tsv", sep="\t")
+        flags = pd.read_csv(out / "kaggle-audit-sets" / "audit.tsv", sep="\t")[["slice_id", "flagged"]]
+        merged = predictions[predictions["split"] == "test"].merge(flags, on="slice_id")
+        correct = merged["predicted"] == merged["diagnosis"]
+        row["accuracy_flagged"] = round(float(correct[merged["flagged"]].mean()), 3)
+        row["accuracy_not_flagged"] = round(float(correct[~merged["flagged"]].mean()), 3)
+    return {"import": {k: v for k, v in imported.items() if k != "out"}, "audit": audit, "audit_image_sets": audit_sets,
+            "nearest_neighbour": nearest, "models": rows}  # fmt: skip
+
+
+def nearest_neighbour_report(audit_tsv: Path, classes: list[str], out: Path) -> dict[str, Any]:
+    """A model that learns nothing: each test slice gets the label of its most similar training slice (the audit's match).
+
+    Scored with alzmri's own report (one-hot probabilities), so its numbers are comparable with a network's.
+    """
+    from alzmri.evaluation.predictions import validate_predictions
+    from alzmri.evaluation.report_html import write_report
+
+    table = pd.read_csv(audit_tsv, sep="\t", dtype=str, keep_default_na=False)
+    predictions = table[["participant_id", "session_id", "slice_id", "diagnosis"]].copy()
+    for c in classes:
+        predictions[f"prob_{c}"] = (table["match_diagnosis"] == c).astype(float)
+    validate_predictions(predictions, str(audit_tsv))
+    report = write_report(predictions, classes, out, title="1-nearest-neighbour lookup (NCC) on the Kaggle test half", subset=None, threshold_split=None)
+    level, ci = report["scan_level"], report["intervals"]["scan_level"]
+    flagged = table["flagged"].str.lower() == "true"
+    correct = table["match_diagnosis"] == table["diagnosis"]
+    return {"accuracy": [round(level["accuracy"], 3), _r(ci["accuracy"]["low"]), _r(ci["accuracy"]["high"])],
+            "balanced_accuracy": [round(level["balanced_accuracy"], 3), _r(ci["balanced_accuracy"]["low"]), _r(ci["balanced_accuracy"]["high"])],
+            "macro_f1": [round(level["macro_f1"], 3), _r(ci["macro_f1"]["low"]), _r(ci["macro_f1"]["high"])],
+            "accuracy_flagged": round(float(correct[flagged].mean()), 3), "accuracy_not_flagged": round(float(correct[~flagged].mean()), 3)}  # fmt: skip
 
 
 def image_set_cache(cache: Path, out: Path) -> Path:
@@ -193,6 +229,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--kaggle", type=Path, default=ROOT.parent / "shared" / "data" / "kaggle-alzheimer-4class")
     parser.add_argument("--kaggle-size", type=int, default=128)
+    parser.add_argument("--resnet-epochs", type=int, default=0, help="also train resnet18_2d from scratch on the Kaggle data for this many epochs (0: not)")
     args = parser.parse_args()
 
     from alzmri.data.slices.config import SlicesConfig
@@ -217,7 +254,7 @@ def main() -> None:
     if "dims" in parts:
         results["dims"] = dims(args.out, volumes, volume_split, slices, slices25, args.epochs, args.threads)
     if "kaggle" in parts:
-        results["kaggle"] = kaggle(args.out, args.kaggle, adjacent, args.epochs, args.threads, args.kaggle_size)
+        results["kaggle"] = kaggle(args.out, args.kaggle, adjacent, args.epochs, args.threads, args.kaggle_size, args.resnet_epochs)
     result_path.write_text(json.dumps(results, indent=2) + "\n")
     if results.get("leakage"):
         plot_leakage(results["leakage"], args.results / "leakage.png")

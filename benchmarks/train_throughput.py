@@ -344,10 +344,11 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def progress_line(i: int, n: int, row: dict[str, Any], seconds: float) -> str:
-    head = f"[{i}/{n}] {row['model']} {row['input_size']}³"
+    head = f"[{i}/{n}] {row['model']} {row['input_size']}{'²' if row.get('spatial_dims') == 2 else '³'}"
     if row.get("note"):
         return f"{head}: {row['note']}"
-    parts = [f"train {_fmt(row.get('train_vol_s'))} vol/s", f"infer {_fmt(row.get('infer_vol_s'))} vol/s"]
+    unit = "img/s" if row.get("spatial_dims") == 2 else "vol/s"
+    parts = [f"train {_fmt(row.get('train_vol_s'))} {unit}", f"infer {_fmt(row.get('infer_vol_s'))} {unit}"]
     peak = row.get("cuda_train_peak_gb", row.get("rss_peak_gb"))
     parts.append(f"peak {_fmt(peak)} GB")
     if row.get("error"):

@@ -165,6 +165,12 @@ def test_two_phase_run_in_one_metrics_table(prepared: dict[str, Path], tmp_path:
     assert json.loads((run / "result.json").read_text())["epochs_trained"] == 3
     with pytest.raises(ValueError, match="leave out --lr"):
         TrainConfig(cache="c", split="s", phases="epochs=1,lr=1e-3;epochs=1,lr=1e-4", lr=1e-2)
+    with pytest.raises(ValueError, match="leave out --freeze"):
+        TrainConfig(cache="c", split="s", phases="epochs=1,lr=1e-3;epochs=1,lr=1e-4", freeze=["features.*"])
+    with pytest.raises(AlzmriError, match="phase 2: freeze_until 'layer9'"):  # refused before phase 1 trains
+        fit(TrainConfig(cache=tmp_path / "slices", split=tmp_path / "split", out=tmp_path / "runs2", model="small_cnn_2d", batch_size=8,
+                        phases="train=head,epochs=1,lr=1e-3;epochs=1,lr=1e-5,freeze_until=layer9", progress=False, trackers=[]))  # fmt: skip
+    assert not (tmp_path / "runs2").exists() or not any((tmp_path / "runs2").iterdir())
 
 
 def test_train_on_imported_images_and_predict_files(tmp_path: Path) -> None:

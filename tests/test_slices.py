@@ -303,3 +303,34 @@ def test_slices_centred_on_the_hippocampus_of_registered_scans(prepared: dict[st
     assert set(read_slice_cache(tmp_path / "brain")[0]["slice_index"]) != set(hippo["slice_index"])
     with pytest.raises(AlzmriError, match="no Desikan-Killiany structure named 'Hipocampus'"):
         slices_from_volumes(SlicesConfig(cache=cache, out=tmp_path / "typo", n=1, structure="Hipocampus", progress=False))
+
+
+def test_given_split_keeps_each_slice_where_its_folder_put_it(tmp_path: Path) -> None:
+    """A subject with images in train/ and test/: its slices stay where they are, and the split is marked slice-level."""
+    from alzmri.data.dataset import select_scans
+    from alzmri.data.splits import read_split_dir, split_level
+
+    class_folders(tmp_path / "in" / "train", subjects=3, slices=2)
+    class_folders(tmp_path / "in" / "test", subjects=1, slices=1)  # OAS1_0001 and OAS1_0002 again: in both folders
+    import_slices(ImportSlicesConfig(source=tmp_path / "in", out=tmp_path / "out", names="oasis", size=24, val_fraction=0.0, progress=False))
+    table, _ = read_slice_cache(tmp_path / "out")
+    splits = read_split_dir(tmp_path / "out" / "split")
+    chosen = {name: select_scans(table, part, name) for name, part in splits.items()}
+    assert {name: len(part) for name, part in chosen.items()} == {"train": 12, "val": 0, "test": 2}
+    assert set(chosen["test"]["given_split"]) == {"test"} and set(chosen["train"]["given_split"]) == {"train"}
+    assert split_level(tmp_path / "out" / "split") == "slice"
+
+
+def test_alpha_and_low_range_16_bit_images(tmp_path: Path) -> None:
+    image = disc()
+    rgba = np.zeros((*image.shape, 4), dtype=np.uint8)
+    rgba[..., :3] = np.where(image[..., None] > 0, (image[..., None] * 255).astype(np.uint8), 255)  # white where transparent
+    rgba[..., 3] = np.where(image > 0, 255, 0)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    values, notes = read_image(tmp_path / "a.png")
+    assert values[0, 0] == 0 and notes == ["transparent pixels composited over black"]
+    low = (image * 800).astype(np.uint16)  # a 16-bit export that uses values up to 800 only
+    Image.fromarray(low).save(tmp_path / "low.png")
+    prepared8 = prepare_image(read_image(save_png(tmp_path / "b.png", image))[0], 32)
+    prepared16 = prepare_image(read_image(tmp_path / "low.png")[0], 32)
+    assert (prepared16[0, 0] == 0).all() and np.abs(prepared16 - prepared8).max() < 0.1

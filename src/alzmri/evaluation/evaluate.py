@@ -76,6 +76,8 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         table["image_hash"] = scans["image_hash"].to_numpy()
         parts.append(table)
     predictions = pd.concat(parts, ignore_index=True)
+    if level == "slice":
+        predictions["split_level"] = "slice"  # so that 'alzmri report' on this table shows the banner too
 
     out = Path(config.out) if config.out else default_eval_dir(Path(config.checkpoint), config.subset)
     out.mkdir(parents=True, exist_ok=True)

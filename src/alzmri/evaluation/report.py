@@ -285,6 +285,8 @@ def build_report(
         "evaluated": described,
         "classes": classes,
         "unit": "slice" if "slice_id" in rows.columns else "scan",
+        # a --level slice split: said by evaluate, and kept in its predictions table for 'alzmri report'
+        "split_level": (context or {}).get("split_level") or ("slice" if "split_level" in table.columns and (table["split_level"].astype(str) == "slice").any() else "subject"),
         "subjects_unknown": unknown,
         "n_scans": int(len(rows)),
         "n_subjects": int(rows["participant_id"].nunique()),

@@ -83,8 +83,7 @@ def _banners(report: dict[str, Any]) -> str:
         parts.append(f"<div class='banner bad'><b>Subjects unknown.</b> {n} of {report['n_scans']} evaluated {unit}s have no subject id: each "
                      "counts as its own subject, so their subject-level results are slice-level, and the split cannot be checked for one "
                      "person on both sides (run the near-duplicate audit, 'alzmri slice-audit').</div>")  # fmt: skip
-    split_level = report.get("context", {}).get("split_level")
-    if split_level == "slice":
+    if report.get("split_level") == "slice":
         parts.append("<div class='banner bad'><b>SLICE-LEVEL SPLIT: these results are not valid.</b> The split was made per slice "
                      "('--level slice', to demonstrate leakage): slices of one person are in training and in the evaluated set.</div>")
     if report["small_sample"]:

@@ -31,7 +31,8 @@ def is_image_file(path: str | Path) -> bool:
 def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
     """One slice as a ``(H, W)`` float32 array in [0, 1], and notes about it.
 
-    Notes (plain sentences, empty for an ordinary gray slice): ``"colour image converted to gray"``.
+    Notes (plain sentences, empty for an ordinary gray slice): ``"colour image converted to gray"``,
+    ``"transparent pixels composited over black"`` (an alpha channel: transparent means background).
 
     Raises:
         AlzmriError: the file is missing, not an image Pillow can decode (also a truncated or
@@ -66,8 +67,12 @@ def _to_gray(pixels: np.ndarray, mode: str, path: Path) -> tuple[np.ndarray, lis
         raise AlzmriError(f"image {path} has pixel mode {mode}, which has no gray meaning; save it as gray or RGB")
     values = pixels.astype(np.float32) / scale
     notes: list[str] = []
-    if values.ndim == 3:
-        values = values[..., :3] if mode in ("RGB", "RGBA") else values[..., 0]  # LA: drop alpha
+    if values.ndim == 3 and mode in ("LA", "RGBA"):  # composite over black: transparent pixels are background
+        alpha = values[..., -1:]
+        values = values[..., :-1] * alpha
+        if float(alpha.min()) < 1.0:
+            notes.append("transparent pixels composited over black")
+        values = values[..., 0] if mode == "LA" else values
     if values.ndim == 3:
         spread = float((values.max(axis=-1) - values.min(axis=-1)).max())
         if spread > _COLOUR_TOLERANCE:

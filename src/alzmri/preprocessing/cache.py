@@ -140,6 +140,8 @@ def read_cache(cache_dir: str | Path) -> tuple[pd.DataFrame, PreprocessConfig]:
     cache_dir = Path(cache_dir)
     manifest = cache_dir / MANIFEST_FILE
     cfg_path = cache_dir / CONFIG_FILE
+    if (cache_dir / "slices.json").is_file():  # alzmri.data.slices.store.SLICE_CONFIG (a layer above this one)
+        raise AlzmriError(f"{cache_dir} is a slice cache; this command works on volumes (a preprocessing cache from 'alzmri preprocess')")
     if not manifest.is_file() or not cfg_path.is_file():
         raise AlzmriError(f"{cache_dir} is not a preprocessing cache (run 'alzmri preprocess' first)")
     config = stored_config(cfg_path.read_text(), str(cfg_path))

@@ -56,18 +56,22 @@ class AsVolume:
         return f"AsVolume({self.transform!r})"
 
 
-def _build(name: Augmentation, spatial_dims: int = 3) -> tio.Transform:
-    """One augmentation with settings suited to brain-extracted, cube-cropped T1w volumes (or slices)."""
+def _build(name: Augmentation, spatial_dims: int = 3, pad: float | str = "minimum") -> tio.Transform:
+    """One augmentation with settings suited to brain-extracted, cube-cropped T1w volumes (or slices).
+
+    ``pad``: what spatial transforms fill uncovered voxels with: the background value (0 for
+    slices and for volumes preprocessed with ``zero_background``), else TorchIO's image minimum.
+    """
     flat = spatial_dims == 2
     if name == "rotate":  # ±15°: in-plane for slices, about every axis for volumes
-        return tio.RandomAffine(scales=0, degrees=(0, 0, 0, 0, -15, 15) if flat else 15, translation=0, p=0.5)
+        return tio.RandomAffine(scales=0, degrees=(0, 0, 0, 0, -15, 15) if flat else 15, translation=0, default_pad_value=pad, p=0.5)
     if name == "brightness_contrast":
         return BrightnessContrast()
     if flat and name == "flip":  # the image's width: left-right for axial and coronal slices
         return tio.RandomFlip(axes=(1,), flip_probability=0.5)
     if flat and name in ("affine", "crop"):
         return tio.RandomAffine(scales=(0.95, 1.05) if name == "affine" else 0, degrees=(0, 0, 0, 0, -5, 5) if name == "affine" else 0,
-                                translation=(-3, 3, -3, 3, 0, 0), p=0.5)  # fmt: skip
+                                translation=(-3, 3, -3, 3, 0, 0), default_pad_value=pad, p=0.5)  # fmt: skip
     if flat and name == "elastic":
         return tio.RandomElasticDeformation(num_control_points=(6, 6, 5), max_displacement=(3, 3, 0), p=0.3)
     if name == "noise":
@@ -77,7 +81,7 @@ def _build(name: Augmentation, spatial_dims: int = 3) -> tio.Transform:
     if name == "flip":  # left-right only (axis 0 is R-L after RAS reorientation)
         return tio.RandomFlip(axes=(0,), flip_probability=0.5)
     if name == "affine":
-        return tio.RandomAffine(scales=(0.95, 1.05), degrees=5, translation=3, p=0.5)
+        return tio.RandomAffine(scales=(0.95, 1.05), degrees=5, translation=3, default_pad_value=pad, p=0.5)
     if name == "elastic":
         return tio.RandomElasticDeformation(num_control_points=6, max_displacement=3, p=0.3)
     if name == "blur":
@@ -85,12 +89,13 @@ def _build(name: Augmentation, spatial_dims: int = 3) -> tio.Transform:
     if name == "bias_field":
         return tio.RandomBiasField(coefficients=0.2, p=0.3)
     # "crop": a random shift of up to ~4 % of the edge, zero-filled, like a random crop and pad
-    return tio.RandomAffine(scales=0, degrees=0, translation=4, p=0.5)
+    return tio.RandomAffine(scales=0, degrees=0, translation=4, default_pad_value=pad, p=0.5)
 
 
-def training_transform(augment: bool, names: Sequence[Augmentation] = DEFAULT_AUGMENTATIONS, spatial_dims: int = 3) -> Callable | None:
+def training_transform(augment: bool, names: Sequence[Augmentation] = DEFAULT_AUGMENTATIONS, spatial_dims: int = 3,
+                       pad: float | str = "minimum") -> Callable | None:  # fmt: skip
     """The named augmentations in the given order; ``None`` when ``augment`` is off or none is named."""
     if not augment or not names:
         return None
-    transform = tio.Compose([_build(name, spatial_dims) for name in names])
+    transform = tio.Compose([_build(name, spatial_dims, pad) for name in names])
     return AsVolume(transform) if spatial_dims == 2 else transform

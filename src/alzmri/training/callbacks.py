@@ -101,6 +101,7 @@ class EarlyStoppingOnLossOrAccuracy(pl.Callback):
 
     Two counters: one since the loss last fell, one since the accuracy last rose. Training goes on
     while either is within ``patience`` (accuracy often keeps improving while the loss plateaus).
+    With ``--phases`` the counters restart at each phase and only the last phase can stop early.
 
     Args:
         patience: epochs without improvement of both metrics before stopping.
@@ -120,6 +121,12 @@ class EarlyStoppingOnLossOrAccuracy(pl.Callback):
         if self.stopped:  # resumed from the checkpoint of the epoch that stopped the run
             trainer.should_stop = True
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        schedule = getattr(pl_module, "phase_schedule", None)
+        if schedule is not None and trainer.current_epoch in schedule.starts:
+            # A new phase (e.g. unfreezing after head-only training) gets its own patience; the best scores stay.
+            self.since_loss = self.since_acc = 0
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -135,6 +142,9 @@ class EarlyStoppingOnLossOrAccuracy(pl.Callback):
             self.best_acc, self.since_acc = acc, 0
         else:
             self.since_acc += 1
+        schedule = getattr(pl_module, "phase_schedule", None)
+        if schedule is not None and schedule.phase_of(trainer.current_epoch) < len(schedule.phases) - 1:
+            return  # an earlier phase always runs to its end: stopping there would skip the later phases
         if self.since_loss >= self.patience and self.since_acc >= self.patience:
             trainer.should_stop = self.stopped = True
 

@@ -82,7 +82,7 @@ class TrainConfig(BaseModel):
     pretrained: Path | None = Field(None, description="Weights file to start from (.pth/.safetensors, e.g. torchvision Kinetics-400 for r3d_18); never downloaded.")
     freeze_until: str | None = Field(None, description="Freeze the model's top-level modules up to and including this one (e.g. layer3).")
     freeze: list[str] | None = Field(None, description="Also freeze parameters matching these patterns (e.g. 'stem.*').")
-    head_lr_mult: float | None = Field(None, gt=0, description="Learning-rate multiplier of the classifier head (default: 10 with --pretrained, else 1).")
+    head_lr_mult: float | None = Field(None, gt=0, description="Learning-rate multiplier of the classifier head (default: 10 with --pretrained and no --phases, else 1).")
     warmup_epochs: int = Field(0, ge=0, description="Linear learning-rate warm-up from 10 % over this many epochs.")
     weight_decay: float = Field(1e-4, ge=0, description="Weight decay.")
     scheduler: Literal["none", "cosine", "plateau", "multistep"] = Field(
@@ -150,7 +150,7 @@ class TrainConfig(BaseModel):
         if len(self.phases) < 2:
             raise ValueError("--phases needs at least two phases (one phase is an ordinary run: use --epochs, --lr, --scheduler)")
         fields = type(self).model_fields
-        given = sorted(k for k in ("scheduler", "warmup_epochs", "freeze_until", "lr") if getattr(self, k) != fields[k].get_default())
+        given = sorted(k for k in ("scheduler", "warmup_epochs", "freeze_until", "freeze", "lr") if getattr(self, k) != fields[k].get_default())
         if given:
             raise ValueError(f"--phases sets the learning rate, schedule and freezing of each phase; leave out {', '.join('--' + k.replace('_', '-') for k in given)}")
         total = sum(p.epochs for p in self.phases)

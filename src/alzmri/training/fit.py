@@ -47,7 +47,7 @@ from alzmri.utils.run_folder import claim_run_dir
 # Settings that do not change the trained weights (a run may resume with other values).
 _NOT_HASHED = {"progress", "num_workers", "threads", "run_name", "out", "resume", "device", "trackers", "tracking_uri", "experiment"}
 # Settings added after runs existed: left out of the hash at their default, so those runs keep their names.
-_ADDED_LATER = {"shuffle_labels": False, "head": None}
+_ADDED_LATER = {"shuffle_labels": False, "head": None, "phases": None}
 
 
 def hashed_fields(config: TrainConfig) -> dict[str, Any]:
@@ -65,6 +65,19 @@ def run_name_for(config: TrainConfig) -> str:
     payload["split"] = str(Path(config.split).resolve())
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
     return f"{config.model}-{digest}"
+
+
+def _check_phase_modules(config: TrainConfig) -> None:
+    """Refuse a phase's ``freeze_until`` that is not a top-level module of the model (before any phase trains)."""
+    import torch
+
+    from alzmri.models import create_model
+
+    with torch.device("meta"):
+        children = [name for name, _ in create_model(config.model).named_children()]
+    for k, phase in enumerate(config.phases or [], start=1):
+        if phase.freeze_until and phase.freeze_until not in children:
+            raise AlzmriError(f"phase {k}: freeze_until {phase.freeze_until!r} is not a top-level module of {config.model}; choose one of {', '.join(children)}")
 
 
 def known_order(present: set[str], order: Sequence[str]) -> list[str]:
@@ -103,7 +116,12 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
     val = select_scans(cache, splits["val"], "val")
     for name in ("train", "val"):  # training reads the cache's labels: they must be the split's
         compare_labels(splits[name], cache, name)
-    classes = list(config.classes) if config.classes else known_order(set(train["diagnosis"]), getattr(preprocess, "classes", DIAGNOSES))
+    present = set(train["diagnosis"])
+    if config.classes:  # as the data spells them (class names compare case-insensitively)
+        spelling = {dx.upper(): dx for dx in present | set(val["diagnosis"])}
+        classes = [spelling.get(c.upper(), c) for c in config.classes]
+    else:
+        classes = known_order(present, getattr(preprocess, "classes", DIAGNOSES))
     if len(classes) < 2:
         raise AlzmriError(f"need at least two diagnoses to classify; the training split has {classes}")
     for warning in check_training_splits(train, val, classes, where=str(config.split)):
@@ -113,6 +131,8 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
     if config.shuffle_labels:
         train = shuffle_subject_labels(train, config.seed)
     info = model_info(config.model)
+    if config.phases:
+        _check_phase_modules(config)
     dims = spatial_dims(preprocess)
     if info.spatial_dims != dims:
         kind = ("slices", "a 2D model (small_cnn_2d, resnet18_2d, efficientnet_b4_2d)") if dims == 2 else ("volumes", "a 3D model")

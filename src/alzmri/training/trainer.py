@@ -27,6 +27,11 @@ from alzmri.utils.atomic import stale_temporaries
 from alzmri.utils.errors import AlzmriError, Terminated, first_line
 
 
+def background_pad(inputs: Any) -> float | str:
+    """What spatial augmentations fill with: 0 where the background is 0 (slices, ``zero_background``), else the image minimum."""
+    return 0.0 if spatial_dims(inputs) == 2 or getattr(inputs, "zero_background", False) else "minimum"
+
+
 def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     """Fit with Lightning and return the result record."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -38,7 +43,7 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
     rank = global_rank()
     classes = data["classes"]
     with_age = config.age_encoding
-    train_ds = CachedVolumeDataset(data["train"], classes, training_transform(config.augment, config.augmentations, spatial_dims(data["preprocess"])), seed=config.seed, with_age=with_age)
+    train_ds = CachedVolumeDataset(data["train"], classes, training_transform(config.augment, config.augmentations, spatial_dims(data["preprocess"]), pad=background_pad(data["preprocess"])), seed=config.seed, with_age=with_age)
     val_ds = CachedVolumeDataset(data["val"], classes, with_age=with_age)
     # Each process trains on its shard; every process validates on the whole val set (small).
     sampler = EpochSeededSampler(len(train_ds), config.seed, num_replicas=layout.world_size, rank=rank)
@@ -57,7 +62,8 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
         train_config=record["train_config"],
         freeze_until=config.freeze_until,
         freeze=config.freeze,
-        head_lr_mult=config.head_lr_mult if config.head_lr_mult is not None else (10.0 if config.pretrained else 1.0),
+        # with --phases each phase's rate is the head's too (a head-only phase at 1e-3 trains at 1e-3)
+        head_lr_mult=config.head_lr_mult if config.head_lr_mult is not None else (10.0 if config.pretrained and not config.phases else 1.0),
         warmup_epochs=config.warmup_epochs,
         training_data=data.get("training_data"),
     )

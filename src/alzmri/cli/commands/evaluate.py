@@ -73,6 +73,10 @@ def print_report(report: dict[str, Any]) -> None:
     from alzmri.evaluation.report import headline_rows
 
     print_leakage(report["audit"])
+    if report.get("split_level") == "slice":
+        print("LEAKAGE: slice-level split (--level slice): slices of one subject are in training and in the evaluated set")
+    if report.get("subjects_unknown"):
+        print(f"warning: {report['subjects_unknown']} evaluated {report.get('unit', 'scan')}s have no subject id: each counts as its own subject")
     if report["small_sample"]:
         print("small sample: fewer than 30 subjects of " + ", ".join(f"{c} ({n})" for c, n in report["small_sample"].items()))
     rows = [

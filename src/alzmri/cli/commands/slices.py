@@ -18,7 +18,7 @@ def run_import(config: ImportSlicesConfig) -> Path:
         print(f"warning: {warning}")
     if result["split"]:
         parts = ", ".join(f"{name} {n}" for name, n in result["split"].items())
-        print(f"the split the images came with ({parts} scans) is in {Path(result['out']) / 'split'}")
+        print(f"the split the images came with ({parts} slices) is in {Path(result['out']) / 'split'}")
     return Path(result["out"])
 
 

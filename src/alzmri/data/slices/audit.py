@@ -34,6 +34,7 @@ from alzmri.utils.errors import AlzmriError
 SIZE = 32
 SHIFT = 1
 IDENTICAL = 0.999  # NCC of two copies of one image (float16 storage and resizing leave it just below 1)
+MAX_CALIBRATION = 4000  # calibration slices (whole subjects, drawn with a fixed seed): its matrices are n²
 
 
 def embed(paths: Sequence[str | Path], size: int = SIZE) -> np.ndarray:
@@ -113,11 +114,25 @@ class Calibration:
         }
 
 
+def pair_scores(images: np.ndarray, pairs: np.ndarray, shift: int = SHIFT) -> np.ndarray:
+    """The best NCC over shifts of up to ``shift`` pixels of each pair ``(i, j)`` of images (as the audit scores a match)."""
+    s = images.shape[1]
+    reference = _unit(images[pairs[:, 1]].reshape(len(pairs), -1))
+    padded = np.pad(images[pairs[:, 0]], ((0, 0), (shift, shift), (shift, shift)))
+    best = np.full(len(pairs), -np.inf, dtype=np.float32)
+    for dy in range(2 * shift + 1):
+        for dx in range(2 * shift + 1):
+            moved = _unit(padded[:, dy : dy + s, dx : dx + s].reshape(len(pairs), -1))
+            best = np.maximum(best, (moved * reference).sum(axis=1))
+    return best
+
+
 def calibrate(slices: pd.DataFrame, max_gap: int = 3, quantile: float = 0.99, size: int = SIZE, shift: int = SHIFT, source: str = "") -> Calibration:
     """Calibrate the threshold on slices with known subjects and slice numbers.
 
     Same person: pairs of slices of one subject and session whose ``slice_index`` differs by 1 to
-    ``max_gap``. Null: each slice's best match (over shifts) among all slices of *other* subjects,
+    ``max_gap``, scored as the audit scores a match (best over shifts). At most
+    :data:`MAX_CALIBRATION` slices are used (whole subjects, seeded), as the null needs n² memory. Null: each slice's best match (over shifts) among all slices of *other* subjects,
     leaving out identical images (NCC ≥ 0.999): one image under two subject ids is a leak in the
     calibration data, not a stranger, and would drag the threshold up to 1.
 
@@ -125,6 +140,11 @@ def calibrate(slices: pd.DataFrame, max_gap: int = 3, quantile: float = 0.99, si
         AlzmriError: fewer than 3 known subjects, or no neighbouring pairs.
     """
     known = slices[slices["subject_known"].astype(bool)].reset_index(drop=True)
+    if len(known) > MAX_CALIBRATION:  # whole subjects, in a seeded order, until the cap
+        order = np.random.default_rng(0).permutation(known["participant_id"].unique())
+        counts = known.groupby("participant_id").size().reindex(order)
+        keep = set(counts.index[counts.cumsum() <= MAX_CALIBRATION])
+        known = known[known["participant_id"].isin(keep)].reset_index(drop=True)
     if known["participant_id"].nunique() < 3:
         raise AlzmriError(f"calibrating the audit needs slices of at least 3 known subjects; {source or 'the data'} has {known['participant_id'].nunique()}")
     images = embed(known["array"], size)
@@ -140,7 +160,7 @@ def calibrate(slices: pd.DataFrame, max_gap: int = 3, quantile: float = 0.99, si
     pairs = np.argwhere(np.triu(same_subject & (sessions[:, None] == sessions[None, :]) & (gap >= 1) & (gap <= max_gap), 1))
     if not len(pairs):
         raise AlzmriError(f"no slices of one subject lie 1-{max_gap} slices apart in {source or 'the data'}: cannot calibrate the audit")
-    same = (flat[pairs[:, 0]] * flat[pairs[:, 1]]).sum(axis=1)
+    same = pair_scores(images, pairs, shift)
     threshold = float(np.quantile(null, quantile))
     return Calibration(threshold, quantile, same.astype(float).tolist(), null.astype(float).tolist(), int(known["participant_id"].nunique()), source)
 

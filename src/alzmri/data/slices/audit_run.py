@@ -30,6 +30,9 @@ def run_slice_audit(config: SliceAuditConfig) -> dict[str, Any]:
             raise AlzmriError(f"split folder {split_dir} has no {name!r} split")
     train = select_scans(slices, splits[config.train], config.train)
     test = select_scans(slices, splits[config.test], config.test)
+    for name, part in ((config.train, train), (config.test, test)):
+        if part.empty:
+            raise AlzmriError(f"the {name} split of {split_dir} has no slices: nothing to audit")
     if config.threshold is not None:
         calibration = {"threshold": config.threshold, "source": "", "rule": "given with --threshold"}
         cal = None

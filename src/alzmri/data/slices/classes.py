@@ -73,19 +73,19 @@ def parse_label_map(text: str | Mapping[str, str] | None) -> dict[str, str]:
 
 
 def map_label(name: str, label_map: Mapping[str, str], where: str) -> str:
-    """The class of a folder name or manifest diagnosis: the label map's entry, else the name if it is a known stage.
+    """The class of a folder name or manifest diagnosis: the label map's entry, else the name itself if it is a known stage.
 
     Raises:
         AlzmriError: an unknown name that the label map does not cover.
     """
     if name in label_map:
         return label_map[name]
-    if label_map or known_stage(name) is None:
-        known = ", ".join(label_map) if label_map else "NonDemented, VeryMildDemented, MildDemented, ModerateDemented, CN, MCI, AD"
-        raise AlzmriError(
-            f"{where}: class {name!r} is not a known stage ({known}); name its class with --label-map '{name}=CLASS,...'"
-        )
-    return name
+    if known_stage(name) is not None:
+        return name
+    if label_map:
+        raise AlzmriError(f"{where}: {name!r} is neither a known stage nor in the label map (it maps {', '.join(label_map)}); add '{name}=CLASS' to --label-map")
+    known = "NonDemented, VeryMildDemented, MildDemented, ModerateDemented, CN, MCI, AD"
+    raise AlzmriError(f"{where}: class {name!r} is not a known stage ({known}); name its class with --label-map '{name}=CLASS,...'")
 
 
 def ordered_classes(names: Iterable[str], label_map: Mapping[str, str] | None = None) -> list[str]:

@@ -91,7 +91,7 @@ def figures(summary: dict[str, Any], images: dict[str, np.ndarray], out: Path) -
         fig, axes = plt.subplots(1, len(diffs), figsize=(2.6 * len(diffs) + 0.6, 2.6), squeeze=False)
         for ax, d, row in zip(axes[0], diffs, summary["adjacent_stages"], strict=True):
             shown = ax.imshow(d, cmap="RdBu_r", vmin=-bound, vmax=bound)
-            ax.set_title(f"{row['pair']}\nSSIM {row['ssim']:.3f}", fontsize=8)
+            ax.set_title(f"{row['pair'].replace(' → ', ' →' + chr(10))}\nSSIM {row['ssim']:.3f}", fontsize=7)
             ax.axis("off")
         fig.colorbar(shown, ax=axes[0].tolist(), shrink=0.8, label="later − earlier (z units)")
         paths["differences"] = save_figure(fig, out / "differences.png")

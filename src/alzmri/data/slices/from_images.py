@@ -10,7 +10,7 @@ Layouts read:
   ``participant_id``, ``session_id``, ``slice_index``, ``split``.
 
 Every image is padded to a square with background, resized (anti-aliased) to ``--size``, and
-z-scored over its foreground (pixels above 2 % of full scale) with the background set to 0,
+z-scored over its foreground (pixels above 2 % of its 99.5th percentile) with the background set to 0,
 the same convention as the 3D default (``zero_background``). Images of another size than the
 most common one are resized like the others, with a warning naming how many there were.
 """
@@ -46,7 +46,7 @@ from alzmri.utils.names import safe_name
 
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "testing": "test"}
 NORMALIZATION = "zscore-foreground-v1"
-FOREGROUND = 0.02  # of full scale: above JPEG noise in a black background, below any tissue
+FOREGROUND = 0.02  # of the image's bright end: above JPEG noise in a black background, below any tissue
 _IGNORED = {"thumbs.db", "desktop.ini"}
 
 
@@ -164,7 +164,9 @@ def prepare_image(pixels: np.ndarray, size: int) -> np.ndarray:
     square[top : top + h, left : left + w] = pixels
     if edge != size:
         square = resize(square, (size, size), order=1, anti_aliasing=edge > size, preserve_range=True).astype(np.float32)
-    foreground = square > FOREGROUND
+    # 2 % of the image's own bright end (its 99.5th percentile), not of full scale: a 16-bit export using
+    # values up to 800 of 65,535 has its brain at 0.012 of full scale, the same slice as 8 bits at 1.0
+    foreground = square > FOREGROUND * max(float(np.percentile(square, 99.5)), 1e-6)
     if foreground.sum() < 0.01 * square.size:  # nearly black: z-score all pixels rather than a handful
         foreground = np.ones_like(foreground)
     values = square[foreground]
@@ -187,7 +189,7 @@ def import_slices(config: ImportSlicesConfig) -> dict[str, Any]:
     for entry, label, ids in tqdm(list(zip(entries, labels, all_ids, strict=True)), desc="import-slices", unit="image", disable=not config.progress):
         pixels, notes = read_image(entry["path"])
         sizes[pixels.shape] += 1
-        colour += bool(notes)
+        colour += any(note.startswith("colour") for note in notes)
         digest = content_digest(entry["path"])
         key = text_digest(f"{digest}:{settings}")
         array = f"{ARRAY_DIR}/{safe_name(Path(entry['relative']).with_suffix('').as_posix())}.{key}.npy"
@@ -222,20 +224,35 @@ def import_slices(config: ImportSlicesConfig) -> dict[str, Any]:
 
 
 def _write_given_split(out: Path, table: pd.DataFrame, config: ImportSlicesConfig) -> dict[str, int]:
-    """``OUT/split/{train,val,test}.tsv`` from the given split folders (val carved from train if absent)."""
-    from alzmri.data.splits import SPLITS, round_robin_split, write_splits
+    """``OUT/split/{train,val,test}.tsv``: exactly the given split folders, one row per slice (val carved from train if absent).
+
+    The rows list slices (with ``slice_id``), so every slice stays in the split its folder put it
+    in. When a subject has images in two split folders, the given split is a slice-level split:
+    it is written as such (``split.json``), with a warning, so training and every report flag it.
+    """
+    from alzmri.data.splits import SPLITS, round_robin_split, write_split_level, write_splits
 
     if (table["given_split"] == "").any():
         raise AlzmriError("some images are inside train/val/test folders and some are not; keep one layout")
-    scans = table.drop_duplicates(["participant_id", "session_id"])[["participant_id", "session_id", "diagnosis", "subject_known", "given_split"]]
-    parts = {name: scans[scans["given_split"] == name].drop(columns="given_split") for name in SPLITS}
+    columns = ["participant_id", "session_id", "slice_id", "diagnosis", "subject_known"]
+    parts = {name: table.loc[table["given_split"] == name, columns].reset_index(drop=True) for name in SPLITS}
     if parts["train"].empty:
         raise AlzmriError(f"{config.source} has no train folder; a given split needs one (or put the class folders directly in {config.source})")
-    if parts["val"].empty and config.val_fraction > 0:
-        carved = round_robin_split(parts["train"], ratios=(1 - config.val_fraction, config.val_fraction, 0.0), seed=config.seed)
-        parts["train"], parts["val"] = carved["train"], carved["val"]
-    clash = set(parts["train"]["participant_id"]) & set(parts["test"]["participant_id"])
-    if clash:
-        print(f"warning: {len(clash)} subjects have images in both train and test folders (e.g. {sorted(clash)[0]}): the given split leaks")
+    if parts["val"].empty and config.val_fraction > 0:  # by subject (unknown subjects are one slice each)
+        scans = parts["train"].drop_duplicates(["participant_id", "session_id"])
+        try:
+            carved = round_robin_split(scans, ratios=(1 - config.val_fraction, config.val_fraction, 0.0), seed=config.seed)
+        except AlzmriError as exc:
+            raise AlzmriError(f"cannot draw a validation split from {config.source}/train: {exc} (change --val-fraction, or add a val/ folder)") from None
+        to_val = set(carved["val"]["participant_id"])
+        train = parts["train"]
+        parts["val"] = train[train["participant_id"].isin(to_val)].reset_index(drop=True)
+        parts["train"] = train[~train["participant_id"].isin(to_val)].reset_index(drop=True)
+    named = {name: set(part["participant_id"]) for name, part in parts.items()}
+    shared = sorted((named["train"] & (named["val"] | named["test"])) | (named["val"] & named["test"]))
     write_splits(parts, out / SPLIT_DIR)
+    write_split_level(out / SPLIT_DIR, "slice" if shared else "subject")
+    if shared:
+        print(f"warning: {len(shared)} subjects have images in more than one of the train/val/test folders (e.g. {shared[0]}): "
+              "the given split is a slice-level split; it is kept as given and marked, and every result from it is flagged")  # fmt: skip
     return {name: len(part) for name, part in parts.items()}
