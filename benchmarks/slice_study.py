@@ -50,21 +50,30 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 TRAIN = {"model": "small_cnn_2d", "batch_size": 32, "lr": 1e-3, "progress": False, "trackers": [], "seed": 0}
 
 
-def random_label_cache(source: Path, out: Path, seed: int = 0) -> Path:
-    """A copy of a slice cache's manifest with the subjects' labels permuted across subjects (arrays shared by a symlink)."""
+def derived_cache(source: Path, out: Path, change: Any) -> pd.DataFrame:
+    """A slice cache whose manifest is ``change(source's manifest)``, sharing the source's arrays through a symlink."""
     from alzmri.data.slices.store import ARRAY_DIR, MANIFEST_FILE, SLICE_CONFIG
 
     out.mkdir(parents=True, exist_ok=True)
-    table = pd.read_csv(source / MANIFEST_FILE, sep="\t", dtype=str, keep_default_na=False)
-    subjects = table.drop_duplicates("participant_id")
-    permuted = np.random.default_rng(seed).permutation(subjects["diagnosis"].to_numpy())
-    table["diagnosis"] = table["participant_id"].map(dict(zip(subjects["participant_id"], permuted, strict=True)))
+    table = change(pd.read_csv(source / MANIFEST_FILE, sep="\t", dtype=str, keep_default_na=False))
     table.to_csv(out / MANIFEST_FILE, sep="\t", index=False)
     shutil.copy(source / SLICE_CONFIG, out / SLICE_CONFIG)
     if not (out / ARRAY_DIR).exists():
         (out / ARRAY_DIR).symlink_to((source / ARRAY_DIR).resolve())
-    changed = float((table["diagnosis"] != pd.read_csv(source / MANIFEST_FILE, sep="\t", dtype=str)["diagnosis"]).mean())
-    print(f"random labels: {changed:.0%} of the slices changed label")
+    return table
+
+
+def random_label_cache(source: Path, out: Path, seed: int = 0) -> Path:
+    """A copy of a slice cache with the subjects' labels permuted across subjects (arrays shared)."""
+
+    def permute(table: pd.DataFrame) -> pd.DataFrame:
+        subjects = table.drop_duplicates("participant_id")
+        permuted = np.random.default_rng(seed).permutation(subjects["diagnosis"].to_numpy())
+        changed = table.assign(diagnosis=table["participant_id"].map(dict(zip(subjects["participant_id"], permuted, strict=True))))
+        print(f"random labels: {(changed['diagnosis'] != table['diagnosis']).mean():.0%} of the slices changed label")
+        return changed
+
+    derived_cache(source, out, permute)
     return out
 
 
@@ -203,17 +212,12 @@ def nearest_neighbour_report(audit_tsv: Path, classes: list[str], out: Path) -> 
 
 def image_set_cache(cache: Path, out: Path) -> Path:
     """The test half's slices with an image set, as a slice cache whose subjects are (class, image set)."""
-    from alzmri.data.slices.store import ARRAY_DIR, MANIFEST_FILE, SLICE_CONFIG
 
-    out.mkdir(parents=True, exist_ok=True)
-    table = pd.read_csv(cache / MANIFEST_FILE, sep="\t", dtype=str, keep_default_na=False)
-    table = table[(table["given_split"] == "test") & (table["image_set"] != "")].copy()
-    table["participant_id"] = table["diagnosis"] + "-set" + table["image_set"]
-    table["subject_known"] = "True"
-    table.to_csv(out / MANIFEST_FILE, sep="\t", index=False)
-    shutil.copy(cache / SLICE_CONFIG, out / SLICE_CONFIG)
-    if not (out / ARRAY_DIR).exists():
-        (out / ARRAY_DIR).symlink_to((cache / ARRAY_DIR).resolve())
+    def as_people(table: pd.DataFrame) -> pd.DataFrame:
+        table = table[(table["given_split"] == "test") & (table["image_set"] != "")].copy()
+        return table.assign(participant_id=table["diagnosis"] + "-set" + table["image_set"], subject_known="True")
+
+    table = derived_cache(cache, out, as_people)
     print(f"image-set calibration: {len(table)} test slices in {table['participant_id'].nunique()} (class, set) groups")
     return out
 
