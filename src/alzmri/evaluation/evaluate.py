@@ -166,8 +166,11 @@ def predict(config: PredictConfig) -> pd.DataFrame:
     if spatial_dims(preprocess) == 2:
         from alzmri.evaluation.predict_slices import predict_images
 
-        table, failures = predict_images(model, hp, list(config.inputs), Path(config.out), preprocess)
-        _write_failures(Path(config.out), failures, len(table) + len(failures), table)
+        scans, probs, failures = predict_images(model, hp, list(config.inputs), preprocess)
+        total = len(scans) + len(failures)
+        record_failures(Path(config.out), failures, total, len(scans) > 0, "inputs")
+        table = file_predictions(scans, probs, list(hp["classes"]), hp, Path(config.out))
+        raise_if_partial(Path(config.out), failures, total, table, "inputs")
         return table
     classes = list(hp["classes"])
     rows = _predict_inputs(config.inputs)
@@ -190,16 +193,39 @@ def predict(config: PredictConfig) -> pd.DataFrame:
             probs.append(torch.softmax(model(torch.from_numpy(np.stack(arrays)[:, None]), *extra), dim=1).numpy())
         done += kept
     out = Path(config.out)
+    record_failures(out, failures, len(rows), bool(done), "scans")
+    table = file_predictions(pd.DataFrame([rows[i] for i in done]), np.concatenate(probs), classes, hp, out)
+    raise_if_partial(out, failures, len(rows), table, "scans")
+    return table
+
+
+def _failure_path(out: Path) -> Path:
+    return out.with_name(out.name.split(".")[0] + ".failures.tsv")
+
+
+def record_failures(out: Path, failures: list[dict[str, Any]], total: int, any_done: bool, noun: str) -> None:
+    """Write the inputs that failed next to ``out`` (or remove an earlier run's list); refuse when none succeeded."""
     fail_path = _failure_path(out)
     if failures:
         write_manifest(pd.DataFrame(failures), fail_path)
     else:
         fail_path.unlink(missing_ok=True)  # an earlier run's list, now stale
-    if not done:
-        raise AlzmriError(f"none of the {len(rows)} scans could be predicted; first: {failures[0]['path']}: {failures[0]['error']} (all in {fail_path})")
-    scans = pd.DataFrame([rows[i] for i in done])
-    scans["source_hash"] = [content_digest(p) for p in scans["path"]]
-    table = predictions_table(scans, np.concatenate(probs), classes)
+    if not any_done:
+        raise AlzmriError(f"none of the {total} {noun} could be predicted; first: {failures[0]['path']}: {failures[0]['error']} (all in {fail_path})")
+
+
+def raise_if_partial(out: Path, failures: list[dict[str, Any]], total: int, table: pd.DataFrame, noun: str) -> None:
+    """PartlyPredicted when some inputs failed (the others' table is already written)."""
+    if failures:
+        first = failures[0]
+        raise PartlyPredicted(f"{len(failures)} of {total} {noun} could not be predicted (the others are in {out}); "
+                              f"first: {first['path']}: {first['error']} (all listed in {_failure_path(out)})", table)  # fmt: skip
+
+
+def file_predictions(scans: pd.DataFrame, probs: np.ndarray, classes: list[str], hp: dict[str, Any], out: Path) -> pd.DataFrame:
+    """The predictions table of input files (``path`` column), their content hashes and whether the model saw them; written to ``out``."""
+    scans = scans.assign(source_hash=[content_digest(p) for p in scans["path"]])
+    table = predictions_table(scans, probs, classes)
     table.insert(2, "path", [str(p) for p in scans["path"]])
     seen = find_seen(hp.get("training_data"), scans)
     table["source_hash"] = scans["source_hash"].to_numpy()  # lets 'report --checkpoint' match content, not ids
@@ -208,27 +234,7 @@ def predict(config: PredictConfig) -> pd.DataFrame:
     if not seen.empty:
         print(f"warning: {describe_seen(seen)}; their predictions are not held-out results (column seen_in_training)")
     write_manifest(table, out)
-    if failures:
-        first = failures[0]
-        raise PartlyPredicted(f"{len(failures)} of {len(rows)} scans could not be predicted (the others are in {out}); "
-                              f"first: {first['path']}: {first['error']} (all listed in {fail_path})", table)  # fmt: skip
     return table
-
-
-def _failure_path(out: Path) -> Path:
-    return out.with_name(out.name.split(".")[0] + ".failures.tsv")
-
-
-def _write_failures(out: Path, failures: list[dict[str, Any]], total: int, table: pd.DataFrame) -> None:
-    """Write (or clear) the failures list next to ``out``; raise PartlyPredicted when some inputs failed."""
-    fail_path = _failure_path(out)
-    if not failures:
-        fail_path.unlink(missing_ok=True)
-        return
-    write_manifest(pd.DataFrame(failures), fail_path)
-    first = failures[0]
-    raise PartlyPredicted(f"{len(failures)} of {total} inputs could not be predicted (the others are in {out}); "
-                          f"first: {first['path']}: {first['error']} (all listed in {fail_path})", table)  # fmt: skip
 
 
 def _ages(rows: list[dict[str, Any]]) -> list[float]:

@@ -1,4 +1,4 @@
-"""``predict`` with a slice model: image files (or folders of them) prepared exactly as its training slices were."""
+"""``predict`` with a slice model: image files (or folders of them) prepared exactly as its training slices were (the table is made by ``evaluate.file_predictions``, as for scans)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from alzmri.data.provenance import describe_seen, find_seen
 from alzmri.data.slices.from_images import prepare_image
 from alzmri.data.slices.store import SliceSetConfig
-from alzmri.evaluation.predict import predictions_table
 from alzmri.io.images import is_image_file, read_image
-from alzmri.io.manifest import write_manifest
 from alzmri.utils.errors import AlzmriError, first_line
-from alzmri.utils.hashing import content_digest
 
 _BATCH = 64
 
@@ -39,11 +35,10 @@ def image_inputs(inputs: list[Path]) -> list[Path]:
     return files
 
 
-def predict_images(model: nn.Module, hp: dict[str, Any], inputs: list[Path], out: Path, settings: SliceSetConfig) -> tuple[pd.DataFrame, list[dict[str, str]]]:
-    """Predict every image; returns the table (written to ``out``) and the images that could not be read."""
+def predict_images(model: nn.Module, hp: dict[str, Any], inputs: list[Path], settings: SliceSetConfig) -> tuple[pd.DataFrame, np.ndarray, list[dict[str, str]]]:
+    """Predict every image; returns the predicted files (``participant_id``, ``session_id``, ``path``), their probabilities and the images that could not be read."""
     if settings.origin != "images" or settings.channels != 1:
         raise AlzmriError("this slice model was trained on slices cut from volumes: cut the scans' slices with 'alzmri slices' and score them with 'alzmri evaluate'")
-    classes = list(hp["classes"])
     files = image_inputs(inputs)
     probs, done, failures = [], [], []
     for start in range(0, len(files), _BATCH):
@@ -59,17 +54,5 @@ def predict_images(model: nn.Module, hp: dict[str, Any], inputs: list[Path], out
             with torch.no_grad():
                 probs.append(torch.softmax(model(torch.from_numpy(np.stack(batch))), dim=1).numpy())
             done += kept
-    if not done:
-        raise AlzmriError(f"none of the {len(files)} images could be read; first: {failures[0]['path']}: {failures[0]['error']}")
-    rows = pd.DataFrame({"participant_id": [p.stem for p in done], "session_id": "", "path": [str(p) for p in done]})
-    rows["source_hash"] = [content_digest(p) for p in done]
-    table = predictions_table(rows, np.concatenate(probs), classes)
-    table.insert(2, "path", rows["path"].to_numpy())
-    seen = find_seen(hp.get("training_data"), rows)
-    table["source_hash"] = rows["source_hash"].to_numpy()
-    table["seen_in_training"] = ""
-    table.loc[seen["position"].to_numpy(dtype=int), "seen_in_training"] = seen["seen_in"].to_numpy()
-    if not seen.empty:
-        print(f"warning: {describe_seen(seen)}; their predictions are not held-out results (column seen_in_training)")
-    write_manifest(table, out)
-    return table, failures
+    scans = pd.DataFrame({"participant_id": [p.stem for p in done], "session_id": "", "path": [str(p) for p in done]})
+    return scans, (np.concatenate(probs) if probs else np.zeros((0, len(hp["classes"])))), failures

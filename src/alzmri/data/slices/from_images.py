@@ -35,6 +35,7 @@ from alzmri.data.slices.store import (
     SliceSetConfig,
     claim_slice_dir,
     save_slice,
+    square_resized,
     write_slice_cache,
 )
 from alzmri.io.images import IMAGE_SUFFIXES, is_image_file, read_image
@@ -45,7 +46,7 @@ from alzmri.utils.hashing import content_digest, text_digest
 from alzmri.utils.names import safe_name
 
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "testing": "test"}
-NORMALIZATION = "zscore-foreground-v1"
+NORMALIZATION = "zscore-foreground-v2"  # v2: foreground threshold relative to the image's 99.5th percentile (v1: of full scale)
 FOREGROUND = 0.02  # of the image's bright end: above JPEG noise in a black background, below any tissue
 _IGNORED = {"thumbs.db", "desktop.ini"}
 
@@ -155,15 +156,7 @@ def parse_all_ids(entries: list[dict[str, str]], names: str | None) -> tuple[lis
 
 def prepare_image(pixels: np.ndarray, size: int) -> np.ndarray:
     """Pad to a centred square with background (0), resize to ``size``², z-score the foreground, background 0."""
-    from skimage.transform import resize
-
-    h, w = pixels.shape
-    edge = max(h, w)
-    square = np.zeros((edge, edge), dtype=np.float32)
-    top, left = (edge - h) // 2, (edge - w) // 2
-    square[top : top + h, left : left + w] = pixels
-    if edge != size:
-        square = resize(square, (size, size), order=1, anti_aliasing=edge > size, preserve_range=True).astype(np.float32)
+    square = square_resized(np.asarray(pixels, dtype=np.float32)[None], size)[0]
     # 2 % of the image's own bright end (its 99.5th percentile), not of full scale: a 16-bit export using
     # values up to 800 of 65,535 has its brain at 0.012 of full scale, the same slice as 8 bits at 1.0
     foreground = square > FOREGROUND * max(float(np.percentile(square, 99.5)), 1e-6)

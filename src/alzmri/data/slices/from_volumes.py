@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from alzmri.data.slices.classes import ordered_classes
 from alzmri.data.slices.config import SlicesConfig
-from alzmri.data.slices.store import ARRAY_DIR, SliceSetConfig, claim_slice_dir, save_slice, write_slice_cache
+from alzmri.data.slices.store import ARRAY_DIR, SliceSetConfig, claim_slice_dir, save_slice, square_resized, write_slice_cache
 from alzmri.preprocessing.cache import load_array, load_mask, read_cache
 from alzmri.utils.errors import AlzmriError
 from alzmri.utils.hashing import text_digest
@@ -62,13 +62,7 @@ def slice_stack(volume: np.ndarray, plane: str, index: int, context: int, size: 
     channels = [cut(volume, plane, i) for i in range(index - context, index + context + 1)]
     stack = np.stack(channels).astype(np.float32)
     if size is not None and stack.shape[1:] != (size, size):
-        from skimage.transform import resize
-
-        edge = max(stack.shape[1:])
-        padded = np.zeros((stack.shape[0], edge, edge), dtype=np.float32)
-        top, left = (edge - stack.shape[1]) // 2, (edge - stack.shape[2]) // 2
-        padded[:, top : top + stack.shape[1], left : left + stack.shape[2]] = stack
-        stack = resize(padded, (stack.shape[0], size, size), order=1, anti_aliasing=edge > size, preserve_range=True).astype(np.float32)
+        stack = square_resized(stack, size)
     return stack
 
 

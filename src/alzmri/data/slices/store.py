@@ -76,6 +76,20 @@ class SliceSetConfig(BaseModel):
         return self.model_dump(mode="json", exclude={"classes"})
 
 
+def square_resized(stack: np.ndarray, size: int | None) -> np.ndarray:
+    """``(C, H, W)`` padded to a centred square with background (0) and resized anti-aliased to ``size``² (None: only padded)."""
+    from skimage.transform import resize
+
+    channels, h, w = stack.shape
+    edge = max(h, w)
+    square = np.zeros((channels, edge, edge), dtype=np.float32)
+    top, left = (edge - h) // 2, (edge - w) // 2
+    square[:, top : top + h, left : left + w] = stack
+    if size is None or edge == size:
+        return square
+    return resize(square, (channels, size, size), order=1, anti_aliasing=edge > size, preserve_range=True).astype(np.float32)
+
+
 def is_slice_cache(path: str | Path) -> bool:
     """Whether ``path`` is a slice cache folder (has ``slices.json``)."""
     return (Path(path) / SLICE_CONFIG).is_file()
