@@ -205,3 +205,23 @@ def test_settings_stored_before_zero_background_read_back_with_it_off(tmp_path) 
     assert stored_config(CFG.model_dump_json(), "new cache").zero_background is True  # the default round-trips
     with pytest.raises(AlzmriError, match="unreadable preprocessing settings"):
         stored_config("{not json", "broken cache")
+
+
+def test_registered_outputs_without_crop_share_the_template_grid() -> None:
+    """Registered but not cropped: every scan lands on one grid (what longitudinal comparison needs)."""
+    from alzmri.io.templates import load_mni152
+    from alzmri.preprocessing.pipeline import keeps_template_grid, output_affine
+
+    mni = load_mni152()
+    config = PreprocessConfig(steps=("reorient", "resample", "skull_strip", "register", "resize", "normalize"), skull_strip="none",
+                              spacing=4.0, size=16, interpolation="linear")
+    assert keeps_template_grid(config) and not keeps_template_grid(config.model_copy(update={"steps": (*config.steps[:4], "crop", *config.steps[4:])}))
+    affines = []
+    for shift in (0.0, 9.0):
+        moved = mni.affine.copy()
+        moved[:3, 3] += shift
+        array, qc = preprocess_image(nib.Nifti1Image(np.array(mni.t1, dtype=np.float32) * 100, moved), config)
+        assert array.shape == (16, 16, 16)
+        affines.append(output_affine(qc))
+    np.testing.assert_allclose(affines[0], affines[1], atol=1e-4)
+    assert np.isclose(abs(affines[0][0, 0]), 4.0 * 49 / 16, rtol=0.05)  # the whole template grid (49 voxels at 4 mm), not a brain box

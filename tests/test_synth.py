@@ -312,3 +312,44 @@ def test_missing_atlas_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
     finally:
         templates.load_desikan_killiany_on_mni.cache_clear()
     assert not list(tmp_path.iterdir())  # nothing was written there
+
+
+def test_longitudinal_cohort_follows_each_subject_stage_by_stage(tmp_path: Path) -> None:
+    from alzmri.io.bids import read_bids
+
+    config = SynthConfig(subjects=3, voxel_size=4.0, seed=2, workers=2, longitudinal=True, atrophy_scale=2.0)
+    assert config.identity()["longitudinal"] and "longitudinal" not in SynthConfig().identity()  # old cohorts keep their identity
+    root = synthesize_cohort(config, tmp_path / "bids", progress=False)
+    stages = ["NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"]
+    scans = read_bids(root)
+    assert len(scans) == 12
+    for _, visits in scans.groupby("participant_id"):
+        assert list(visits.sort_values("session_id")["diagnosis"]) == stages
+    labels = _read_tsv(root / "labels.tsv")
+    participants = {r["participant_id"]: r for r in _read_tsv(root / "participants.tsv")}
+    assert {r["diagnosis"] for r in participants.values()} == {"ModerateDemented"}
+    for pid, row in participants.items():
+        mine = [r for r in labels if r["participant_id"] == pid]
+        severity, age = [float(r["severity"]) for r in mine], [float(r["age"]) for r in mine]
+        assert severity == sorted(severity) and severity[-1] - severity[0] > 0.5 and age == sorted(age)
+        # known per-subject pace: severity gained per stage follows the subject's factor
+        assert abs((severity[1] - severity[0]) / 0.35 - float(row["stage_factor"])) < 0.01
+    truth = root / "derivatives" / "synth" / "sub-001"
+    assert not list((truth / "ses-01").rglob("*_desc-change_mask.nii.gz"))
+    for session in ("ses-02", "ses-03", "ses-04"):
+        change = nib.load(next((truth / session).rglob("*_desc-change_mask.nii.gz")))
+        atrophy = nib.load(next((truth / session).rglob("*_desc-atrophy_mask.nii.gz")))
+        c, a = np.asarray(change.dataobj, dtype=float), np.asarray(atrophy.dataobj, dtype=float)
+        assert np.allclose(change.affine, atrophy.affine) and c.shape == a.shape
+        assert (c > 25).sum() > 50  # the step's atrophy is there ...
+        assert np.mean(a[c > 25] > 25) > 0.95  # ... inside the atrophy the visit shows
+        assert c.sum() < a.sum() or session == "ses-02"  # and smaller than the whole atrophy after the first step
+    with pytest.raises(AlzmriError, match="not empty"):  # a longitudinal output is not a cross-sectional one
+        synthesize_cohort(config.model_copy(update={"longitudinal": False}), root, progress=False)
+
+
+def test_longitudinal_diagnosis_stages() -> None:
+    config = SynthConfig(subjects=2, longitudinal=True, stages="diagnosis")
+    subjects = plan_subjects(config)
+    assert [[v.stage for v in s.sessions] for s in subjects] == [["CN", "MCI", "AD"]] * 2
+    assert config.stage_names() == ("CN", "MCI", "AD") and SynthConfig(classes=["CN", "AD"]).stage_names() == ("CN", "AD")

@@ -12,8 +12,9 @@ from alzmri.cli.commands.preprocess import PreprocessCommand
 from alzmri.cli.commands.synth import SynthCommand
 from alzmri.data.config import AuditConfig, SplitConfig
 from alzmri.data.slices.config import EdaConfig, ImportSlicesConfig, SliceAuditConfig, SlicesConfig
-from alzmri.evaluation.config import BaselineConfig, CompareConfig, CrossValidateConfig, EvaluateConfig, PredictConfig, ReportConfig
+from alzmri.evaluation.config import BaselineConfig, CompareConfig, CrossValidateConfig, EvaluateConfig, EvaluateProgressionConfig, PredictConfig, ReportConfig
 from alzmri.explain.config import ExplainConfig
+from alzmri.generate.config import ProgressConfig, ProgressionConfig
 from alzmri.training.config import TrainConfig
 
 app = typer.Typer(
@@ -134,6 +135,27 @@ add_config_command(app, "explain", ExplainConfig, "alzmri.cli.commands.explain:r
      "alzmri explain runs/RUN --cache cache --split split --truth bids/derivatives/synth --regions --target true --method occlusion",
      "alzmri explain runs/RUN --cache cache --split split --label-randomized runs/SHUFFLED   # after: alzmri train cache split --shuffle-labels",
      "alzmri explain runs/RUN --cache spm-cache --split split --regions --input-space MNI152   # scans normalised by SPM or Clinica"])
+add_config_command(app, "train-progression", ProgressionConfig, "alzmri.cli.commands.progression:run_train",
+    "Train disease-progression generators: one encoder-decoder per stage transition (e.g. NonDemented → VeryMildDemented → "
+    "MildDemented → ModerateDemented), chained at use. Paired on longitudinal data (the same subject's images at adjacent "
+    "stages, + L1 to the true follow-up), else unpaired stage sets with cycle consistency; the run states which. Residual "
+    "generators (input + predicted change) by default; the discriminator's patch scores are weighted by the brain mask "
+    "(--no-roi for the ablation). Losses and sample grids per epoch in MLflow; resumable epoch by epoch.",
+    ["alzmri train-progression slices split --epochs 30", "alzmri train-progression kaggle-slices split --pairing unpaired --stages NonDemented,VeryMildDemented,MildDemented",
+     "alzmri train-progression slices split --no-roi --run-name no-roi", "alzmri train-progression cache64 split   # 3D volumes"])
+add_config_command(app, "progress", ProgressConfig, "alzmri.cli.commands.progression:run_progress",
+    "What comes next for one scan: the image at every later stage (each generator's output feeds the next), the change "
+    "maps (generated − input) and a GIF through the chain. The scan must be prepared as the run's training data.",
+    ["alzmri progress progression-runs/progression-1a2b3c4d slices/arrays/sub-001_ses-01_axial-030.1a2b.npy",
+     "alzmri progress RUN slice.png --stage VeryMildDemented --out next"])
+add_config_command(app, "evaluate-progression", EvaluateProgressionConfig, "alzmri.cli.commands.progression:run_evaluate",
+    "Judge progression generators on held-out subjects: MSE, PSNR, SSIM, MS-SSIM (whole image and brain) of each generated "
+    "next-stage image against the person's true one, beside the no-change and mean-change baselines, with paired "
+    "subject-bootstrap intervals; the chain's drift step by step; the stage a classifier sees at each step; FID on the "
+    "classifier's features (and your own feature network); on registered inputs, how much of the change falls in the "
+    "atlas regions. Without longitudinal subjects it says that no true future exists and reports the rest.",
+    ["alzmri evaluate-progression progression-runs/RUN --cache slices --split split --classifier runs/small_cnn_2d-1a2b/checkpoints/best-loss.ckpt",
+     "alzmri evaluate-progression RUN --cache kaggle-slices --split split --classifier stage.ckpt --feature-net features.pt"])
 add_config_command(app, "predict", PredictConfig, "alzmri.cli.commands.evaluate:run_predict",
     "Predict diagnoses for raw scans; the checkpoint alone defines preprocessing and model.",
     ["alzmri predict best-loss.ckpt scan1.nii.gz scan2.nii.gz --out preds.tsv", "alzmri predict best-loss.ckpt cohort"])

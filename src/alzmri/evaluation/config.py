@@ -146,3 +146,19 @@ class CompareConfig(BaseModel):
     bootstrap: int = Field(2000, ge=100, description="Subject-level bootstrap resamples for the paired interval.")
     seed: int = Field(0, description="Seed of the bootstrap.")
     out: Path | None = Field(None, description="Also write the result as JSON here.")
+
+
+class EvaluateProgressionConfig(BaseModel):
+    """Judge a progression run against each held-out subject's true later images."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run: Path = Field(description="Progression run folder (from 'alzmri train-progression') or its checkpoint.", json_schema_extra={"argument": True})
+    cache: Path = Field(description="The slice or preprocessing cache the run learned from (or one made the same way).")
+    split: Path = Field(description="The run's split folder: only its held-out subjects are scored.")
+    data: Literal["test", "val"] = Field("test", description="Which held-out split to score.")
+    classifier: Path | None = Field(None, description="Checkpoint of an alzmri stage classifier ('alzmri train' on the same inputs and stages): predicted stage per chain step, and its features for FID.")
+    feature_net: Path | None = Field(None, description="A feature network of your own as a TorchScript file (torch.jit.save; images → features) for a second FID.")
+    out: Path | None = Field(None, description="Output folder (default: RUN/eval-<data>).")
+    bootstrap: int = Field(2000, ge=100, description="Subject-level bootstrap resamples for the 95 % intervals.")
+    seed: int = Field(0, description="Seed of the bootstrap.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from alzmri.utils.atomic import atomic_path
 from alzmri.utils.errors import AlzmriError
 
 DIAGNOSES = ("CN", "MCI", "AD")
+# The four OASIS stages by Clinical Dementia Rating (0, 0.5, 1, 2), accepted as diagnoses too and
+# kept in this spelling (e.g. ``Very_Mild_Demented`` reads as ``VeryMildDemented``).
+STAGES = ("NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented")
+_STAGE_KEYS = {re.sub(r"[^a-z]", "", s.lower()): s for s in STAGES}
 REQUIRED_COLUMNS = ("participant_id", "session_id", "diagnosis", "path")
 OPTIONAL_COLUMNS = ("age", "sex")
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
@@ -123,7 +128,8 @@ def validate_scans(df: pd.DataFrame, source: str, *, where: Sequence[str] | None
     """Check a scan table and return a normalised copy; the rules shared by manifests and BIDS.
 
     Rules: no column twice; required columns present; no empty required cells; diagnosis in
-    ``DIAGNOSES`` (any case, normalised to upper case); (participant_id, session_id) unique,
+    ``DIAGNOSES`` (any case, normalised to upper case) or one of the OASIS ``STAGES`` (any
+    spelling, normalised to theirs); (participant_id, session_id) unique,
     with a message of its own when the two rows give different diagnoses; no scan file listed
     in two rows (compared after resolving symbolic links); ``path`` an existing file; ``age``
     numeric or empty; ``sex`` M/F (any case) or empty.
@@ -277,9 +283,13 @@ def _ident(df: pd.DataFrame, i: int) -> str:
 def _diagnoses(df: pd.DataFrame, where: Sequence[str], allow_empty: bool = False) -> list[str]:
     out = []
     for i, value in enumerate(df["diagnosis"]):
+        stage = _STAGE_KEYS.get(re.sub(r"[^a-z]", "", value.lower()))
+        if stage is not None:
+            out.append(stage)
+            continue
         if value.upper() not in DIAGNOSES and not (allow_empty and not value):
             raise AlzmriError(
-                f"{where[i]}, {_ident(df, i)}: unknown diagnosis {value!r} (allowed: {', '.join(DIAGNOSES)})"
+                f"{where[i]}, {_ident(df, i)}: unknown diagnosis {value!r} (allowed: {', '.join(DIAGNOSES)}, or the OASIS stages {', '.join(STAGES)})"
             )
         out.append(value.upper())
     return out

@@ -73,11 +73,37 @@ def step_keys(content_key: str, config: PreprocessConfig) -> tuple[str, str]:
     values = config.model_dump(mode="json")
     key = _digest(PIPELINE_VERSION, content_key)
     for name in prefix:
-        key = _digest(key, name, {f: values[f] for f in step_module(name).FIELDS})
+        module = step_module(name)
+        # A step's VERSION (when it has one) changes the keys of its own outputs only.
+        key = _digest(key, name, {f: values[f] for f in module.FIELDS}, *([module.VERSION] if hasattr(module, "VERSION") else []))
     prefix_key = key
     for name in suffix:
         key = _digest(key, name, {f: values[f] for f in step_module(name).FIELDS})
+    if keeps_template_grid(config):  # outputs before this was fixed were cut to each brain's box
+        key = _digest(key, "template-grid")
     return prefix_key, _digest(key, config.dtype)
+
+
+def keeps_template_grid(config: PreprocessConfig) -> bool:
+    """Whether outputs stay on the MNI152 grid: registered and never cropped (so every scan shares one grid)."""
+    return "register" in config.steps and "crop" not in config.steps
+
+
+def _template_grid(intermediate: Intermediate, spacing: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The intermediate's image and mask put back onto the full template grid it was cut from (zeros around)."""
+    from alzmri.preprocessing.register import template_image
+
+    grid, affine = tio.io.sitk_to_nib(template_image(spacing))
+    shape = grid.shape[-3:]
+    start = np.rint(np.linalg.solve(affine, intermediate.affine[:, 3])[:3]).astype(int)
+    box = tuple(slice(int(a), int(a) + n) for a, n in zip(start, intermediate.image.shape, strict=True))
+    image = np.zeros(shape, dtype=np.float32)
+    image[box] = intermediate.image.astype(np.float32)
+    mask = None
+    if intermediate.mask is not None:
+        mask = np.zeros(shape, dtype=np.uint8)
+        mask[box] = intermediate.mask
+    return image, mask, affine
 
 
 @dataclass
@@ -247,10 +273,13 @@ def run_suffix(intermediate: Intermediate, config: PreprocessConfig) -> tuple[np
         of the suffix (seconds per step, output statistics).
     """
     _, suffix = split_steps(config)
-    image = tio.ScalarImage(tensor=torch.from_numpy(intermediate.image.astype(np.float32)[None] * np.float32(intermediate.scale)), affine=intermediate.affine)
+    data, brain, affine = intermediate.image.astype(np.float32), intermediate.mask, intermediate.affine
+    if keeps_template_grid(config) and brain is not None:  # the cache's cut to the brain box is undone
+        data, brain, affine = _template_grid(intermediate, config.spacing)
+    image = tio.ScalarImage(tensor=torch.from_numpy(data[None] * np.float32(intermediate.scale)), affine=affine)
     subject = tio.Subject({IMAGE_KEY: image})
-    if intermediate.mask is not None:
-        subject.add_image(tio.LabelMap(tensor=torch.from_numpy(intermediate.mask[None].copy()), affine=intermediate.affine), MASK_KEY)
+    if brain is not None:
+        subject.add_image(tio.LabelMap(tensor=torch.from_numpy(brain[None].copy()), affine=affine), MASK_KEY)
     qc: dict[str, Any] = {}
     subject = run_steps(subject, suffix, config, qc)
     array = subject[IMAGE_KEY].data[0].numpy().astype(np.float32)

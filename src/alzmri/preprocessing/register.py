@@ -22,6 +22,7 @@ from alzmri.preprocessing.qc_checks import masked_ncc
 from alzmri.preprocessing.subject import MASK_KEY, add_qc, main_image
 
 FIELDS = ("spacing",)
+VERSION = 2  # part of the cache key: 2 = the affine stage falls back when it makes the fit worse
 _SAMPLING_SEED = 1234  # fixed so registration (random metric sampling) is repeatable
 
 
@@ -65,13 +66,7 @@ def fit(moving: sitk.Image, fixed: sitk.Image, initial: sitk.Transform, fixed_ma
         iterations: optimiser iterations per level.
         sampling: fraction of voxels sampled (randomly, with a fixed seed) per metric evaluation.
     """
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    if fixed_mask is not None:
-        reg.SetMetricFixedMask(fixed_mask)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(sampling, _SAMPLING_SEED)
-    reg.SetInterpolator(sitk.sitkLinear)
+    reg = _method(fixed_mask, sampling)
     reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=iterations, relaxationFactor=0.6)
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel(list(shrink))
@@ -80,6 +75,24 @@ def fit(moving: sitk.Image, fixed: sitk.Image, initial: sitk.Transform, fixed_ma
     reg.SetInitialTransform(initial, inPlace=False)
     transform = reg.Execute(fixed, sitk.Cast(moving, sitk.sitkFloat32))
     return transform, float(reg.GetMetricValue())
+
+
+def metric_of(moving: sitk.Image, fixed: sitk.Image, transform: sitk.Transform, fixed_mask: sitk.Image | None = None, sampling: float = 0.3) -> float:
+    """The registration metric of ``transform`` at full resolution, as :func:`fit` reports it (lower is better)."""
+    reg = _method(fixed_mask, sampling)
+    reg.SetInitialTransform(transform, inPlace=False)
+    return float(reg.MetricEvaluate(fixed, sitk.Cast(moving, sitk.sitkFloat32)))
+
+
+def _method(fixed_mask: sitk.Image | None, sampling: float) -> sitk.ImageRegistrationMethod:
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    if fixed_mask is not None:
+        reg.SetMetricFixedMask(fixed_mask)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(sampling, _SAMPLING_SEED)
+    reg.SetInterpolator(sitk.sitkLinear)
+    return reg
 
 
 def as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
@@ -106,7 +119,17 @@ def estimate_affine(moving: sitk.Image, fixed: sitk.Image, fixed_mask: sitk.Imag
     moving = sitk.Cast(moving, sitk.sitkFloat32)
     start = sitk.CenteredTransformInitializer(fixed, moving, sitk.Similarity3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
     similarity, _ = fit(moving, fixed, start, fixed_mask=fixed_mask, shrink=(2,), iterations=100)
-    return fit(moving, fixed, as_affine(similarity), fixed_mask=fixed_mask, shrink=(2, 1), iterations=150)
+    affine, metric = fit(moving, fixed, as_affine(similarity), fixed_mask=fixed_mask, shrink=(2, 1), iterations=150)
+    base = metric_of(moving, fixed, similarity, fixed_mask)
+    if metric > base:
+        # The 12 parameters wandered off at the coarse level (seen on ~1 in 8 synthetic scans: the
+        # normalised correlation with the template fell from 0.86 to 0.25): refine at the fine level
+        # only, and keep the similarity transform if that is no better either.
+        retry, again = fit(moving, fixed, as_affine(similarity), fixed_mask=fixed_mask, shrink=(1,), iterations=150)
+        affine, metric = (retry, again) if again < metric else (affine, metric)
+        if metric > base:
+            return as_affine(similarity), base
+    return affine, metric
 
 
 class RegisterToMNI(tio.Transform):

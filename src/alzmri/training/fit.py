@@ -81,8 +81,15 @@ def _check_phase_modules(config: TrainConfig) -> None:
 
 
 def known_order(present: set[str], order: Sequence[str]) -> list[str]:
-    """The classes present, in the data's clinical order (unknown names last, sorted)."""
-    return [c for c in order if c in present] + sorted(present - set(order))
+    """The classes present, in the data's clinical order (CN/MCI/AD or the OASIS stages; unknown names last, sorted)."""
+    from alzmri.data.slices.classes import ordered_classes
+
+    rest = present - set(order)
+    try:
+        rest_ordered = ordered_classes(sorted(rest))
+    except AlzmriError:  # stage families mixed
+        rest_ordered = sorted(rest)
+    return [c for c in order if c in present] + rest_ordered
 
 
 def class_weights(labels: pd.Series, classes: list[str]) -> list[float]:

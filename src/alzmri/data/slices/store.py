@@ -76,8 +76,11 @@ class SliceSetConfig(BaseModel):
         return self.model_dump(mode="json", exclude={"classes"})
 
 
-def square_resized(stack: np.ndarray, size: int | None) -> np.ndarray:
-    """``(C, H, W)`` padded to a centred square with background (0) and resized anti-aliased to ``size``² (None: only padded)."""
+def square_resized(stack: np.ndarray, size: int | None, order: int = 1) -> np.ndarray:
+    """``(C, H, W)`` padded to a centred square with background (0) and resized to ``size``² (None: only padded).
+
+    ``order`` 1 (images) resizes linearly and anti-aliased; 0 (labels) takes the nearest pixel.
+    """
     from skimage.transform import resize
 
     channels, h, w = stack.shape
@@ -87,7 +90,7 @@ def square_resized(stack: np.ndarray, size: int | None) -> np.ndarray:
     square[:, top : top + h, left : left + w] = stack
     if size is None or edge == size:
         return square
-    return resize(square, (channels, size, size), order=1, anti_aliasing=edge > size, preserve_range=True).astype(np.float32)
+    return resize(square, (channels, size, size), order=order, anti_aliasing=order > 0 and edge > size, preserve_range=True).astype(np.float32)
 
 
 def is_slice_cache(path: str | Path) -> bool:

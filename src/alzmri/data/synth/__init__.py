@@ -48,7 +48,7 @@ def synthesize_cohort(config: SynthConfig, out_dir: Path, progress: bool = True)
     todo = [job for job in plan_jobs(config, out_dir, subjects) if not job.done()]
     if todo:
         _render_all(todo, config.workers or os.cpu_count() or 1, progress)
-    write_tables(out_dir, subjects)
+    write_tables(out_dir, subjects, config)
     return out_dir
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from alzmri.data.synth.cohort import Subject
+from alzmri.data.synth.cohort import Session, Subject
 from alzmri.data.synth.config import GENERATOR_VERSION, SynthConfig
 from alzmri.data.synth.regions import REGIONS
 from alzmri.utils.atomic import atomic_write_text
@@ -117,22 +117,48 @@ def _tsv(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join("\t".join(str(v) for v in line) for line in [header, *rows]) + "\n"
 
 
-def write_tables(out_dir: Path, subjects: list[Subject]) -> None:
+_LONGITUDINAL_README = """
+LONGITUDINAL COHORT: every subject is followed through the disease stages, one visit per stage
+({stages}), on the same virtual scanner (each visit with its own pose and noise). A subject's
+atrophy at each stage is the stage's severity times the subject's own factor (participants.tsv
+stage_factor); the years between visits follow from the subject's yearly_rate. labels.tsv gives
+each visit's stage (diagnosis column) and disease severity. Every visit after the first also has
+derivatives/synth/.../*_desc-change_mask: where disease atrophy advanced since the previous visit
+(same scale and grid as desc-atrophy_mask). Ageing advances too, everywhere the atlas regions age.
+"""
+
+
+def _diagnosis(subject: Subject, session: Session) -> str:
+    return session.stage or subject.diagnosis
+
+
+def write_tables(out_dir: Path, subjects: list[Subject], config: SynthConfig | None = None) -> None:
     """Write README, participants, per-scan labels and the derivative ground truth.
 
     Args:
         out_dir: dataset root.
         subjects: the planned cohort (every scan of it has been written).
+        config: the cohort settings (longitudinal cohorts describe their stages).
     """
-    write_if_changed(out_dir / "README", _README)
+    longitudinal = config is not None and config.longitudinal
+    readme = _README + (_LONGITUDINAL_README.format(stages=" → ".join(config.stage_names())) if longitudinal else "")
+    write_if_changed(out_dir / "README", readme)
+    pace = ["stage_factor", "yearly_rate"] if longitudinal else []
     write_if_changed(out_dir / "participants.tsv", _tsv(
-        ["participant_id", "age", "sex", "diagnosis"],
-        [[s.participant_id, f"{s.age:.1f}", s.sex, s.diagnosis] for s in subjects],
+        ["participant_id", "age", "sex", "diagnosis", *pace],
+        [[s.participant_id, f"{s.age:.1f}", s.sex, s.diagnosis, *([s.stage_factor, s.yearly_rate] if pace else [])] for s in subjects],
     ))
-    write_if_changed(out_dir / "participants.json", json.dumps(_PARTICIPANTS_JSON, indent=2) + "\n")
+    participants_json = dict(_PARTICIPANTS_JSON)
+    if longitudinal:
+        participants_json["diagnosis"] = {"Description": "Stage at the last visit", "Levels": dict.fromkeys(config.stage_names(), "disease stage")}
+        participants_json["stage_factor"] = {"Description": "Multiplier on the disease severity each stage brings (this subject's atrophy per stage)"}
+        participants_json["yearly_rate"] = {"Description": "Increase of disease severity per year while progressing", "Units": "1/year"}
+    write_if_changed(out_dir / "participants.json", json.dumps(participants_json, indent=2) + "\n")
+    severity = ["severity"] if longitudinal else []
     write_if_changed(out_dir / "labels.tsv", _tsv(
-        ["participant_id", "session_id", "diagnosis", "age"],
-        [[s.participant_id, v.session_id, s.diagnosis, f"{v.age:.2f}"] for s in subjects for v in s.sessions],
+        ["participant_id", "session_id", "diagnosis", "age", *severity],
+        [[s.participant_id, v.session_id, _diagnosis(s, v), f"{v.age:.2f}", *([f"{v.severity:.4f}"] if severity else [])]
+         for s in subjects for v in s.sessions],
     ))
     rows = []
     for s in subjects:
@@ -140,7 +166,7 @@ def write_tables(out_dir: Path, subjects: list[Subject]) -> None:
             for region in REGIONS:
                 change = v.changes[region.name]
                 unit = "fraction" if region.effect == "thin" else "mm"
-                rows.append([s.participant_id, v.session_id, s.diagnosis, region.name, region.effect, unit,
+                rows.append([s.participant_id, v.session_id, _diagnosis(s, v), region.name, region.effect, unit,
                              f"{change.severity:.4f}", f"{change.disease:.4f}", f"{change.ageing:.4f}",
                              f"{change.anatomy:.4f}", f"{change.total:.4f}"])
     derivatives = out_dir / "derivatives" / "synth"
@@ -154,6 +180,7 @@ def write_tables(out_dir: Path, subjects: list[Subject]) -> None:
         "DatasetType": "derivative",
         "GeneratedBy": [{"Name": GENERATOR_NAME, "Version": str(GENERATOR_VERSION)}],
         "Description": "desc-atrophy_mask: where disease-related atrophy was applied, on each scan's grid; "
+        "desc-change_mask (longitudinal cohorts): where disease atrophy advanced since the previous visit, same scale; "
         "desc-aparcaseg_dseg: Desikan-Killiany (aparc+aseg) labels carried through each scan's transform chain; "
         "atrophy.tsv: change per scan and region (shrink/expand: boundary displacement in mm; "
         "thin: fraction of outer-cortex grey matter turned CSF-like). applied = disease + ageing + anatomy.",

@@ -22,6 +22,10 @@ _SEVERITY = {"CN": (0.0, 0.08), "MCI": (0.4, 0.13), "AD": (0.85, 0.15)}
 _SEVERITY_RANGE = {"CN": (0.0, 0.3), "MCI": (0.05, 0.9), "AD": (0.45, 1.4)}
 # Mean yearly increase of disease severity.
 _PROGRESSION = {"CN": 0.01, "MCI": 0.06, "AD": 0.09}
+# Longitudinal cohorts: disease severity reached at each stage (same scale as above: typical AD ~0.85),
+# before the subject's own factor; and the mean yearly increase of severity while progressing.
+_STAGE_SEVERITY = {"cdr": (0.0, 0.35, 0.75, 1.2), "diagnosis": (0.0, 0.4, 0.85)}
+_LONGITUDINAL_PACE = 0.12
 _PURPOSE_COHORT, _PURPOSE_SUBJECT, _PURPOSE_SCAN, _PURPOSE_NOISE = range(4)
 
 
@@ -34,12 +38,14 @@ class Session:
         age: age at the visit, years.
         severity: disease severity at the visit.
         changes: per-region atrophy at the visit.
+        stage: the visit's disease stage (longitudinal cohorts), else None.
     """
 
     session_id: str
     age: float
     severity: float
     changes: dict[str, RegionChange]
+    stage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,9 @@ class Subject:
         sex: ``M`` or ``F``.
         site: index into the virtual sites.
         anatomy: head size, individual warp and regional variation.
-        sessions: the visits, about a year apart.
+        sessions: the visits, about a year apart (longitudinal cohorts: one per stage).
+        stage_factor: longitudinal cohorts: this subject's multiplier on the atrophy each stage brings.
+        yearly_rate: longitudinal cohorts: this subject's increase of disease severity per year.
     """
 
     index: int
@@ -63,6 +71,8 @@ class Subject:
     site: int
     anatomy: SubjectAnatomy
     sessions: tuple[Session, ...]
+    stage_factor: float | None = None
+    yearly_rate: float | None = None
 
     @property
     def age(self) -> float:
@@ -109,6 +119,26 @@ def _subject(config: SynthConfig, index: int, diagnosis: str, width: int) -> Sub
     return Subject(index, f"sub-{index + 1:0{width}d}", diagnosis, sex, site, anatomy, tuple(sessions))
 
 
+def _followed_subject(config: SynthConfig, index: int, width: int) -> Subject:
+    """A subject visited once per stage; severity advances by the stage's step times the subject's factor."""
+    rng = _rng(config, _PURPOSE_SUBJECT, index)
+    sex = "F" if rng.random() < 0.55 else "M"
+    age = float(np.clip(rng.normal(*_AGE["CN"]), 60.0, 80.0))
+    factor = float(rng.lognormal(0.0, 0.2))
+    yearly = _LONGITUDINAL_PACE * float(rng.lognormal(0.0, 0.3))
+    start = abs(float(rng.normal(0.0, 0.03)))
+    site = int(rng.integers(len(SITES)))
+    anatomy = draw_subject_anatomy(rng, sex)
+    sessions = []
+    for visit, (stage, anchor) in enumerate(zip(config.stage_names(), _STAGE_SEVERITY[config.stages], strict=True)):
+        level = start + anchor * factor
+        years = anchor * factor / yearly
+        changes = region_changes(anatomy, level, age + years, config.atrophy_scale, config.thinning_scale)
+        sessions.append(Session(f"ses-{visit + 1:02d}", round(age + years, 2), round(level, 4), changes, stage))
+    last = config.stage_names()[-1]
+    return Subject(index, f"sub-{index + 1:0{width}d}", last, sex, site, anatomy, tuple(sessions), round(factor, 4), round(yearly, 4))
+
+
 def plan_subjects(config: SynthConfig) -> list[Subject]:
     """Draw every subject and session of the cohort (cheap: no image is touched).
 
@@ -119,6 +149,8 @@ def plan_subjects(config: SynthConfig) -> list[Subject]:
         Subjects in participant-id order.
     """
     width = max(3, len(str(config.subjects)))
+    if config.longitudinal:
+        return [_followed_subject(config, i, width) for i in range(config.subjects)]
     return [_subject(config, i, dx, width) for i, dx in enumerate(_diagnoses(config))]
 
 
@@ -165,5 +197,6 @@ def plan_jobs(config: SynthConfig, out_dir: Path, subjects: list[Subject]) -> li
                 params=params,
                 nominal_voxel=config.voxel_size,
                 noise_entropy=_entropy(config, _PURPOSE_NOISE, subject.index, visit),
+                previous=subject.sessions[visit - 1].changes if config.longitudinal and visit else None,
             ))
     return jobs

@@ -7,6 +7,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Diagnosis = Literal["CN", "MCI", "AD"]
+Stages = Literal["cdr", "diagnosis"]
+
+# Stage names of a longitudinal cohort, in the order a subject passes through them.
+STAGE_NAMES: dict[str, tuple[str, ...]] = {
+    "cdr": ("NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"),  # CDR 0, 0.5, 1, 2 (OASIS)
+    "diagnosis": ("CN", "MCI", "AD"),
+}
 
 # Bumped whenever a change to the generator alters the images a given config produces, so an
 # old output directory is never silently "resumed" with differently generated scans.
@@ -25,6 +32,11 @@ class SynthConfig(BaseModel):
         atrophy_scale: multiplier on the disease-related atrophy (0 removes the disease signal).
         thinning_scale: extra multiplier on the disease-related cortical thinning alone (on top of
             ``atrophy_scale``; 0 leaves only the volume changes of the deep structures).
+        longitudinal: follow every subject through the disease stages instead (one visit per
+            stage of ``stages``, atrophy advancing at a per-subject pace; ``classes`` and
+            ``sessions`` do not apply); every visit after the first also gets a true change mask.
+        stages: the stage scheme of a longitudinal cohort: ``cdr`` (NonDemented, VeryMildDemented,
+            MildDemented, ModerateDemented: CDR 0, 0.5, 1, 2) or ``diagnosis`` (CN, MCI, AD).
         workers: parallel worker processes (0 = one per CPU core); does not change the output.
     """
 
@@ -41,6 +53,10 @@ class SynthConfig(BaseModel):
     thinning_scale: float = Field(
         1.0, ge=0.0, description="Extra multiplier on the disease-related cortical thinning alone, on top of atrophy_scale (0 = volume changes only)."
     )
+    longitudinal: bool = Field(
+        False, description="Follow every subject stage by stage (one visit per stage of --stages at a per-subject pace, with true change masks); --classes and --sessions do not apply."
+    )
+    stages: Stages = Field("cdr", description="Stages of a longitudinal cohort: cdr (NonDemented → VeryMildDemented → MildDemented → ModerateDemented) or diagnosis (CN → MCI → AD).")
     workers: int = Field(0, ge=0, description="Parallel worker processes (0 = one per CPU core).")
 
     @model_validator(mode="after")
@@ -54,6 +70,10 @@ class SynthConfig(BaseModel):
             raise ValueError(f"sessions must be (min, max) with 1 <= min <= max <= 99, got {self.sessions}")
         return self
 
+    def stage_names(self) -> tuple[str, ...]:
+        """The diagnoses (cross-sectional) or stages (longitudinal) the cohort's labels use, in order."""
+        return STAGE_NAMES[self.stages] if self.longitudinal else tuple(self.classes)
+
     def identity(self) -> dict[str, Any]:
         """The settings that determine the output (everything but ``workers``), as JSON types.
 
@@ -63,4 +83,8 @@ class SynthConfig(BaseModel):
         exclude = {"workers"}
         if self.thinning_scale == 1.0:  # added later: cohorts made before it keep their identity
             exclude.add("thinning_scale")
+        if not self.longitudinal:  # added later too
+            exclude |= {"longitudinal", "stages"}
+        else:
+            exclude |= {"classes", "sessions"}
         return self.model_dump(mode="json", exclude=exclude)

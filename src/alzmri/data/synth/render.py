@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from alzmri.data.synth.anatomy import RegionChange, SubjectAnatomy, atrophy_fields, thinning_lookup, warp_affine
-from alzmri.data.synth.regions import CSF_LEVEL, atrophy_model
+from alzmri.data.synth.regions import CSF_LEVEL, AtrophyModel, atrophy_model
 from alzmri.data.synth.scanner import ScanParams, finish_intensities, head_to_scanner, log_bias, output_grid, sidecar
 from alzmri.io.templates import load_desikan_killiany_on_mni
 from alzmri.utils.atomic import atomic_path
@@ -47,6 +47,8 @@ class ScanJob:
         params: the scan's acquisition.
         nominal_voxel: the cohort's nominal voxel size, mm.
         noise_entropy: seed material of the scan's noise generator.
+        previous: per-region atrophy of the subject's previous visit (longitudinal cohorts: the
+            scan then also gets a true change mask), else None.
     """
 
     participant_id: str
@@ -58,6 +60,14 @@ class ScanJob:
     params: ScanParams
     nominal_voxel: float
     noise_entropy: tuple[int, ...]
+    previous: dict[str, RegionChange] | None = None
+
+    @property
+    def change(self) -> Path | None:
+        """Where the true change since the previous visit goes (None: first visit, or not longitudinal)."""
+        if self.previous is None:
+            return None
+        return self.mask.with_name(self.mask.name.replace("_desc-atrophy_mask", "_desc-change_mask"))
 
     @property
     def labels(self) -> Path:
@@ -66,7 +76,8 @@ class ScanJob:
 
     def outputs(self) -> tuple[Path, ...]:
         """Every file this job writes (the T1w image last)."""
-        return (_json_of(self.mask), self.mask, self.labels, _json_of(self.t1w), self.t1w)
+        change = () if self.change is None else (self.change,)
+        return (_json_of(self.mask), self.mask, self.labels, *change, _json_of(self.t1w), self.t1w)
 
     def done(self) -> bool:
         """Whether every output exists (each is written atomically, so existing means complete)."""
@@ -158,6 +169,8 @@ class ScanGeometry:
         template_index: (3, *shape) float32 template voxel coordinates of every scan voxel.
         log_bias: float32 log bias field.
         mask_value: float32 disease-atrophy strength (1 = full scale of the stored mask).
+        change_value: float32 strength of the disease change since the previous visit (same
+            scale), or None.
     """
 
     shape: tuple[int, int, int]
@@ -165,6 +178,26 @@ class ScanGeometry:
     template_index: np.ndarray
     log_bias: np.ndarray
     mask_value: np.ndarray
+    change_value: np.ndarray | None = None
+
+
+def _disease_strength(model: AtrophyModel, changes: dict[str, RegionChange], disease: np.ndarray, field_index: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Disease-atrophy strength (1 = full mask scale) at the coarse grid's points.
+
+    ``disease`` is the length field of :func:`atrophy_fields` for ``changes``; ``field_index`` the
+    points on its box and ``y`` their template positions after the scan's atrophy.
+    """
+    thinning = thinning_lookup(changes, "disease")[model.lobe_coarse] * model.outer_cortex_coarse
+    return np.maximum(
+        _sample(disease, field_index) / MASK_FULL_MM,
+        _sample(thinning, _apply(np.linalg.inv(model.coarse_affine), y)) / MASK_FULL_THINNING,
+    )
+
+
+def _progression(changes: dict[str, RegionChange], previous: dict[str, RegionChange]) -> dict[str, RegionChange]:
+    """The disease part of the change from ``previous`` to ``changes`` (nothing else moves)."""
+    return {name: RegionChange(c.severity - previous[name].severity, c.disease - previous[name].disease, 0.0, 0.0)
+            for name, c in changes.items()}  # fmt: skip
 
 
 def scan_geometry(job: ScanJob) -> ScanGeometry:
@@ -197,18 +230,18 @@ def scan_geometry(job: ScanJob) -> ScanGeometry:
     displacement, disease = atrophy_fields(model, job.changes)
     field_index = _apply(np.linalg.inv(model.field_affine), r)
     y = r + np.stack([_sample(c, field_index) for c in displacement])
-    thinning = thinning_lookup(job.changes, "disease")[model.lobe_coarse] * model.outer_cortex_coarse
-    mask_value = np.maximum(
-        _sample(disease, field_index) / MASK_FULL_MM,
-        _sample(thinning, _apply(np.linalg.inv(model.coarse_affine), y)) / MASK_FULL_THINNING,
-    )
+    mask_value = _disease_strength(model, job.changes, disease, field_index, y)
     template_index = _apply(np.linalg.inv(model.template.affine), y)
     index = np.stack(np.meshgrid(*coarse, indexing="ij")).reshape(3, -1)
     unit = (2.0 * index / (np.array(shape)[:, None] - 1) - 1.0).astype(np.float32)
-    channels = np.concatenate([template_index, log_bias(job.params, unit)[None], mask_value[None]])
+    extra = []
+    if job.previous is not None:
+        step = _progression(job.changes, job.previous)
+        extra.append(_disease_strength(model, step, atrophy_fields(model, step)[1], field_index, y)[None])
+    channels = np.concatenate([template_index, log_bias(job.params, unit)[None], mask_value[None], *extra])
     channels = channels.reshape(-1, *(len(p) for p in coarse))
     full = _upsample(channels, [_interp_matrix(f, c) for f, c in zip(fine, coarse, strict=True)])
-    return ScanGeometry(shape, affine, full[:3], full[3], full[4])
+    return ScanGeometry(shape, affine, full[:3], full[3], full[4], full[5] if extra else None)
 
 
 def render_arrays(job: ScanJob, geometry: ScanGeometry | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -272,7 +305,11 @@ def render_scan(job: ScanJob) -> str:
     """
     geometry = scan_geometry(job)
     t1w, mask, affine = render_arrays(job, geometry)
-    mask_json, mask_path, labels_path, t1w_json, t1w_path = job.outputs()
+    mask_json, mask_path, labels_path, t1w_json, t1w_path = (*job.outputs()[:3], *job.outputs()[-2:])
+    if job.change is not None and not job.change.is_file() and geometry.change_value is not None:
+        change = np.clip(np.rint(geometry.change_value * 255.0), 0, 255).astype(np.uint8)
+        with atomic_path(job.change) as tmp:
+            nib.save(_nifti(change, affine), tmp)
     if not labels_path.is_file():
         labels, _ = render_labels(job, geometry)
         with atomic_path(labels_path) as tmp:
