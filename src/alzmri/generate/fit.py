@@ -35,7 +35,7 @@ from alzmri.data.splits import read_split_dir
 from alzmri.generate.config import ProgressionConfig
 from alzmri.generate.data import StageImages, choose_pairing, load_stage_images, mean_changes, resolve_stages, stage_members, transition_pairs
 from alzmri.generate.losses import masked_l1, patch_bce, patch_weights
-from alzmri.generate.run import CHECKPOINT, FORMAT, build_generator
+from alzmri.generate.run import BEST, CHECKPOINT, FORMAT, build_generator
 from alzmri.generate.samples import chain_figure
 from alzmri.generate.tracking import ProgressionTracker
 from alzmri.models.progression import StageDiscriminator, check_edges
@@ -103,14 +103,14 @@ def train_step(t: Transition, x: torch.Tensor, y: torch.Tensor, mx: torch.Tensor
 
     t.opt_g.zero_grad(set_to_none=True)
     adv = _g_adv(t.D, fake_y, mx, config.roi)
-    loss_g = adv
+    loss_g = config.adversarial_weight * adv
     parts = {"g_adv": _value(adv)}
     if paired and config.l1_weight:
         l1 = masked_l1(fake_y, y)
         loss_g = loss_g + config.l1_weight * l1
         parts["g_l1"] = _value(l1)
     if t.F is not None:
-        loss_g = loss_g + _g_adv(t.E, fake_x, my, config.roi)
+        loss_g = loss_g + config.adversarial_weight * _g_adv(t.E, fake_x, my, config.roi)
         cycle = masked_l1(t.F(fake_y), x) + masked_l1(t.G(fake_x), y)
         loss_g = loss_g + config.cycle_weight * cycle
         parts["g_cycle"] = _value(cycle)
@@ -139,7 +139,8 @@ def _batches(k: int, epoch: int, config: ProgressionConfig, paired: bool, pairs:
         src = rng.choice(a, n, replace=len(a) < n) if len(a) != n else rng.permutation(a)
         dst = rng.choice(b, n, replace=len(b) < n) if len(b) != n else rng.permutation(b)
     size = config.batch_size
-    return [(src[i : i + size], dst[i : i + size]) for i in range(0, len(src), size) if len(src[i : i + size]) > 1]  # BN needs 2
+    batches = [(src[i : i + size], dst[i : i + size]) for i in range(0, len(src), size) if len(src[i : i + size]) > 1]  # BN needs 2
+    return batches[: config.steps_per_epoch] if config.steps_per_epoch else batches
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
@@ -282,15 +283,19 @@ def train_progression(config: ProgressionConfig) -> Path:
         record["epoch"] = epoch + 1
         record["seconds"] = round(time.perf_counter() - began, 2)
         history.append(record)
-        _save(checkpoint, _state(config, data, transitions, mean_change, history, epoch + 1))
+        state = _state(config, data, transitions, mean_change, history, epoch + 1)
+        _save(checkpoint, state)
+        if _is_best(history):
+            _save(run_dir / BEST, {k: v for k, v in state.items() if k != "training"})
         figure = _draw_samples(transitions, val, samples, stages, run_dir / "samples" / f"epoch-{epoch + 1:03d}.png", epoch) if samples else None
         tracker.metrics({k: v for k, v in record.items() if k != "epoch"}, epoch + 1)
         if figure is not None:
             tracker.artifact(figure, "samples")
         print(_epoch_line(record, len(transitions), config.epochs), flush=True)
     pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
-    atomic_write_text(run_dir / "result.json", json.dumps({"run": str(run_dir), "checkpoint": str(checkpoint), "epochs": len(history), "pairing": pairing,
-                                                           "stages": stages, "mlflow_run_id": tracker.run_id}, indent=2) + "\n")  # fmt: skip
+    best = torch.load(run_dir / BEST, map_location="cpu", weights_only=True)["epoch"] if (run_dir / BEST).is_file() else None
+    atomic_write_text(run_dir / "result.json", json.dumps({"run": str(run_dir), "checkpoint": str(checkpoint), "best": str(run_dir / BEST), "best_epoch": best,
+                                                           "epochs": len(history), "pairing": pairing, "stages": stages, "mlflow_run_id": tracker.run_id}, indent=2) + "\n")  # fmt: skip
     tracker.artifact(run_dir / "history.csv")
     tracker.finish()
     return run_dir
@@ -304,6 +309,20 @@ def _state(config: ProgressionConfig, data: dict[str, Any], transitions: list[Tr
         "shape": list(data["train"].images.shape[1:]), "mean_change": mean_change, "history": history,
         "generators": [t.G.state_dict() for t in transitions], "training": [t.state() for t in transitions],
     }  # fmt: skip
+
+
+def val_score(record: dict[str, float]) -> float | None:
+    """Mean validation MSE (brain) against the true follow-up over the transitions; None when unpaired."""
+    values = [v for k, v in record.items() if k.startswith("val_t") and k.endswith("_mse_brain")]
+    return float(np.mean(values)) if values else None
+
+
+def _is_best(history: list[dict[str, float]]) -> bool:
+    """Whether the last epoch has the lowest validation score so far (unpaired runs: always, so best = last)."""
+    scores = [val_score(h) for h in history]
+    if scores[-1] is None:
+        return True
+    return scores[-1] <= min(s for s in scores if s is not None)
 
 
 def _epoch_line(record: dict[str, float], transitions: int, epochs: int) -> str:

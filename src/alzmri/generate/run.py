@@ -1,9 +1,12 @@
 """A trained progression run: its generators, stages, intensity scale and input settings, and the chain.
 
-``RUN/checkpoints/last.pt`` holds everything (loadable with ``torch.load(weights_only=True)``):
+``RUN/checkpoints/last.pt`` (after every epoch) holds everything (loadable with ``torch.load(weights_only=True)``):
 the run's settings, stages, pairing, intensity scale, the input settings of the cache it learned
 from, the mean change per transition (the "mean change" baseline), one generator per transition
 (plus, unpaired, the backward generators and every discriminator and optimiser, for resuming).
+``RUN/checkpoints/best.pt`` is the epoch with the lowest validation MSE against the true follow-up
+(paired runs; selected on validation subjects, never on test), without the training state; a run
+folder given to ``progress`` or ``evaluate-progression`` means its best checkpoint.
 """
 
 from __future__ import annotations
@@ -19,13 +22,17 @@ from alzmri.models.progression import StageGenerator
 from alzmri.utils.errors import AlzmriError
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
+# The epoch with the lowest validation MSE against the true follow-up (paired runs; unpaired: the last epoch), without optimiser state.
+BEST = Path("checkpoints") / "best.pt"
 FORMAT = 1
 
 
 def checkpoint_path(run: Path) -> Path:
-    """The checkpoint of a run folder (or the file itself)."""
+    """The checkpoint to use: the file itself, or a run folder's best (else last) checkpoint."""
     run = Path(run)
-    return run if run.is_file() else run / CHECKPOINT
+    if run.is_file():
+        return run
+    return run / BEST if (run / BEST).is_file() else run / CHECKPOINT
 
 
 def build_generator(spec: dict[str, Any]) -> StageGenerator:

@@ -39,9 +39,9 @@ from alzmri.generate.samples import chain_figure
 from alzmri.utils.atomic import atomic_path, atomic_write_text
 from alzmri.utils.errors import AlzmriError
 
-METRICS = ("mse", "psnr", "ssim", "ms_ssim", "mse_brain", "psnr_brain", "ssim_brain")
+METRICS = ("mse", "psnr", "ssim", "ms_ssim", "mse_brain", "psnr_brain", "ssim_brain", "lpips")
 METHODS = ("generator", "no_change", "mean_change")
-_HIGHER_BETTER = {"psnr", "ssim", "ms_ssim", "psnr_brain", "ssim_brain"}
+_HIGHER_BETTER = {"psnr", "ssim", "ms_ssim", "psnr_brain", "ssim_brain"}  # lpips and mse: lower
 
 
 def check_inputs(run: ProgressionRun, inputs: Any, where: str) -> None:
@@ -52,7 +52,19 @@ def check_inputs(run: ProgressionRun, inputs: Any, where: str) -> None:
                           "use inputs made with the same preprocessing and slicing")  # fmt: skip
 
 
-def _pair_table(run: ProgressionRun, images: Any, k: int, pairs: np.ndarray, regions: dict[str, np.ndarray] | None) -> pd.DataFrame:
+def _scores(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, lpips: Any) -> dict[str, np.ndarray]:
+    """The image metrics (and LPIPS when a network is given) of ``pred`` against ``truth``."""
+    values = {k: v for k, v in image_metrics(pred, truth, mask).items() if k in METRICS}
+    if lpips is not None:
+        import torch
+
+        with torch.no_grad():
+            values["lpips"] = np.concatenate([lpips(torch.from_numpy(pred[i : i + 32]), torch.from_numpy(truth[i : i + 32])).numpy()
+                                              for i in range(0, len(pred), 32)])  # fmt: skip
+    return values
+
+
+def _pair_table(run: ProgressionRun, images: Any, k: int, pairs: np.ndarray, regions: dict[str, np.ndarray] | None, lpips: Any = None) -> pd.DataFrame:
     x, y, mask = images.images[pairs[:, 0]], images.images[pairs[:, 1]], images.masks[pairs[:, 1]]
     predictions = {"generator": run.chain(x, start=k)[0] if len(x) else x, "no_change": x, "mean_change": np.clip(x + run.mean_change[k], -1, 1)}
     rows = images.rows.iloc[pairs[:, 0]]
@@ -60,9 +72,8 @@ def _pair_table(run: ProgressionRun, images: Any, k: int, pairs: np.ndarray, reg
                           "from_session": rows["session_id"].to_numpy(), "to_session": images.rows["session_id"].to_numpy()[pairs[:, 1]],
                           "transition": f"{run.stages[k]} → {run.stages[k + 1]}", "step": k + 1})  # fmt: skip
     for method, pred in predictions.items():
-        for name, values in image_metrics(pred, y, mask).items():
-            if name in METRICS:
-                table[f"{name}__{method}"] = values
+        for name, values in _scores(pred, y, mask, lpips).items():
+            table[f"{name}__{method}"] = values
     if regions is not None:
         brain = images.masks[pairs[:, 0], 0] > 0
         for kind, change in (("generator", predictions["generator"] - x), ("truth", y - x)):
@@ -85,7 +96,7 @@ def enrichment(change: np.ndarray, brain: np.ndarray, regions: dict[str, np.ndar
     return out
 
 
-def _chain_tables(run: ProgressionRun, images: Any, classifier: StageClassifier | None) -> tuple[pd.DataFrame, dict[int, np.ndarray], np.ndarray]:
+def _chain_tables(run: ProgressionRun, images: Any, classifier: StageClassifier | None, lpips: Any = None) -> tuple[pd.DataFrame, dict[int, np.ndarray], np.ndarray]:
     """One row per first-stage image and chain step (0 = the input): truth metrics where the true image exists, classifier stage."""
     stages = run.stages
     first = np.flatnonzero(images.rows["diagnosis"].to_numpy() == stages[0])
@@ -103,11 +114,10 @@ def _chain_tables(run: ProgressionRun, images: Any, classifier: StageClassifier 
         if s and have.any():
             predictions = {"generator": generated[have], "no_change": x0[have], "mean_change": np.clip(x0[have] + cumulative[s], -1, 1)}
             for method, pred in predictions.items():
-                for name, values in image_metrics(pred, images.images[truth[have]], images.masks[truth[have]]).items():
-                    if name in METRICS:
-                        column = np.full(len(table), np.nan)
-                        column[have] = values
-                        table[f"{name}__{method}"] = column
+                for name, values in _scores(pred, images.images[truth[have]], images.masks[truth[have]], lpips).items():
+                    column = np.full(len(table), np.nan)
+                    column[have] = values
+                    table[f"{name}__{method}"] = column
         if classifier is not None:
             probs, _ = classifier.run(from_unit(generated, run.scale))
             ranks = check_classifier_stages(classifier, stages)
@@ -210,14 +220,21 @@ def evaluate_progression(config: EvaluateProgressionConfig) -> dict[str, Any]:
     if config.feature_net:
         network = FeatureFile(config.feature_net)
         extractors[f"file:{Path(config.feature_net).name}"] = network.features
+    lpips = None
+    if config.lpips:
+        from alzmri.models.lpips import load_lpips
+
+        if run.spatial_dims != 2 or min(run.shape[1:]) < 32:
+            raise AlzmriError(f"LPIPS is for 2D images of at least 32² (AlexNet's five levels); the run's images are {'x'.join(map(str, run.shape))}")
+        lpips = load_lpips(list(config.lpips))
     out = Path(config.out) if config.out else run.path.parent.parent / f"eval-{config.data}"
     out.mkdir(parents=True, exist_ok=True)
 
     labels = atlas_labels(images.rows, inputs, Path(config.cache), run.shape)
     regions = region_masks(labels) if labels is not None else None
     pairs = transition_pairs(images.rows, run.stages)
-    pair_table = pd.concat([_pair_table(run, images, k, p, regions) for k, p in enumerate(pairs) if len(p)], ignore_index=True) if any(len(p) for p in pairs) else pd.DataFrame()
-    chain, steps, _ = _chain_tables(run, images, classifier)
+    pair_table = pd.concat([_pair_table(run, images, k, p, regions, lpips) for k, p in enumerate(pairs) if len(p)], ignore_index=True) if any(len(p) for p in pairs) else pd.DataFrame()
+    chain, steps, _ = _chain_tables(run, images, classifier, lpips)
     summary: dict[str, Any] = {"run": str(run.path), "pairing_trained": run.pairing, "stages": run.stages, "data": config.data,
                                "images": len(images), "subjects": int(images.rows["participant_id"].nunique()),
                                "true_future": bool(len(pair_table)), "bootstrap": config.bootstrap}  # fmt: skip

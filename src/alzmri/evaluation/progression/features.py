@@ -87,7 +87,13 @@ def fid(a: np.ndarray, b: np.ndarray) -> float:
 
     if len(a) < 2 or len(b) < 2:
         return float("nan")
-    value = FIDMetric()(torch.from_numpy(np.asarray(a, dtype=np.float64)), torch.from_numpy(np.asarray(b, dtype=np.float64)))
+    import warnings
+
+    from scipy.linalg import LinAlgWarning
+
+    with warnings.catch_warnings():  # fewer images than features: singular covariances, the square root is still defined
+        warnings.simplefilter("ignore", LinAlgWarning)
+        value = FIDMetric()(torch.from_numpy(np.asarray(a, dtype=np.float64)), torch.from_numpy(np.asarray(b, dtype=np.float64)))
     return max(float(value), 0.0)
 
 

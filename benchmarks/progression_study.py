@@ -1,0 +1,146 @@
+"""Disease-progression generators judged against the true future (issue 15): synthetic longitudinal 2D, and Kaggle unpaired.
+
+Usage (from the repository root, after ``make setup``)::
+
+    .venv/bin/python benchmarks/progression_study.py --out /tmp/prog --results /tmp/prog-results
+    .venv/bin/python benchmarks/progression_study.py --parts kaggle --kaggle ../shared/data/kaggle-alzheimer-4class
+
+Every step is an ``alzmri`` command (printed before it runs), so the study is what a user would
+type. Everything resumes: a finished step is skipped when its output exists.
+
+**synthetic** — ``alzmri synth --longitudinal`` (every subject visited at CDR 0, 0.5, 1 and 2 at
+its own pace; atrophy ×4, so that one stage's change moves region borders by about a pixel of the
+96² slices: at ×2 and 64² the per-stage change was sub-pixel and even the mean change did not beat
+no change), preprocessed with N4 and MNI registration onto the template grid (no crop, so every
+visit of a subject shares one grid), cut into axial slices around the hippocampi, split by subject.
+A 4-stage classifier (``small_cnn_2d``) is trained on the same split. Progression runs: alzmri's
+default (paired, residual, L1, ROI), the same without ROI, the seed's recipe (no residual, no
+L1: adversarial loss only) with and without ROI, and L1 regression alone (no adversarial loss). Each is scored by ``alzmri evaluate-progression``
+on the test subjects against their true later visits, beside no change and mean change.
+
+**kaggle** — the Kaggle 4-class OASIS slices (``../shared/data``), imported at ``--kaggle-size``,
+with the train/test split they come with; no subject is followed, so the run is unpaired (cycle
+consistency) and there is no true future; FID on the classifier's features and the predicted stage
+per chain step are what can be reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+ALZMRI = str(ROOT / ".venv" / "bin" / "alzmri")
+
+SYNTH = ["--longitudinal", "--subjects", "60", "--voxel-size", "2", "--atrophy-scale", "4", "--seed", "15"]
+PREPROCESS = ["--steps", "reorient,resample,n4,skull_strip,register,resize,normalize", "--skull-strip", "none",
+              "--interpolation", "linear", "--size", "96", "--spacing", "2"]  # fmt: skip
+SLICES = ["--plane", "axial", "--n", "3", "--step", "4", "--structure", "Hippocampus"]
+RUNS = {
+    "default": [],
+    "default-no-roi": ["--no-roi"],
+    "seed-roi": ["--no-residual", "--l1-weight", "0"],
+    "seed": ["--no-residual", "--l1-weight", "0", "--no-roi"],
+    "l1-only": ["--adversarial-weight", "0"],
+}
+
+
+def alzmri(*args: Any, done: Path | None = None) -> float:
+    """Run one alzmri command (skipped when ``done`` exists); returns its seconds."""
+    if done is not None and done.exists():
+        print(f"[skip] alzmri {' '.join(map(str, args))}", flush=True)
+        return 0.0
+    command = [ALZMRI, *map(str, args)]
+    print("$ alzmri " + " ".join(map(str, args)), flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    return round(time.perf_counter() - start, 1)
+
+
+def classifier_checkpoint(folder: Path) -> Path:
+    found = sorted(folder.glob("*/checkpoints/best-loss.ckpt"))
+    if not found:
+        raise SystemExit(f"no classifier checkpoint under {folder}")
+    return found[0]
+
+
+def synthetic(out: Path, epochs: int, runs: list[str], classifier_epochs: int) -> dict[str, Any]:
+    seconds: dict[str, float] = {}
+    seconds["synth"] = alzmri("synth", out / "bids", *SYNTH, "--workers", "0", done=out / "bids" / "labels.tsv")
+    seconds["preprocess"] = alzmri("preprocess", out / "bids", out / "cache", *PREPROCESS, "--no-progress", done=out / "cache" / "manifest.tsv")
+    seconds["slices"] = alzmri("slices", out / "cache", out / "slices", *SLICES, "--no-progress", done=out / "slices" / "manifest.tsv")
+    seconds["split"] = alzmri("split", out / "slices", out / "split", "--ratios", "0.6,0.2,0.2", "--seed", "0", done=out / "split" / "test.tsv")
+    seconds["classifier"] = alzmri("train", out / "slices", out / "split", "--model", "small_cnn_2d", "--epochs", classifier_epochs, "--out", out / "classifier",
+                                   "--trackers", "mlflow", "--no-progress", done=out / "classifier" / "done")  # fmt: skip
+    (out / "classifier" / "done").touch()
+    classifier = classifier_checkpoint(out / "classifier")
+    seconds["classifier_eval"] = alzmri("evaluate", classifier, out / "slices", out / "split", done=classifier.parent.parent / "eval-test" / "metrics.json")
+    results: dict[str, Any] = {"seconds": seconds, "runs": {}}
+    for name in runs:
+        run = out / "runs" / name
+        seconds[f"train {name}"] = alzmri("train-progression", out / "slices", out / "split", "--out", out / "runs", "--run-name", name, "--epochs", epochs,
+                                          "--no-progress", *RUNS[name], done=run / "result.json")  # fmt: skip
+        seconds[f"evaluate {name}"] = alzmri("evaluate-progression", run, "--cache", out / "slices", "--split", out / "split", "--classifier", classifier,
+                                             done=run / "eval-test" / "summary.json")  # fmt: skip
+        results["runs"][name] = json.loads((run / "eval-test" / "summary.json").read_text())
+    results["classifier"] = json.loads((classifier.parent.parent / "eval-test" / "metrics.json").read_text())
+    return results
+
+
+def kaggle(out: Path, source: Path, size: int, epochs: int, steps: int, classifier_epochs: int) -> dict[str, Any]:
+    seconds: dict[str, float] = {}
+    cache = out / f"kaggle-{size}"
+    seconds["import"] = alzmri("import-slices", source, cache, "--names", "slice_set", "--size", size, "--no-progress", done=cache / "manifest.tsv")
+    split = cache / "split"
+    seconds["classifier"] = alzmri("train", cache, split, "--model", "small_cnn_2d", "--epochs", classifier_epochs, "--out", out / "kaggle-classifier",
+                                   "--trackers", "mlflow", "--no-progress", done=out / "kaggle-classifier" / "done")  # fmt: skip
+    (out / "kaggle-classifier" / "done").touch()
+    classifier = classifier_checkpoint(out / "kaggle-classifier")
+    run = out / "kaggle-runs" / "unpaired"
+    seconds["train"] = alzmri("train-progression", cache, split, "--out", out / "kaggle-runs", "--run-name", "unpaired", "--pairing", "unpaired", "--epochs", epochs,
+                              "--steps-per-epoch", steps, "--no-progress", done=run / "result.json")  # fmt: skip
+    seconds["evaluate"] = alzmri("evaluate-progression", run, "--cache", cache, "--split", split, "--classifier", classifier, done=run / "eval-test" / "summary.json")
+    return {"seconds": seconds, "summary": json.loads((run / "eval-test" / "summary.json").read_text())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/alzmri-progression"))
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "progression")
+    parser.add_argument("--parts", default="synthetic,kaggle")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--runs", default=",".join(RUNS))
+    parser.add_argument("--classifier-epochs", type=int, default=30)
+    parser.add_argument("--kaggle", type=Path, default=ROOT.parent / "shared" / "data" / "kaggle-alzheimer-4class")
+    parser.add_argument("--kaggle-size", type=int, default=64)
+    parser.add_argument("--kaggle-epochs", type=int, default=10)
+    parser.add_argument("--kaggle-steps", type=int, default=40, help="batches per transition per epoch (unpaired sets are large)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
+    parts = args.parts.split(",")
+    if "synthetic" in parts:
+        result = synthetic(args.out, args.epochs, args.runs.split(","), args.classifier_epochs)
+        (args.results / "synthetic.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        for name in result["runs"]:
+            shutil.copy(args.out / "runs" / name / "eval-test" / "report.md", args.results / f"synthetic-{name}.md")
+        for figure in ("chain_examples.png", "predicted_stage.png"):
+            shutil.copy(args.out / "runs" / "default" / "eval-test" / figure, args.results / f"synthetic-default-{figure}")
+    if "kaggle" in parts:
+        result = kaggle(args.out, args.kaggle, args.kaggle_size, args.kaggle_epochs, args.kaggle_steps, args.classifier_epochs)
+        (args.results / "kaggle.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        run = args.out / "kaggle-runs" / "unpaired" / "eval-test"
+        shutil.copy(run / "report.md", args.results / "kaggle-unpaired.md")
+        for figure in ("chain_examples.png", "predicted_stage.png"):
+            shutil.copy(run / figure, args.results / f"kaggle-{figure}")
+    print(f"results in {args.results}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""Progression generators: networks, ROI-weighted losses, metrics against scikit-image, FID, resume, the chain, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from alzmri.cli.main import app
+from alzmri.data.slices.store import ARRAY_DIR, SliceSetConfig, save_slice, write_slice_cache
+from alzmri.data.splits import write_splits
+from alzmri.evaluation.progression.features import fid
+from alzmri.evaluation.progression.image_metrics import image_metrics, ms_ssim_scales
+from alzmri.generate.config import ProgressionConfig
+from alzmri.generate.fit import train_progression
+from alzmri.generate.losses import patch_bce, patch_weights
+from alzmri.generate.run import load_run
+from alzmri.models.progression import StageDiscriminator, StageGenerator
+from alzmri.utils.errors import AlzmriError
+
+STAGES = ["NonDemented", "VeryMildDemented", "MildDemented", "ModerateDemented"]
+
+
+def _toy_image(rng: np.random.Generator, size: int, ventricle: float, shift: tuple[int, int]) -> np.ndarray:
+    """A z-scored 'brain' disc (background exactly 0) with a dark 'ventricle' disc of the given radius."""
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    yy, xx = yy - shift[0], xx - shift[1]
+    brain = np.hypot(yy, xx) < size * 0.4
+    image = np.where(brain, 1.0 + 0.1 * rng.standard_normal((size, size)), 0.0)
+    image[np.hypot(yy, xx) < ventricle] = -1.5
+    return image[None].astype(np.float32)
+
+
+def make_toy_cache(root: Path, subjects: int = 9, size: int = 16, longitudinal: bool = True, seed: int = 0) -> tuple[Path, Path]:
+    """A slice cache of subjects whose ventricle grows by a subject's own rate per stage, and a subject-level split."""
+    rng = np.random.default_rng(seed)
+    cache = root / f"slices{size}{'' if longitudinal else '-cross'}"
+    rows = []
+    for i in range(subjects):
+        pid = f"sub-{i + 1:02d}"
+        rate, shift = rng.uniform(0.6, 1.2), tuple(int(v) for v in rng.integers(-1, 2, size=2))
+        visits = range(len(STAGES)) if longitudinal else [i % len(STAGES)]
+        for k in visits:
+            sid = f"ses-{k + 1:02d}"
+            array = f"{ARRAY_DIR}/{pid}_{sid}_axial-008.npy"
+            save_slice(cache / array, _toy_image(rng, size, 1.5 + rate * k, shift))
+            rows.append({"participant_id": pid, "session_id": sid, "slice_id": "axial-008", "slice_index": "8", "diagnosis": STAGES[k],
+                         "subject_known": True, "plane": "axial", "array": array, "source": "", "source_hash": ""})  # fmt: skip
+    write_slice_cache(cache, rows, SliceSetConfig(origin="volumes", size=size, channels=1, classes=STAGES, normalization="volume"))
+    table = pd.DataFrame(rows)[["participant_id", "session_id", "diagnosis"]]
+    people = sorted(table["participant_id"].unique())
+    parts = {"train": people[: len(people) - 4], "val": people[-4:-2], "test": people[-2:]}
+    split = root / f"split{size}{'' if longitudinal else '-cross'}"
+    write_splits({name: table[table["participant_id"].isin(ids)].reset_index(drop=True) for name, ids in parts.items()}, split)
+    return cache, split
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("progression")
+    cache, split = make_toy_cache(root)
+    return {"root": root, "cache": cache, "split": split}
+
+
+def _config(toy: dict[str, Path], **kw) -> ProgressionConfig:
+    settings = {"cache": toy["cache"], "split": toy["split"], "out": toy["root"] / "runs", "width": 4, "batch_size": 4, "epochs": 2,
+                "progress": False, "mlflow": False, "samples": 2}  # fmt: skip
+    settings.update(kw)
+    return ProgressionConfig(**settings)
+
+
+def test_generator_and_discriminator_shapes_and_tanh_range() -> None:
+    torch.manual_seed(0)
+    x2 = torch.rand(3, 1, 32, 32) * 2 - 1
+    x3 = torch.rand(2, 1, 16, 16, 16) * 2 - 1
+    for residual in (True, False):
+        g2, g3 = StageGenerator(2, 1, 4, residual).eval(), StageGenerator(3, 1, 4, residual).eval()
+        with torch.no_grad():
+            y2, y3 = g2(x2 * 5), g3(x3)  # inputs beyond [-1, 1] still map into it
+        assert y2.shape == x2.shape and y3.shape == x3.shape
+        assert float(y2.abs().max()) <= 1.0 and float(y3.abs().max()) <= 1.0
+    assert torch.allclose(StageGenerator(2, 1, 4, residual=True).eval()(x2), x2.clamp(-0.999, 0.999), atol=1e-5)  # starts as the identity
+    seed_widths = [m.out_channels for m in StageGenerator(2, 1, 64).encoder if isinstance(m, torch.nn.Conv2d)]
+    assert seed_widths == [64, 128, 256]
+    d = StageDiscriminator(2, 1, 4)
+    with torch.no_grad():
+        assert d(x2).shape == (3, 1, 4, 4) and 0 < float(d.score(x2).min()) and float(d.score(x2).max()) < 1
+    assert StageDiscriminator(3, 1, 4)(x3).shape == (2, 1, 2, 2, 2)
+    with pytest.raises(AlzmriError, match="multiples of 8"):
+        StageGenerator(2, 1, 4)(torch.zeros(1, 1, 20, 20))
+
+
+def test_roi_weights_count_only_the_brain_patches() -> None:
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, 8:24, 8:24] = 1  # the brain covers the central 2 x 2 of the 4 x 4 patches
+    weights = patch_weights(mask, (4, 4))
+    assert weights.shape == (2, 1, 4, 4) and float(weights[0, 0, 1, 1]) == 1.0 and float(weights[0, 0, 0, 0]) == 0.0
+    logits = torch.randn(2, 1, 4, 4)
+    outside, inside = logits.clone(), logits.clone()
+    outside[:, :, 0, :] += 5.0  # patches without brain
+    inside[:, :, 1, 1] += 5.0
+    for real in (True, False):
+        base = patch_bce(logits, real, weights)
+        assert torch.isclose(patch_bce(outside, real, weights), base)
+        assert not torch.isclose(patch_bce(inside, real, weights), base)
+        assert not torch.isclose(patch_bce(outside, real), patch_bce(logits, real))  # without ROI the background counts
+    brain = weights > 0
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[brain], torch.ones(int(brain.sum())))
+    assert torch.isclose(patch_bce(logits, True, weights), expected)
+
+
+def test_image_metrics_match_scikit_image() -> None:
+    from scipy.ndimage import gaussian_filter
+    from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+
+    rng = np.random.default_rng(1)
+    truth = np.stack([gaussian_filter(rng.normal(0, 0.4, (1, 48, 48)), (0, 1.5, 1.5)) for _ in range(3)]).clip(-1, 1).astype(np.float32)
+    pred = (truth + rng.normal(0, 0.05, truth.shape)).clip(-1, 1).astype(np.float32)
+    mask = np.zeros_like(truth)
+    mask[:, :, 10:40, 5:30] = 1
+    values = image_metrics(pred, truth, mask)
+    for i in range(3):
+        t, p = truth[i, 0].astype(float), pred[i, 0].astype(float)
+        assert np.isclose(values["mse"][i], mean_squared_error(t, p), rtol=1e-4)
+        assert np.isclose(values["psnr"][i], peak_signal_noise_ratio(t, p, data_range=2.0), rtol=1e-4)
+        ssim = structural_similarity(t, p, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=2.0)
+        assert np.isclose(values["ssim"][i], ssim, atol=1e-4)
+        assert np.isclose(values["mse_brain"][i], ((t - p)[mask[i, 0] > 0] ** 2).mean(), rtol=1e-4)
+    same = image_metrics(truth, truth, mask)
+    assert np.allclose(same["ssim"], 1) and np.allclose(same["ms_ssim"], 1, atol=1e-5) and np.allclose(same["ssim_brain"], 1)
+    assert (values["ms_ssim"] < 1).all() and (values["ms_ssim"] > 0.5).all()
+    assert [ms_ssim_scales(n) for n in (16, 48, 64, 256)] == [1, 3, 3, 5]
+
+
+def test_fid_of_identical_sets_is_zero_and_of_shifted_sets_positive() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 8))
+    assert fid(a, a.copy()) == pytest.approx(0.0, abs=1e-6)
+    shifted = fid(a, a + 0.5)
+    assert shifted == pytest.approx(8 * 0.25, rel=1e-3)  # |mean difference|², same covariance
+    assert fid(a, rng.normal(size=(200, 8))) < shifted
+    assert np.isnan(fid(a[:1], a))
+
+
+def test_training_resumes_exactly_after_a_kill(toy: dict[str, Path]) -> None:
+    straight = train_progression(_config(toy, run_name="straight"))
+    one = train_progression(_config(toy, run_name="killed", epochs=1))  # "killed" after epoch 1: its checkpoint is what survived
+    assert load_run(one / "checkpoints" / "last.pt").epoch == 1
+    resumed = train_progression(_config(toy, run_name="killed", epochs=2))
+    a, b = load_run(straight / "checkpoints" / "last.pt"), load_run(resumed / "checkpoints" / "last.pt")
+    assert a.epoch == b.epoch == 2 and a.pairing == "paired" and len(a.generators) == 3
+    for ga, gb in zip(a.generators, b.generators, strict=True):
+        for (name, pa), (_, pb) in zip(ga.state_dict().items(), gb.state_dict().items(), strict=True):
+            assert torch.equal(pa, pb), name
+    timeless = [[{k: v for k, v in h.items() if k != "seconds"} for h in r.history] for r in (a, b)]
+    assert timeless[0] == timeless[1] and [h["epoch"] for h in b.history] == [1, 2]
+    assert (straight / "samples" / "epoch-002.png").is_file()
+    # best.pt: the epoch with the lowest validation MSE against the true follow-up; a run folder means it
+    scores = [np.mean([v for k, v in h.items() if k.endswith("_mse_brain")]) for h in a.history]
+    best = json.loads((straight / "result.json").read_text())["best_epoch"]
+    assert best == 1 + int(np.argmin(scores)) and load_run(straight).epoch == best
+    with pytest.raises(AlzmriError, match="other settings"):
+        train_progression(_config(toy, run_name="straight", roi=False))
+
+
+def test_chain_of_three_and_evaluation_against_the_true_future(toy: dict[str, Path]) -> None:
+    from alzmri.evaluation.config import EvaluateProgressionConfig
+    from alzmri.evaluation.progression.evaluate import evaluate_progression
+    from alzmri.training.config import TrainConfig
+    from alzmri.training.fit import fit
+
+    run_dir = train_progression(_config(toy, run_name="chain", epochs=3))
+    run = load_run(run_dir)
+    x = np.zeros((2, 1, 16, 16), dtype=np.float32)
+    outputs = run.chain(x)
+    assert len(outputs) == 3 and all(o.shape == x.shape for o in outputs)
+    assert np.allclose(run.chain(x, start=2)[0], outputs[0] * 0 + run.step(x, 2))  # start at the third transition
+    classifier = fit(TrainConfig(cache=toy["cache"], split=toy["split"], out=toy["root"] / "clf", model="small_cnn_2d", epochs=2, batch_size=4,
+                                 trackers=[], progress=False, augmentations=[]))  # fmt: skip
+    scripted = toy["root"] / "features.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())), str(scripted))
+    summary = evaluate_progression(EvaluateProgressionConfig(run=run_dir, cache=toy["cache"], split=toy["split"], bootstrap=100,
+                                                             classifier=classifier / "checkpoints" / "best-loss.ckpt", feature_net=scripted))  # fmt: skip
+    out = Path(summary["out"])
+    assert summary["true_future"] and set(summary["transitions"]) == {f"{a} → {b}" for a, b in zip(STAGES, STAGES[1:], strict=False)}
+    first = summary["transitions"]["NonDemented → VeryMildDemented"]
+    assert first["mse__no_change"]["n_subjects"] == 2 and first["mse__no_change"]["estimate"] > 0
+    assert np.isclose(first["mse__generator_minus_no_change"]["estimate"], first["mse__generator"]["estimate"] - first["mse__no_change"]["estimate"], atol=1e-6)
+    pairs = pd.read_csv(out / "pairs.tsv", sep="\t")
+    assert len(pairs) == 2 * 3 and {"psnr__mean_change", "ms_ssim__generator"} <= set(pairs.columns)
+    chain = pd.read_csv(out / "chain.tsv", sep="\t")
+    assert sorted(chain["step"].unique()) == [0, 1, 2, 3] and chain["expected_stage"].between(0, 3).all()
+    assert {r["features"] for r in summary["fid"]} == {"classifier", "file:features.pt"}
+    assert all(r["fid_generator"] >= 0 for r in summary["fid"])
+    assert "no change" in (out / "report.md").read_text() and (out / "chain_examples.png").is_file() and (out / "predicted_stage.png").is_file()
+    assert summary["regions"].startswith("not available")  # the toy cache is not registered
+
+    two = fit(TrainConfig(cache=toy["cache"], split=toy["split"], out=toy["root"] / "clf2", model="small_cnn_2d", epochs=1, batch_size=4,
+                          trackers=[], progress=False, augmentations=[], classes=["NonDemented", "ModerateDemented"]))  # fmt: skip
+    runner = CliRunner()
+    done = runner.invoke(app, ["evaluate-progression", str(run_dir), "--cache", str(toy["cache"]), "--split", str(toy["split"]),
+                               "--classifier", str(two / "checkpoints" / "best-loss.ckpt"), "--bootstrap", "100"])  # fmt: skip
+    assert done.exit_code != 0 and "not the run's stages" in done.output and "Traceback" not in done.output
+    assert len(done.output.strip().splitlines()) == 1
+
+
+def test_progress_writes_every_stage_and_refuses_other_inputs(toy: dict[str, Path], tmp_path: Path) -> None:
+    run_dir = train_progression(_config(toy, run_name="straight"))
+    scan = sorted((toy["cache"] / ARRAY_DIR).glob("sub-01_ses-01_*.npy"))[0]
+    runner = CliRunner()
+    done = runner.invoke(app, ["progress", str(run_dir), str(scan), "--out", str(tmp_path / "p")])
+    assert done.exit_code == 0, done.output
+    record = json.loads((tmp_path / "p" / "progress.json").read_text())
+    assert record["stages"] == STAGES and (tmp_path / "p" / "chain.gif").is_file() and (tmp_path / "p" / "chain.png").is_file()
+    assert np.load(tmp_path / "p" / "stage-3-ModerateDemented.npy").shape == (1, 16, 16)
+    change = np.load(tmp_path / "p" / "change-VeryMildDemented.npy")
+    assert np.allclose(change, np.load(tmp_path / "p" / "stage-1-VeryMildDemented.npy") - np.load(tmp_path / "p" / "stage-0-NonDemented.npy"), atol=1e-3)
+    later = runner.invoke(app, ["progress", str(run_dir), str(scan), "--stage", "mildDemented", "--out", str(tmp_path / "q")])
+    assert later.exit_code == 0 and json.loads((tmp_path / "q" / "progress.json").read_text())["stages"] == STAGES[2:]
+
+    other, _ = make_toy_cache(tmp_path, subjects=6, size=24)  # prepared differently: 24² slices
+    wrong = shutil.copytree(toy["cache"], tmp_path / "copy")
+    np.save(wrong / ARRAY_DIR / "odd.npy", np.zeros((1, 24, 24), np.float16))  # an array of the wrong size in a cache made like the run's
+    for args, message in (
+        ([str(sorted((other / ARRAY_DIR).glob("*.npy"))[0])], "prepared differently"),
+        ([str(wrong / ARRAY_DIR / "odd.npy")], "1x24x24, the run's images are 1x16x16"),
+        ([str(scan), "--stage", "ModerateDemented"], "last stage"),
+        ([str(scan), "--stage", "AD"], "not one of the run's stages"),
+        ([str(tmp_path / "missing.npy")], "does not exist"),
+    ):
+        result = runner.invoke(app, ["progress", str(run_dir), *args])
+        assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output, (args, result.output)
+    result = runner.invoke(app, ["evaluate-progression", str(run_dir), "--cache", str(other), "--split", str(toy["split"])])
+    assert result.exit_code != 0 and "prepared differently" in result.output
+
+
+def test_unpaired_stage_sets_train_with_cycle_consistency(tmp_path: Path) -> None:
+    cache, split = make_toy_cache(tmp_path, subjects=16, longitudinal=False)
+    base = {"cache": cache, "split": split, "out": tmp_path / "runs", "width": 4, "batch_size": 2, "epochs": 1, "progress": False, "mlflow": False, "samples": 1}
+    with pytest.raises(AlzmriError, match="needs the same subject at adjacent stages"):
+        train_progression(ProgressionConfig(**base, pairing="paired"))
+    run_dir = train_progression(ProgressionConfig(**base, stages=STAGES[:3]))
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["pairing"] == "unpaired" and set(state["training"][0]) >= {"G", "F", "D", "E"}
+    assert json.loads((run_dir / "result.json").read_text())["pairing"] == "unpaired"
+    assert "t1_g_cycle" in state["history"][0] and "val_t1_change_l1" in state["history"][0]
+
+
+def test_mlflow_gets_losses_and_sample_grids(toy: dict[str, Path], tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    run_dir = train_progression(_config(toy, out=tmp_path / "tracked", run_name="tracked", epochs=1, mlflow=True))
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'tracked' / 'mlflow.db'}")
+    run_id = (run_dir / "mlflow_run_id.txt").read_text().strip()
+    metrics = client.get_run(run_id).data.metrics
+    assert {"t1_d", "t1_g", "t3_g_l1", "val_t2_mse_brain"} <= set(metrics)
+    assert [a.path for a in client.list_artifacts(run_id, "samples")] == ["samples/epoch-001.png"]
+    assert client.get_run(run_id).data.params["pairing"] == "paired"
+
+
+def test_lpips_loads_the_files_users_have_and_behaves_as_a_distance(tmp_path: Path) -> None:
+    from alzmri.models.lpips import LPIPS, load_lpips
+
+    torch.manual_seed(0)
+    reference = LPIPS()
+    backbone = {k: v for k, v in reference.state_dict().items() if k.startswith("features.")}  # torchvision's alexnet keys
+    layers = {k: v.abs() for k, v in reference.state_dict().items() if k.startswith("lin")}  # lpips' alex.pth keys
+    assert set(backbone) == {f"features.{i}.{p}" for i in (0, 3, 6, 8, 10) for p in ("weight", "bias")}
+    assert set(layers) == {f"lin{k}.model.1.weight" for k in range(5)}
+    torch.save(backbone, tmp_path / "alexnet.pth")
+    torch.save(layers, tmp_path / "alex.pth")
+    net = load_lpips([tmp_path / "alexnet.pth", tmp_path / "alex.pth"])
+    a = torch.rand(2, 1, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(net(a, a), torch.zeros(2), atol=1e-6)
+        near, far = net(a, (a + 0.05 * torch.randn_like(a)).clamp(-1, 1)), net(a, torch.rand_like(a) * 2 - 1)
+    assert (near > 0).all() and (far > near).all()
+    with pytest.raises(AlzmriError, match="missing lin0.model.1.weight"):
+        load_lpips([tmp_path / "alexnet.pth"])
