@@ -147,6 +147,36 @@ def test_registration_to_mni_undoes_a_head_rotation() -> None:
     after = RegisterToMNI(spacing=4.0, registration_spacing=4.0)(subject)
     assert after["image"].shape[1:] == tio.ScalarImage.from_sitk(template_image(4.0)).shape[1:]
     assert corr(after) > 0.95 > before
+    assert after["qc"]["registration_fit"] in ("affine", "affine-fine", "similarity")
+
+
+def test_registration_never_keeps_an_affine_worse_than_its_similarity_start() -> None:
+    """The 12-parameter stage can wander off; the kept transform's metric is never worse than the similarity fit's."""
+    import SimpleITK as sitk
+
+    from alzmri.preprocessing import register
+
+    fixed = register.template_image(4.0)
+    moving = sitk.Cast(fixed, sitk.sitkFloat32)
+    calls = []
+    real_fit = register.fit
+
+    def diverging(moving, fixed, initial, fixed_mask=None, shrink=(2, 1), iterations=150, sampling=0.3):
+        transform, metric = real_fit(moving, fixed, initial, fixed_mask, shrink, iterations, sampling)
+        calls.append(shrink)
+        if isinstance(initial, sitk.AffineTransform):  # both affine attempts "wander off": a 40 mm shift
+            shifted = sitk.AffineTransform(register.as_affine(transform))
+            shifted.SetTranslation([t + 40.0 for t in shifted.GetTranslation()])
+            return shifted, register.metric_of(moving, fixed, shifted)
+        return transform, metric
+
+    register.fit = diverging
+    try:
+        transform, metric, kept = register.estimate_affine(moving, fixed)
+    finally:
+        register.fit = real_fit
+    assert kept == "similarity" and calls == [(2,), (2, 1), (1,)]
+    assert np.allclose(transform.GetTranslation(), [0, 0, 0], atol=3.0)  # the identity, found by the similarity fit
 
 
 def test_steps_work_on_nibabel_images_and_subjects(tmp_path) -> None:
@@ -216,12 +246,16 @@ def test_registered_outputs_without_crop_share_the_template_grid() -> None:
     config = PreprocessConfig(steps=("reorient", "resample", "skull_strip", "register", "resize", "normalize"), skull_strip="none",
                               spacing=4.0, size=16, interpolation="linear")
     assert keeps_template_grid(config) and not keeps_template_grid(config.model_copy(update={"steps": (*config.steps[:4], "crop", *config.steps[4:])}))
-    affines = []
+    affines, arrays = [], []
     for shift in (0.0, 9.0):
         moved = mni.affine.copy()
         moved[:3, 3] += shift
         array, qc = preprocess_image(nib.Nifti1Image(np.array(mni.t1, dtype=np.float32) * 100, moved), config)
         assert array.shape == (16, 16, 16)
         affines.append(output_affine(qc))
+        arrays.append(array)
     np.testing.assert_allclose(affines[0], affines[1], atol=1e-4)
+    # the same head shifted lands on the same voxels: the brain box was put back where it was cut from
+    assert np.corrcoef(arrays[0].ravel(), arrays[1].ravel())[0, 1] > 0.97
+    assert np.corrcoef(arrays[0].ravel(), np.roll(arrays[1], 1, axis=0).ravel())[0, 1] < np.corrcoef(arrays[0].ravel(), arrays[1].ravel())[0, 1]
     assert np.isclose(abs(affines[0][0, 0]), 4.0 * 49 / 16, rtol=0.05)  # the whole template grid (49 voxels at 4 mm), not a brain box

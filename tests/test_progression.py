@@ -132,6 +132,8 @@ def test_image_metrics_match_scikit_image() -> None:
         ssim = structural_similarity(t, p, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=2.0)
         assert np.isclose(values["ssim"][i], ssim, atol=1e-4)
         assert np.isclose(values["mse_brain"][i], ((t - p)[mask[i, 0] > 0] ** 2).mean(), rtol=1e-4)
+        cropped = structural_similarity(t, p, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=2.0, full=True)[1][5:-5, 5:-5]
+        assert np.isclose(values["ssim_brain"][i], cropped[mask[i, 0, 5:-5, 5:-5] > 0].mean(), atol=1e-4)  # the map inside the brain
     same = image_metrics(truth, truth, mask)
     assert np.allclose(same["ssim"], 1) and np.allclose(same["ms_ssim"], 1, atol=1e-5) and np.allclose(same["ssim_brain"], 1)
     assert (values["ms_ssim"] < 1).all() and (values["ms_ssim"] > 0.5).all()
@@ -180,7 +182,8 @@ def test_chain_of_three_and_evaluation_against_the_true_future(toy: dict[str, Pa
     x = np.zeros((2, 1, 16, 16), dtype=np.float32)
     outputs = run.chain(x)
     assert len(outputs) == 3 and all(o.shape == x.shape for o in outputs)
-    assert np.allclose(run.chain(x, start=2)[0], outputs[0] * 0 + run.step(x, 2))  # start at the third transition
+    assert np.allclose(outputs[1], run.step(outputs[0], 1)) and np.allclose(outputs[2], run.step(outputs[1], 2))  # each output feeds the next
+    assert np.allclose(run.chain(x, start=2)[0], run.step(x, 2))  # a chain can start at a later stage
     classifier = fit(TrainConfig(cache=toy["cache"], split=toy["split"], out=toy["root"] / "clf", model="small_cnn_2d", epochs=2, batch_size=4,
                                  trackers=[], progress=False, augmentations=[]))  # fmt: skip
     scripted = toy["root"] / "features.pt"
@@ -194,10 +197,26 @@ def test_chain_of_three_and_evaluation_against_the_true_future(toy: dict[str, Pa
     assert np.isclose(first["mse__generator_minus_no_change"]["estimate"], first["mse__generator"]["estimate"] - first["mse__no_change"]["estimate"], atol=1e-6)
     pairs = pd.read_csv(out / "pairs.tsv", sep="\t")
     assert len(pairs) == 2 * 3 and {"psnr__mean_change", "ms_ssim__generator"} <= set(pairs.columns)
+    # the baselines by hand: no change is the input, mean change adds the training pairs' average change
+    from alzmri.generate.data import load_stage_images
+    from alzmri.preprocessing.cache import load_array
+
+    test = pd.read_csv(toy["cache"] / "manifest.tsv", sep="\t")
+    test = test[test["participant_id"] == pairs["participant_id"].iloc[0]].sort_values("session_id")
+    unit = [np.clip(np.asarray(load_array(str(toy["cache"] / a)), np.float32) / run.scale, -1, 1) for a in test["array"]]
+    assert np.isclose(pairs["mse__no_change"].iloc[0], float(((unit[1] - unit[0]) ** 2).mean()), rtol=1e-4)
+    assert np.isclose(pairs["mse__mean_change"].iloc[0], float(((np.clip(unit[0] + run.mean_change[0], -1, 1) - unit[1]) ** 2).mean()), rtol=1e-4)
+    train, _ = load_stage_images(pd.read_csv(toy["cache"] / "manifest.tsv", sep="\t").assign(array=lambda d: [str(toy["cache"] / a) for a in d["array"]])
+                                 .merge(pd.read_csv(toy["split"] / "train.tsv", sep="\t")[["participant_id", "session_id"]]), 2, run.scale)  # fmt: skip
+    first_two = train.images.reshape(-1, 4, 1, 16, 16)  # 5 subjects x 4 stages, in session order
+    assert np.allclose(run.mean_change[0], (first_two[:, 1] - first_two[:, 0]).mean(axis=0), atol=1e-5)
     chain = pd.read_csv(out / "chain.tsv", sep="\t")
-    assert sorted(chain["step"].unique()) == [0, 1, 2, 3] and chain["expected_stage"].between(0, 3).all()
+    assert sorted(chain["step"].unique()) == [0, 1, 2, 3] and len(chain) == 2 * 4 and chain["has_truth"].all()
+    step3 = summary["chain"]["ModerateDemented"]
+    assert step3["mse__mean_change"]["n_images"] == 2  # against the true ModerateDemented visit, from the NonDemented input
     assert {r["features"] for r in summary["fid"]} == {"classifier", "file:features.pt"}
-    assert all(r["fid_generator"] >= 0 for r in summary["fid"])
+    no_change = {(r["features"], r["from"], r["stage"]): r["fid_no_change"] for r in summary["fid"] if r["kind"] == "chain"}
+    assert no_change[("classifier", "NonDemented", "ModerateDemented")] > no_change[("classifier", "NonDemented", "VeryMildDemented")]
     assert "no change" in (out / "report.md").read_text() and (out / "chain_examples.png").is_file() and (out / "predicted_stage.png").is_file()
     assert summary["regions"].startswith("not available")  # the toy cache is not registered
 
@@ -283,3 +302,36 @@ def test_lpips_loads_the_files_users_have_and_behaves_as_a_distance(tmp_path: Pa
     assert (near > 0).all() and (far > near).all()
     with pytest.raises(AlzmriError, match="missing lin0.model.1.weight"):
         load_lpips([tmp_path / "alexnet.pth"])
+
+
+def test_pairs_follow_visit_order_not_names() -> None:
+    from alzmri.generate.data import choose_pairing, transition_pairs
+    from alzmri.evaluation.progression.evaluate import chain_starts
+
+    stages = ["CN", "MCI", "AD"]
+    rows = pd.DataFrame({
+        "participant_id": ["a", "a", "a", "a", "b", "b", "b", "c", "c"],
+        "session_id": ["ses-M12", "ses-bl", "ses-M24", "ses-M06", "ses-2", "ses-10", "ses-3", "ses-1", "ses-2"],
+        "age": [71.0, 70.0, 72.0, 70.5, np.nan, np.nan, np.nan, 60, 61],
+        "diagnosis": ["MCI", "CN", "AD", "CN", "CN", "AD", "MCI", "MCI", "CN"],  # c reverts: MCI then CN
+        "slice_id": ["", "", "", "", "", "", "", "", ""],
+    })
+    pairs = transition_pairs(rows, stages)
+    # a by age: bl CN, M06 CN, M12 MCI, M24 AD -> the last CN (M06) with M12, then M12 with M24; b by natural order: 2, 3, 10
+    assert pairs[0].tolist() == [[3, 0], [4, 6]] and pairs[1].tolist() == [[0, 2], [6, 5]]
+    starts, truths = chain_starts(rows, stages)
+    assert starts.tolist() == [3, 4, 8] and truths.tolist() == [[3, 0, 2], [4, 6, 5], [8, -1, -1]]
+    assert choose_pairing("auto", pairs, stages) == "paired"
+    one = [pairs[0][:1], pairs[1]]
+    assert choose_pairing("auto", one, stages) == "unpaired"  # one pair cannot form a batch (batch norm needs two)
+    with pytest.raises(AlzmriError, match="fewer than two such pairs for CN → MCI"):
+        choose_pairing("paired", one, stages)
+
+
+def test_evaluation_refuses_the_run_s_own_training_subjects(toy: dict[str, Path], tmp_path: Path) -> None:
+    run_dir = train_progression(_config(toy, run_name="straight"))
+    leaky = shutil.copytree(toy["split"], tmp_path / "other")  # a clean split of its own, but not the run's: its test subjects trained the run
+    (leaky / "test.tsv").write_text((toy["split"] / "train.tsv").read_text())
+    (leaky / "train.tsv").write_text((toy["split"] / "test.tsv").read_text())
+    result = CliRunner().invoke(app, ["evaluate-progression", str(run_dir), "--cache", str(toy["cache"]), "--split", str(leaky)])
+    assert result.exit_code != 0 and "were in the run's training data" in result.output and "Traceback" not in result.output

@@ -48,8 +48,10 @@ class ProgressionConfig(BaseModel):
     def _check(self) -> ProgressionConfig:
         if self.stages is not None and len(self.stages) < 2:
             raise ValueError(f"stages must name at least two stages, got {self.stages}")
-        if self.stages is not None and len(set(self.stages)) != len(self.stages):
+        if self.stages is not None and len({s.lower() for s in self.stages}) != len(self.stages):
             raise ValueError(f"stages must not repeat a stage: {self.stages}")
+        if self.adversarial_weight == 0 and (self.pairing == "unpaired" or self.l1_weight == 0):
+            raise ValueError("--adversarial-weight 0 leaves only the L1 term to the true follow-up: it needs paired data (--pairing paired or auto) and --l1-weight > 0")
         low, high = self.betas
         if not (0 <= low < 1 and 0 <= high < 1):
             raise ValueError(f"betas must lie in [0, 1), got {self.betas}")

@@ -100,23 +100,34 @@ def resolve_stages(requested: list[str] | None, classes: list[str]) -> list[str]
 def _natural(text: str) -> tuple:
     import re
 
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", text))
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", text.lower()))
+
+
+def visits_in_order(rows: pd.DataFrame) -> list[pd.DataFrame]:
+    """Each subject's images of one slice, in visit order: by age when the manifest gives it, else by session id
+    (natural order, case-insensitive, so ``ses-2`` comes before ``ses-10``; ``ses-bl`` is a name like any other: give ages)."""
+    table = rows.assign(_row=np.arange(len(rows)), slice_id=rows["slice_id"].fillna("") if "slice_id" in rows else "")
+    age = pd.to_numeric(table["age"], errors="coerce") if "age" in table.columns else pd.Series(np.nan, index=table.index)
+    out = []
+    for _, visits in table.assign(_age=age).groupby(["participant_id", "slice_id"], sort=True, dropna=False):
+        use_age = visits["_age"].notna().all() and visits["_age"].nunique() == len(visits)
+        keys = [(float(a) if use_age else 0.0, _natural(str(sid))) for a, sid in zip(visits["_age"], visits["session_id"], strict=True)]
+        out.append(visits.iloc[sorted(range(len(visits)), key=keys.__getitem__)])
+    return out
 
 
 def transition_pairs(rows: pd.DataFrame, stages: list[str]) -> list[np.ndarray]:
     """Per transition, ``(P, 2)`` row indices (input, true next stage) of the same subject and slice.
 
-    For each subject and slice the sessions are taken in natural order; the pair of transition
-    ``k`` is its last session at stage ``k`` that is followed by a session at stage ``k + 1``, and
-    the first such session.
+    For each subject and slice the visits are taken in order (:func:`visits_in_order`); the pair of
+    transition ``k`` is its last visit at stage ``k`` that is followed by a visit at stage ``k + 1``,
+    and the first such visit.
     """
     rank = {s: i for i, s in enumerate(stages)}
     pairs: list[list[tuple[int, int]]] = [[] for _ in range(len(stages) - 1)]
-    table = rows.assign(_row=np.arange(len(rows)), _rank=rows["diagnosis"].map(rank))
-    table = table[table["_rank"].notna()]
-    for _, visits in table.groupby(["participant_id", "slice_id"], sort=True):
-        ordered = visits.iloc[sorted(range(len(visits)), key=lambda i: _natural(str(visits["session_id"].iloc[i])))]
-        ranks, index = ordered["_rank"].astype(int).tolist(), ordered["_row"].tolist()
+    for ordered in visits_in_order(rows):
+        ordered = ordered[ordered["diagnosis"].isin(rank)]
+        ranks, index = ordered["diagnosis"].map(rank).astype(int).tolist(), ordered["_row"].tolist()
         for k in range(len(stages) - 1):
             later = [j for j, r in enumerate(ranks) if r == k + 1]
             before = [j for j, r in enumerate(ranks) if r == k and later and j < later[-1]]
@@ -137,9 +148,9 @@ def choose_pairing(requested: str, pairs: list[np.ndarray], stages: list[str]) -
     Raises:
         AlzmriError: ``paired`` asked for but some transition has no same-subject pair.
     """
-    empty = [f"{stages[k]} → {stages[k + 1]}" for k, p in enumerate(pairs) if len(p) == 0]
+    empty = [f"{stages[k]} → {stages[k + 1]}" for k, p in enumerate(pairs) if len(p) < 2]  # batch norm needs two
     if requested == "paired" and empty:
-        raise AlzmriError(f"--pairing paired needs the same subject at adjacent stages; the training split has no such pair for {', '.join(empty)} (use --pairing unpaired)")
+        raise AlzmriError(f"--pairing paired needs the same subject at adjacent stages; the training split has fewer than two such pairs for {', '.join(empty)} (use --pairing unpaired)")
     if requested == "auto":
         return "unpaired" if empty else "paired"
     return requested

@@ -162,7 +162,8 @@ def _validate(transitions: list[Transition], val: StageImages, val_pairs: list[n
             out[f"val_t{k + 1}_mse_brain_no_change"] = float((((x - y) ** 2) * weight).sum() / max(weight.sum(), 1))
         elif len(members[k]):
             x = val.images[members[k][:64]]
-            out[f"val_t{k + 1}_change_l1"] = float(np.abs(t.G(_tensor(x)).numpy() - x).mean())
+            fake = np.concatenate([t.G(_tensor(x[i : i + 8])).numpy() for i in range(0, len(x), 8)])
+            out[f"val_t{k + 1}_change_l1"] = float(np.abs(fake - x).mean())
         t.train(True)
     return out
 
@@ -203,6 +204,13 @@ def _draw_samples(transitions: list[Transition], val: StageImages, samples: list
     return chain_figure(rows, stages, path, title=f"validation subjects after epoch {epoch + 1}")
 
 
+def _data_digest(images: StageImages) -> str:
+    """What the run learns from: its training images (ids and array files) and their intensity scale."""
+    keys = images.rows[["participant_id", "session_id", "slice_id", "diagnosis"]].astype(str).agg("/".join, axis=1)
+    files = images.rows["array"].map(lambda a: Path(a).name)
+    return text_digest("\n".join(sorted(k + ":" + f for k, f in zip(keys, files, strict=True))))
+
+
 def _run_dir(config: ProgressionConfig) -> Path:
     name = config.run_name or "progression-" + text_digest(json.dumps(config.hashed(), sort_keys=True))[:8]
     return Path(config.out) / name
@@ -233,6 +241,8 @@ def prepare(config: ProgressionConfig) -> dict[str, Any]:
     val, _ = load_stage_images(val_rows, dims, scale)
     pairs = transition_pairs(train.rows, stages)
     pairing = choose_pairing(config.pairing, pairs, stages)
+    if pairing == "unpaired" and config.adversarial_weight == 0:
+        raise AlzmriError("--adversarial-weight 0 needs paired data (the same subject at adjacent stages); the training split has none for some transition")
     members = stage_members(train.rows, stages)
     empty = [f"{stages[k]} → {stages[k + 1]}" for k in range(len(stages) - 1) if pairing == "unpaired" and (len(members[k]) < 2 or len(members[k + 1]) < 2)]
     if empty:
@@ -248,7 +258,8 @@ def train_progression(config: ProgressionConfig) -> Path:
     stages, train, val, pairing = data["stages"], data["train"], data["val"], data["pairing"]
     paired = pairing == "paired"
     run_dir = _run_dir(config)
-    claim_run_dir(run_dir, {"hash_fields": config.hashed(), "config": config.model_dump(mode="json"), "stages": stages, "pairing": pairing})
+    identity = {**config.hashed(), "resolved_stages": stages, "resolved_pairing": pairing, "training_data": _data_digest(train)}
+    claim_run_dir(run_dir, {"hash_fields": identity, "config": config.model_dump(mode="json"), "stages": stages, "pairing": pairing})
     torch.manual_seed(config.seed)
     transitions = [Transition(data["spec"], config, unpaired=not paired) for _ in range(len(stages) - 1)]
     history: list[dict[str, float]] = []
@@ -272,6 +283,9 @@ def train_progression(config: ProgressionConfig) -> Path:
         torch.manual_seed(config.seed * 100_003 + epoch)
         sums: dict[str, list[float]] = {}
         plan = [(k, b) for k in range(len(transitions)) for b in _batches(k, epoch, config, paired, data["pairs"], data["members"])]
+        untrained = sorted({k for k in range(len(transitions))} - {k for k, _ in plan})
+        if untrained:
+            raise AlzmriError(f"transition {stages[untrained[0]]} → {stages[untrained[0] + 1]} has no batch of two images (lower --batch-size, or add data)")
         for k, (src, dst) in tqdm(plan, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not config.progress, leave=False):
             t = transitions[k]
             t.train(True)
@@ -284,9 +298,9 @@ def train_progression(config: ProgressionConfig) -> Path:
         record["seconds"] = round(time.perf_counter() - began, 2)
         history.append(record)
         state = _state(config, data, transitions, mean_change, history, epoch + 1)
-        _save(checkpoint, state)
-        if _is_best(history):
+        if _is_best(history):  # before last.pt: a kill between the two writes repeats this epoch, never skips its best.pt
             _save(run_dir / BEST, {k: v for k, v in state.items() if k != "training"})
+        _save(checkpoint, state)
         figure = _draw_samples(transitions, val, samples, stages, run_dir / "samples" / f"epoch-{epoch + 1:03d}.png", epoch) if samples else None
         tracker.metrics({k: v for k, v in record.items() if k != "epoch"}, epoch + 1)
         if figure is not None:
@@ -307,6 +321,7 @@ def _state(config: ProgressionConfig, data: dict[str, Any], transitions: list[Tr
         "kind": "progression", "format": FORMAT, "epoch": epoch, "settings": config.model_dump(mode="json"), "stages": data["stages"],
         "pairing": data["pairing"], "scale": data["scale"], "inputs": inputs.model_dump(mode="json"), "spec": data["spec"],
         "shape": list(data["train"].images.shape[1:]), "mean_change": mean_change, "history": history,
+        "train_subjects": sorted(set(data["train"].rows["participant_id"].astype(str))),
         "generators": [t.G.state_dict() for t in transitions], "training": [t.state() for t in transitions],
     }  # fmt: skip
 

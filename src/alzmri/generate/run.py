@@ -56,6 +56,7 @@ class ProgressionRun:
         mean_change: ``(T, C, *S)`` average change per transition, in [-1, 1] units.
         epoch: epochs completed.
         history: per-epoch losses and validation numbers.
+        train_subjects: the participants the run learned from (an evaluation must not score them).
     """
 
     path: Path
@@ -69,6 +70,7 @@ class ProgressionRun:
     mean_change: np.ndarray
     epoch: int
     history: list[dict[str, float]]
+    train_subjects: tuple[str, ...] = ()
 
     @property
     def spatial_dims(self) -> int:
@@ -100,9 +102,15 @@ class ProgressionRun:
         outputs = []
         current = np.asarray(images, dtype=np.float32)
         for k in range(start, len(self.generators)):
-            current = np.concatenate([self.step(current[i : i + batch], k) for i in range(0, len(current), batch)]) if len(current) else current
+            current = self.apply(current, k, batch)
             outputs.append(current)
         return outputs
+
+    def apply(self, images: np.ndarray, transition: int, batch: int = 32) -> np.ndarray:
+        """Generator ``transition`` on any number of images, ``batch`` at a time."""
+        if not len(images):
+            return np.asarray(images, dtype=np.float32)
+        return np.concatenate([self.step(images[i : i + batch], transition) for i in range(0, len(images), batch)])
 
 
 def load_run(path: str | Path) -> ProgressionRun:
@@ -128,5 +136,5 @@ def load_run(path: str | Path) -> ProgressionRun:
     return ProgressionRun(
         path=file, settings=state["settings"], stages=list(state["stages"]), pairing=state["pairing"], scale=float(state["scale"]),
         inputs=state["inputs"], shape=tuple(state["shape"]), generators=generators, mean_change=state["mean_change"].numpy(),
-        epoch=int(state["epoch"]), history=list(state["history"]),
+        epoch=int(state["epoch"]), history=list(state["history"]), train_subjects=tuple(state.get("train_subjects", ())),
     )  # fmt: skip

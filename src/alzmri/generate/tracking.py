@@ -34,11 +34,21 @@ class ProgressionTracker:
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(EXPERIMENT, artifact_location=(out / "mlartifacts").as_uri())
         id_file = run_dir / "mlflow_run_id.txt"
-        if id_file.is_file():
-            self.run_id = id_file.read_text().strip()
-        else:
+        stored = id_file.read_text().strip() if id_file.is_file() else None
+        if stored and self._exists(stored):
+            self.run_id = stored
+        else:  # first start, or a store that no longer holds the run (another --tracking-uri, a deleted mlflow.db)
             self.run_id = self.client.create_run(experiment_id, run_name=run_dir.name).info.run_id
             atomic_write_text(id_file, self.run_id + "\n")
+
+    def _exists(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        return True
 
     def params(self, values: dict[str, Any]) -> None:
         """Log the run's settings once (MLflow refuses to change a logged parameter)."""

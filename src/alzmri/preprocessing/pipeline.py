@@ -95,7 +95,10 @@ def _template_grid(intermediate: Intermediate, spacing: float) -> tuple[np.ndarr
 
     grid, affine = tio.io.sitk_to_nib(template_image(spacing))
     shape = grid.shape[-3:]
-    start = np.rint(np.linalg.solve(affine, intermediate.affine[:, 3])[:3]).astype(int)
+    index = np.linalg.solve(affine, intermediate.affine)  # the box's voxel axes in template voxels: a pure shift
+    start = np.rint(index[:3, 3]).astype(int)
+    if not np.allclose(index[:3, :3], np.eye(3), atol=1e-3) or (start < 0).any() or (start + intermediate.image.shape > np.array(shape)).any():
+        raise AlzmriError("the registered brain box does not lie on the template grid (a step after 'register' changed the grid?)")
     box = tuple(slice(int(a), int(a) + n) for a, n in zip(start, intermediate.image.shape, strict=True))
     image = np.zeros(shape, dtype=np.float32)
     image[box] = intermediate.image.astype(np.float32)

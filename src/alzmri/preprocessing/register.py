@@ -109,8 +109,8 @@ def as_affine(transform: sitk.Transform) -> sitk.AffineTransform:
     return affine
 
 
-def estimate_affine(moving: sitk.Image, fixed: sitk.Image, fixed_mask: sitk.Image | None = None) -> tuple[sitk.Transform, float]:
-    """Affine transform mapping template (fixed) points to scan (moving) points, and the final metric.
+def estimate_affine(moving: sitk.Image, fixed: sitk.Image, fixed_mask: sitk.Image | None = None) -> tuple[sitk.Transform, float, str]:
+    """Affine transform mapping template (fixed) points to scan (moving) points, the final metric, and which fit was kept.
 
     Two stages: a similarity transform (rotation, one scale, translation) from the images'
     centres of mass, then the full affine from there. Fitting all 12 parameters at once from the
@@ -126,10 +126,10 @@ def estimate_affine(moving: sitk.Image, fixed: sitk.Image, fixed_mask: sitk.Imag
         # normalised correlation with the template fell from 0.86 to 0.25): refine at the fine level
         # only, and keep the similarity transform if that is no better either.
         retry, again = fit(moving, fixed, as_affine(similarity), fixed_mask=fixed_mask, shrink=(1,), iterations=150)
-        affine, metric = (retry, again) if again < metric else (affine, metric)
-        if metric > base:
-            return as_affine(similarity), base
-    return affine, metric
+        if again <= base:
+            return retry, again, "affine-fine"
+        return as_affine(similarity), base, "similarity"
+    return affine, metric, "affine"
 
 
 class RegisterToMNI(tio.Transform):
@@ -148,7 +148,7 @@ class RegisterToMNI(tio.Transform):
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         moving = coarse_copy(main_image(subject).as_sitk(), self.registration_spacing)  # the template's resolution suffices
-        transform, metric = estimate_affine(moving, template_image(self.registration_spacing))
+        transform, metric, kept = estimate_affine(moving, template_image(self.registration_spacing))
         reference = template_image(self.spacing)
         for name, image in subject.get_images_dict(intensity_only=False).items():
             interpolator = sitk.sitkNearestNeighbor if name == MASK_KEY or isinstance(image, tio.LabelMap) else sitk.sitkLinear
@@ -159,7 +159,7 @@ class RegisterToMNI(tio.Transform):
         fixed, _ = tio.io.sitk_to_nib(reference)  # the same axis layout as the moved images
         fixed = fixed[0] if fixed.ndim == 4 else fixed
         ncc = masked_ncc(fixed, main_image(subject).data[0].numpy(), fixed > 0)
-        add_qc(subject, registration_mi=round(metric, 4), registration_ncc=round(ncc, 4))
+        add_qc(subject, registration_mi=round(metric, 4), registration_ncc=round(ncc, 4), registration_fit=kept)
         return subject
 
 

@@ -33,7 +33,7 @@ from alzmri.evaluation.config import EvaluateProgressionConfig
 from alzmri.evaluation.progression.features import FeatureFile, StageClassifier, check_classifier_stages, fid
 from alzmri.evaluation.progression.image_metrics import image_metrics
 from alzmri.evaluation.stats.bootstrap import bootstrap_many, mean_metric
-from alzmri.generate.data import from_unit, load_stage_images, stage_members, transition_pairs
+from alzmri.generate.data import from_unit, load_stage_images, stage_members, transition_pairs, visits_in_order
 from alzmri.generate.run import ProgressionRun, load_run
 from alzmri.generate.samples import chain_figure
 from alzmri.utils.atomic import atomic_path, atomic_write_text
@@ -66,7 +66,7 @@ def _scores(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, lpips: Any) -
 
 def _pair_table(run: ProgressionRun, images: Any, k: int, pairs: np.ndarray, regions: dict[str, np.ndarray] | None, lpips: Any = None) -> pd.DataFrame:
     x, y, mask = images.images[pairs[:, 0]], images.images[pairs[:, 1]], images.masks[pairs[:, 1]]
-    predictions = {"generator": run.chain(x, start=k)[0] if len(x) else x, "no_change": x, "mean_change": np.clip(x + run.mean_change[k], -1, 1)}
+    predictions = {"generator": run.apply(x, k), "no_change": x, "mean_change": np.clip(x + run.mean_change[k], -1, 1)}
     rows = images.rows.iloc[pairs[:, 0]]
     table = pd.DataFrame({"participant_id": rows["participant_id"].to_numpy(), "slice_id": rows["slice_id"].to_numpy(),
                           "from_session": rows["session_id"].to_numpy(), "to_session": images.rows["session_id"].to_numpy()[pairs[:, 1]],
@@ -99,16 +99,16 @@ def enrichment(change: np.ndarray, brain: np.ndarray, regions: dict[str, np.ndar
 def _chain_tables(run: ProgressionRun, images: Any, classifier: StageClassifier | None, lpips: Any = None) -> tuple[pd.DataFrame, dict[int, np.ndarray], np.ndarray]:
     """One row per first-stage image and chain step (0 = the input): truth metrics where the true image exists, classifier stage."""
     stages = run.stages
-    first = np.flatnonzero(images.rows["diagnosis"].to_numpy() == stages[0])
+    first, truths = chain_starts(images.rows, stages)
     x0 = images.images[first]
     steps = [x0, *run.chain(x0)] if len(first) else []
-    index = {(r.participant_id, r.slice_id, r.diagnosis): i for i, r in enumerate(images.rows.itertuples())}
     tables = []
     cumulative = np.concatenate([np.zeros_like(run.mean_change[:1]), np.cumsum(run.mean_change, axis=0)])  # step s: sum of the first s mean changes
     for s, generated in enumerate(steps):
         rows = images.rows.iloc[first]
-        table = pd.DataFrame({"participant_id": rows["participant_id"].to_numpy(), "slice_id": rows["slice_id"].to_numpy(), "step": s, "stage": stages[s]})
-        truth = np.array([index.get((p, sl, stages[s]), -1) for p, sl in zip(table["participant_id"], table["slice_id"], strict=True)])
+        table = pd.DataFrame({"participant_id": rows["participant_id"].to_numpy(), "slice_id": rows["slice_id"].to_numpy(),
+                              "session_id": rows["session_id"].to_numpy(), "step": s, "stage": stages[s]})  # fmt: skip
+        truth = truths[:, s]
         have = truth >= 0
         table["has_truth"] = have
         if s and have.any():
@@ -127,6 +127,30 @@ def _chain_tables(run: ProgressionRun, images: Any, classifier: StageClassifier 
             table["predicted_rank"] = ordered.argmax(axis=1)
         tables.append(table)
     return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), {s: g for s, g in enumerate(steps)}, first
+
+
+def chain_starts(rows: pd.DataFrame, stages: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Where chains start and what they are compared with.
+
+    Per subject and slice, the chain starts at its last visit of the first stage; the truth at step
+    ``s`` is the first later visit at stage ``s`` (visit order as in pairing), -1 where there is none.
+
+    Returns:
+        ``(start rows (M,), truth rows (M, len(stages)))``; column 0 is the start itself.
+    """
+    starts, truths = [], []
+    for visits in visits_in_order(rows):
+        diagnoses, index = visits["diagnosis"].tolist(), visits["_row"].tolist()
+        at_first = [j for j, d in enumerate(diagnoses) if d == stages[0]]
+        if not at_first:
+            continue
+        begin = at_first[-1]
+        row = [index[begin]]
+        for stage in stages[1:]:
+            row.append(next((index[j] for j in range(begin + 1, len(diagnoses)) if diagnoses[j] == stage), -1))
+        starts.append(index[begin])
+        truths.append(row)
+    return np.array(starts, dtype=int), np.array(truths, dtype=int).reshape(-1, len(stages))
 
 
 def _ci(table: pd.DataFrame, columns: list[str], config: EvaluateProgressionConfig) -> dict[str, dict[str, float]]:
@@ -161,7 +185,7 @@ def _fid_table(run: ProgressionRun, images: Any, steps: dict[int, np.ndarray], e
             source = images.images[members[k]]
             if not len(source) or len(real[k + 1]) < 2:
                 continue
-            generated = run.chain(source, start=k)[0]
+            generated = run.apply(source, k)
             out.append({"features": name, "kind": "one step", "stage": run.stages[k + 1], "from": run.stages[k],
                         "fid_generator": fid(extract(from_unit(generated, run.scale)), real[k + 1]),
                         "fid_no_change": fid(real[k], real[k + 1]),
@@ -203,6 +227,9 @@ def evaluate_progression(config: EvaluateProgressionConfig) -> dict[str, Any]:
     splits = read_split_dir(config.split)
     check_split(splits, config.split)
     rows = select_scans(cache, splits[config.data], config.data)
+    seen = sorted(set(rows["participant_id"].astype(str)) & set(run.train_subjects))
+    if seen:
+        raise AlzmriError(f"{len(seen)} subjects of the {config.data} split were in the run's training data (e.g. {seen[0]}): use the split the run was trained with")
     rows = rows[rows["diagnosis"].isin(run.stages)]
     if rows.empty:
         raise AlzmriError(f"the {config.data} split has no images of the run's stages ({', '.join(run.stages)})")
@@ -224,8 +251,8 @@ def evaluate_progression(config: EvaluateProgressionConfig) -> dict[str, Any]:
     if config.lpips:
         from alzmri.models.lpips import load_lpips
 
-        if run.spatial_dims != 2 or min(run.shape[1:]) < 32:
-            raise AlzmriError(f"LPIPS is for 2D images of at least 32² (AlexNet's five levels); the run's images are {'x'.join(map(str, run.shape))}")
+        if run.spatial_dims != 2 or min(run.shape[1:]) < 32 or run.shape[0] not in (1, 3):
+            raise AlzmriError(f"LPIPS is for 2D images of 1 or 3 channels and at least 32² (AlexNet's five levels); the run's images are {'x'.join(map(str, run.shape))}")
         lpips = load_lpips(list(config.lpips))
     out = Path(config.out) if config.out else run.path.parent.parent / f"eval-{config.data}"
     out.mkdir(parents=True, exist_ok=True)
@@ -264,7 +291,12 @@ def evaluate_progression(config: EvaluateProgressionConfig) -> dict[str, Any]:
     return summary
 
 
+OUTPUTS = ("pairs.tsv", "chain.tsv", "summary.json", "report.md", "chain_examples.png", "predicted_stage.png")
+
+
 def _write_tables(out: Path, pairs: pd.DataFrame, chain: pd.DataFrame, summary: dict[str, Any]) -> None:
+    for name in OUTPUTS:  # an earlier evaluation's files must not sit beside this one's
+        (out / name).unlink(missing_ok=True)
     for name, table in (("pairs.tsv", pairs), ("chain.tsv", chain)):
         if not table.empty:
             with atomic_path(out / name) as tmp:
@@ -275,12 +307,11 @@ def _write_tables(out: Path, pairs: pd.DataFrame, chain: pd.DataFrame, summary: 
 def _figures(out: Path, run: ProgressionRun, images: Any, steps: dict[int, np.ndarray], chain: pd.DataFrame) -> None:
     if not steps:
         return
-    first = np.flatnonzero(images.rows["diagnosis"].to_numpy() == run.stages[0])
-    index = {(r.participant_id, r.slice_id, r.diagnosis): i for i, r in enumerate(images.rows.itertuples())}
+    first, truths = chain_starts(images.rows, run.stages)
     rows = []
     for j in range(min(4, len(first))):
         r = images.rows.iloc[first[j]]
-        truth = [images.images[index[(r["participant_id"], r["slice_id"], s)]] if (r["participant_id"], r["slice_id"], s) in index else None for s in run.stages]
+        truth = [images.images[t] if t >= 0 else None for t in truths[j]]
         rows.append({"name": f"{r['participant_id']} {r['slice_id']}".strip(), "start": 0, "images": [steps[s][j] for s in sorted(steps)],
                      "truth": truth if any(t is not None for t in truth[1:]) else None})  # fmt: skip
     chain_figure(rows, run.stages, out / "chain_examples.png", title="held-out subjects: generated chain (top) and true later images (below, where known)")

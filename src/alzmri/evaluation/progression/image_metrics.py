@@ -19,11 +19,16 @@ _MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
 def ms_ssim_scales(edge: int) -> int:
-    """How many MS-SSIM scales an image of this (smallest) edge allows (at least 1)."""
-    scales = 1
-    while scales < len(_MS_WEIGHTS) and edge // 2**scales >= _WINDOW:
-        scales += 1
-    return scales
+    """How many MS-SSIM scales an image of this (smallest) edge allows (at least 1).
+
+    Each halving must leave the window room (``edge / 2^(s-1) >= 11``), and MONAI's own size check
+    (``edge // (s-1)² > 10``, stricter for four scales) must pass.
+    """
+
+    def fits(s: int) -> bool:
+        return edge // 2 ** (s - 1) >= _WINDOW and edge // max(1, s - 1) ** 2 > _WINDOW - 1
+
+    return max([s for s in range(1, len(_MS_WEIGHTS) + 1) if fits(s)], default=1)
 
 
 def _ssim_maps(pred: torch.Tensor, truth: torch.Tensor, dims: int) -> torch.Tensor:

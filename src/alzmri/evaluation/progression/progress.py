@@ -102,9 +102,8 @@ def progress(config: ProgressConfig) -> Path:
             import nibabel as nib
 
             nifti = out / f"stage-{k}-{stage}.nii.gz"
-            with atomic_path(nifti) as tmp:
-                nib.save(nib.Nifti1Image(from_unit(image[0], run.scale), affine), str(tmp) + ".nii.gz")
-                Path(str(tmp) + ".nii.gz").replace(tmp)
+            with atomic_path(nifti) as tmp:  # the temporary name keeps the .nii.gz suffix nibabel needs
+                nib.save(nib.Nifti1Image(from_unit(image[0], run.scale), affine), tmp)
             record["files"].append(nifti.name)
     chain_figure([{"name": config.scan.name, "start": start, "images": images}], run.stages, out / "chain.png", title=f"{config.scan.name}: generated later stages")
     chain_gif(images, names, out / "chain.gif")
