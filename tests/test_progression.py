@@ -335,3 +335,45 @@ def test_evaluation_refuses_the_run_s_own_training_subjects(toy: dict[str, Path]
     (leaky / "train.tsv").write_text((toy["split"] / "test.tsv").read_text())
     result = CliRunner().invoke(app, ["evaluate-progression", str(run_dir), "--cache", str(toy["cache"]), "--split", str(leaky)])
     assert result.exit_code != 0 and "were in the run's training data" in result.output and "Traceback" not in result.output
+
+
+def test_volumes_train_unpaired_and_a_raw_scan_progresses(prepared: dict[str, Path], tmp_path: Path) -> None:
+    """3D: the tiny CN/AD cohort (one visit each, 16³) trains unpaired; a raw NIfTI goes through the run's own preprocessing."""
+    run_dir = train_progression(ProgressionConfig(cache=prepared["cache"], split=prepared["split"], out=tmp_path / "runs", width=4, batch_size=2,
+                                                  epochs=1, progress=False, mlflow=False, samples=1))  # fmt: skip
+    run = load_run(run_dir)
+    assert run.pairing == "unpaired" and run.stages == ["CN", "AD"] and run.shape == (1, 16, 16, 16) and run.spatial_dims == 3
+    scan = sorted(prepared["bids"].glob("sub-*/ses-*/anat/*_T1w.nii.gz"))[0]
+    done = CliRunner().invoke(app, ["progress", str(run_dir), str(scan), "--out", str(tmp_path / "p")])
+    assert done.exit_code == 0, done.output
+    import nibabel as nib
+
+    generated = nib.load(tmp_path / "p" / "stage-1-AD.nii.gz")
+    assert generated.shape == (16, 16, 16) and np.isfinite(np.asarray(generated.dataobj)).all()
+    assert (tmp_path / "p" / "chain.gif").is_file()
+    image = tmp_path / "slice.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
+    refused = CliRunner().invoke(app, ["progress", str(run_dir), str(image)])
+    assert refused.exit_code != 0 and "not image files" in refused.output
+
+
+def test_enrichment_measures_where_the_change_falls() -> None:
+    from alzmri.data.slices.atlas import region_masks
+    from alzmri.evaluation.progression.evaluate import enrichment
+
+    labels = np.zeros((2, 20, 20), dtype=np.int32)
+    labels[:, 2:6, 2:12] = 4  # 40 px of ventricle (left lateral ventricle label)
+    labels[1, 15, 15] = 17  # a hippocampus of one pixel in image 1 only
+    masks = region_masks(labels, dilate=0)
+    assert masks["ventricles"].sum() == 80 and masks["hippocampus_amygdala"].sum() == 1
+    grown = region_masks(labels, dilate=1)["ventricles"]
+    assert grown[0].sum() == 6 * 12 - 4 and np.array_equal(grown[0], grown[1])  # grown in-plane, never across images
+    brain = np.ones((2, 20, 20), dtype=bool)
+    change = np.zeros((2, 1, 20, 20), dtype=np.float32)
+    change[:, 0, 2:6, 2:12] = -1.0  # all change inside the ventricles, which are 10 % of the brain
+    values = enrichment(change, brain, masks)
+    assert np.allclose(values["ventricles"], 10.0) and np.isnan(values["hippocampus_amygdala"]).all()  # under 5 pixels: undefined
+    even = enrichment(np.ones_like(change), brain, masks)
+    assert np.allclose(even["ventricles"], 1.0) and np.allclose(enrichment(change, brain, {"none": ~masks["ventricles"]})["none"], 0.0)

@@ -301,6 +301,15 @@ def test_slices_centred_on_the_hippocampus_of_registered_scans(prepared: dict[st
     # the hippocampi lie at MNI z ≈ -30..0 mm: grid index (z + 78) / 12 ≈ 4..6
     assert set(hippo["slice_index"]) <= {"4", "5", "6"} and config.selection.startswith("around Hippocampus")
     assert set(read_slice_cache(tmp_path / "brain")[0]["slice_index"]) != set(hippo["slice_index"])
+    # the atlas cut like the slices: the hippocampus slice holds hippocampus labels, and volumes get the atlas on their grid
+    from alzmri.data.slices.atlas import REGION_GROUPS, atlas_labels, region_masks
+
+    labels = atlas_labels(hippo, config, tmp_path / "hippo", (1, config.size, config.size))
+    assert labels.shape == (len(hippo), config.size, config.size) and region_masks(labels, dilate=0)["hippocampus_amygdala"].any()
+    volumes, preprocess = read_cache(cache)
+    on_grid = atlas_labels(volumes.iloc[:1], preprocess, cache, (1, 16, 16, 16))
+    assert on_grid.shape == (1, 16, 16, 16) and np.isin(on_grid, REGION_GROUPS["ventricles"]).any()
+    assert atlas_labels(volumes.iloc[:1], read_cache(prepared["cache"])[1], prepared["cache"], (1, 16, 16, 16)) is None  # not registered
     with pytest.raises(AlzmriError, match="no Desikan-Killiany structure named 'Hipocampus'"):
         slices_from_volumes(SlicesConfig(cache=cache, out=tmp_path / "typo", n=1, structure="Hipocampus", progress=False))
 

@@ -31,8 +31,11 @@ app = typer.Typer(
 
 add_config_command(app, "synth", SynthCommand, "alzmri.cli.commands.synth:run",
     "Build a synthetic T1w cohort (BIDS) from the MNI152 template shipped with nilearn: per-subject anatomy, "
-    "1–3 sessions, scanner variation and graded AD-like atrophy whose location is recorded.",
-    ["alzmri synth cohort --subjects 60 --classes CN,MCI,AD --seed 1", "alzmri synth small --subjects 20 --voxel-size 2"])
+    "1–3 sessions, scanner variation and graded AD-like atrophy whose location is recorded. --longitudinal follows every "
+    "subject through the stages (one visit per stage at its own pace) and records where atrophy advanced between visits.",
+    ["alzmri synth cohort --subjects 60 --classes CN,MCI,AD --seed 1", "alzmri synth small --subjects 20 --voxel-size 2",
+     "alzmri synth followed --longitudinal --subjects 60 --voxel-size 2   # one visit per CDR stage, true change masks",
+     "alzmri synth followed-dx --longitudinal --stages diagnosis --subjects 40   # CN → MCI → AD"])
 add_config_command(app, "convert", ConvertCommand, "alzmri.cli.commands.convert:run",
     "Convert DICOM series (any folder layout) to BIDS-like NIfTI with JSON sidecars. Each series is classified from its "
     "tags (sequence, image type, TR/TE/TI, slices): only 3D T1w (MPRAGE, SPGR, TFE) series become anat/*_T1w; field maps, "

@@ -96,7 +96,8 @@ def enrichment(change: np.ndarray, brain: np.ndarray, regions: dict[str, np.ndar
     return out
 
 
-def _chain_tables(run: ProgressionRun, images: Any, classifier: StageClassifier | None, lpips: Any = None) -> tuple[pd.DataFrame, dict[int, np.ndarray], np.ndarray]:
+def _chain_tables(run: ProgressionRun, images: Any, classifier: StageClassifier | None, lpips: Any = None,
+                  regions: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, dict[int, np.ndarray], np.ndarray]:
     """One row per first-stage image and chain step (0 = the input): truth metrics where the true image exists, classifier stage."""
     stages = run.stages
     first, truths = chain_starts(images.rows, stages)
@@ -118,6 +119,14 @@ def _chain_tables(run: ProgressionRun, images: Any, classifier: StageClassifier 
                     column = np.full(len(table), np.nan)
                     column[have] = values
                     table[f"{name}__{method}"] = column
+            if regions is not None:  # the change accumulated over s steps, generated and true
+                brain = images.masks[first[have], 0] > 0
+                local = {r: m[first[have]] for r, m in regions.items()}
+                for kind, change in (("generator", generated[have] - x0[have]), ("truth", images.images[truth[have]] - x0[have])):
+                    for region, value in enrichment(change, brain, local).items():
+                        column = np.full(len(table), np.nan)
+                        column[have] = value
+                        table[f"enrichment_{region}__{kind}"] = column
         if classifier is not None:
             probs, _ = classifier.run(from_unit(generated, run.scale))
             ranks = check_classifier_stages(classifier, stages)
@@ -261,7 +270,7 @@ def evaluate_progression(config: EvaluateProgressionConfig) -> dict[str, Any]:
     regions = region_masks(labels) if labels is not None else None
     pairs = transition_pairs(images.rows, run.stages)
     pair_table = pd.concat([_pair_table(run, images, k, p, regions, lpips) for k, p in enumerate(pairs) if len(p)], ignore_index=True) if any(len(p) for p in pairs) else pd.DataFrame()
-    chain, steps, _ = _chain_tables(run, images, classifier, lpips)
+    chain, steps, _ = _chain_tables(run, images, classifier, lpips, regions)
     summary: dict[str, Any] = {"run": str(run.path), "pairing_trained": run.pairing, "stages": run.stages, "data": config.data,
                                "images": len(images), "subjects": int(images.rows["participant_id"].nunique()),
                                "true_future": bool(len(pair_table)), "bootstrap": config.bootstrap}  # fmt: skip
@@ -278,7 +287,7 @@ def evaluate_progression(config: EvaluateProgressionConfig) -> dict[str, Any]:
     if not scored.empty and any(c.endswith("__generator") for c in scored.columns):
         wide = _with_differences(scored)
         for s, part in wide.groupby("step"):
-            summary["chain"][run.stages[int(s)]] = _ci(part, [c for c in wide.columns if "__" in c and not c.startswith("enrichment")], config)
+            summary["chain"][run.stages[int(s)]] = _ci(part, [c for c in wide.columns if "__" in c], config)
     summary["predicted_stage"] = _stage_summary(chain, run.stages, config)
     summary["fid"] = _fid_table(run, images, steps, extractors)
     summary["regions"] = "atlas regions on the registered grid, each grown by 1 pixel" if regions is not None else "not available: the inputs are not registered to MNI152"
