@@ -109,6 +109,59 @@ def kaggle(out: Path, source: Path, size: int, epochs: int, steps: int, classifi
     return {"seconds": seconds, "summary": json.loads((run / "eval-test" / "summary.json").read_text())}
 
 
+def _pooled(pairs_tsv: Path, columns: list[str]) -> dict[str, dict[str, float]]:
+    """Subject-bootstrap means of ``columns`` over all one-step pairs of all transitions (the seed's one-table view)."""
+    import pandas as pd
+
+    from alzmri.evaluation.stats.bootstrap import bootstrap_many, mean_metric
+
+    table = pd.read_csv(pairs_tsv, sep="\t")
+    for metric in ("psnr", "psnr_brain", "ssim", "mse"):
+        table[f"{metric}__generator_minus_no_change"] = table[f"{metric}__generator"] - table[f"{metric}__no_change"]
+    wanted = [c for c in columns if c in table.columns]
+    return bootstrap_many({c: mean_metric(c) for c in wanted}, table, n_resamples=2000, seed=0)
+
+
+def _ci(v: dict[str, float] | None, digits: int = 3) -> str:
+    return "–" if not v else f"{v['estimate']:.{digits}f} [{v['low']:.{digits}f}, {v['high']:.{digits}f}]"
+
+
+def synthetic_tables(out: Path, runs: list[str]) -> str:
+    """Markdown: the seed's table (FID, MSE, PSNR, SSIM per recipe, one step pooled over transitions) and the chain's."""
+    lines = ["| recipe | FID (classifier features) ↓ | MSE ↓ | PSNR dB ↑ | SSIM ↑ | MS-SSIM ↑ | PSNR − no change | stage rises at every step |", "|---|---|---|---|---|---|---|---|"]
+    baseline_done = False
+    for name in runs:
+        folder = out / "runs" / name / "eval-test"
+        summary = json.loads((folder / "summary.json").read_text())
+        cols = [f"{m}__{k}" for m in ("mse", "psnr", "ssim", "ms_ssim") for k in ("generator", "no_change", "mean_change")] + ["psnr__generator_minus_no_change"]
+        pooled = _pooled(folder / "pairs.tsv", cols)
+        steps = [r for r in summary["fid"] if r["kind"] == "one step" and r["features"] == "classifier"]
+        fid = {k: sum(r[f"fid_{k}"] for r in steps) / len(steps) for k in ("generator", "no_change", "mean_change")}
+        if not baseline_done:
+            for kind, label in (("no_change", "no change (the input)"), ("mean_change", "mean change (input + average training change)")):
+                lines.append(f"| {label} | {fid[kind]:.2f} | {_ci(pooled[f'mse__{kind}'], 4)} | {_ci(pooled[f'psnr__{kind}'], 2)} | {_ci(pooled[f'ssim__{kind}'])} | {_ci(pooled[f'ms_ssim__{kind}'])} | – | – |")
+            baseline_done = True
+        stage = summary["predicted_stage"]
+        lines.append(f"| {name} (best epoch {json.loads((out / 'runs' / name / 'result.json').read_text())['best_epoch']}) | {fid['generator']:.2f} | "
+                     f"{_ci(pooled['mse__generator'], 4)} | {_ci(pooled['psnr__generator'], 2)} | {_ci(pooled['ssim__generator'])} | {_ci(pooled['ms_ssim__generator'])} | "
+                     f"{_ci(pooled['psnr__generator_minus_no_change'], 2)} | {_ci(stage['advances_every_step'], 2)} |")  # fmt: skip
+    lines += ["", "The chain from the NonDemented image, against the true visit at each stage (PSNR gain over no change, dB; "
+              "classifier's expected stage, 0 = NonDemented ... 3 = ModerateDemented; enrichment of the accumulated change after three steps, "
+              "generated / true):", "",
+              "| recipe | PSNR gain, 1 step | 2 steps | 3 steps | expected stage after 1 / 2 / 3 steps | ventricles | hippocampus + amygdala | entorhinal + parahippocampal | cortex |",
+              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name in runs:
+        summary = json.loads((out / "runs" / name / "eval-test" / "summary.json").read_text())
+        chain, stage = summary["chain"], summary["predicted_stage"]["per_step"]
+        gains = [_ci(chain[s].get("psnr__generator_minus_no_change"), 2) for s in list(chain)]
+        expected = " / ".join(f"{stage[str(k)]['expected_stage']['estimate']:.2f}" if str(k) in stage else f"{stage[k]['expected_stage']['estimate']:.2f}" for k in (1, 2, 3))
+        last = chain[list(chain)[-1]]
+        regions = [f"{last[f'enrichment_{r}__generator']['estimate']:.2f} / {last[f'enrichment_{r}__truth']['estimate']:.2f}" if f"enrichment_{r}__generator" in last else "–"
+                   for r in ("ventricles", "hippocampus_amygdala", "entorhinal_parahippocampal", "cortex")]  # fmt: skip
+        lines.append(f"| {name} | {' | '.join(gains)} | {expected} | {' | '.join(regions)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("/tmp/alzmri-progression"))
@@ -132,6 +185,7 @@ def main() -> None:
             shutil.copy(args.out / "runs" / name / "eval-test" / "report.md", args.results / f"synthetic-{name}.md")
         for figure in ("chain_examples.png", "predicted_stage.png"):
             shutil.copy(args.out / "runs" / "default" / "eval-test" / figure, args.results / f"synthetic-default-{figure}")
+        (args.results / "synthetic-tables.md").write_text(synthetic_tables(args.out, list(result["runs"])))
     if "kaggle" in parts:
         result = kaggle(args.out, args.kaggle, args.kaggle_size, args.kaggle_epochs, args.kaggle_steps, args.classifier_epochs)
         (args.results / "kaggle.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
