@@ -137,6 +137,30 @@ def transition_pairs(rows: pd.DataFrame, stages: list[str]) -> list[np.ndarray]:
     return [np.array(p, dtype=int).reshape(-1, 2) for p in pairs]
 
 
+def chain_starts(rows: pd.DataFrame, stages: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Where chains start and what they are compared with.
+
+    Per subject and slice, the chain starts at its last visit of the first stage; the truth at step
+    ``s`` is the first later visit at stage ``s`` (visit order as in pairing), -1 where there is none.
+
+    Returns:
+        ``(start rows (M,), truth rows (M, len(stages)))``; column 0 is the start itself.
+    """
+    starts, truths = [], []
+    for visits in visits_in_order(rows):
+        diagnoses, index = visits["diagnosis"].tolist(), visits["_row"].tolist()
+        at_first = [j for j, d in enumerate(diagnoses) if d == stages[0]]
+        if not at_first:
+            continue
+        begin = at_first[-1]
+        row = [index[begin]]
+        for stage in stages[1:]:
+            row.append(next((index[j] for j in range(begin + 1, len(diagnoses)) if diagnoses[j] == stage), -1))
+        starts.append(index[begin])
+        truths.append(row)
+    return np.array(starts, dtype=int), np.array(truths, dtype=int).reshape(-1, len(stages))
+
+
 def stage_members(rows: pd.DataFrame, stages: list[str]) -> list[np.ndarray]:
     """Row indices of each stage."""
     return [np.flatnonzero(rows["diagnosis"].to_numpy() == s) for s in stages]

@@ -33,7 +33,7 @@ from alzmri.data.dataset import select_scans
 from alzmri.data.inputs import read_inputs, spatial_dims
 from alzmri.data.splits import read_split_dir
 from alzmri.generate.config import ProgressionConfig
-from alzmri.generate.data import StageImages, choose_pairing, load_stage_images, mean_changes, resolve_stages, stage_members, transition_pairs
+from alzmri.generate.data import StageImages, chain_starts, choose_pairing, load_stage_images, mean_changes, resolve_stages, stage_members, transition_pairs
 from alzmri.generate.losses import masked_l1, patch_bce, patch_weights
 from alzmri.generate.run import BEST, CHECKPOINT, FORMAT, build_generator
 from alzmri.generate.samples import chain_figure
@@ -169,20 +169,13 @@ def _validate(transitions: list[Transition], val: StageImages, val_pairs: list[n
 
 
 def _sample_rows(val: StageImages, stages: list[str], count: int, paired: bool) -> list[dict]:
-    """Up to ``count`` validation examples starting at the first stage, with their true later images when known."""
-    first = val.rows.index[val.rows["diagnosis"] == stages[0]].tolist()
-    if not first:
-        return []
-    by_key = {}
-    if paired:
-        for i, r in val.rows.iterrows():
-            by_key.setdefault((r["participant_id"], r["slice_id"]), {})[r["diagnosis"]] = i
+    """Up to ``count`` validation chains (where evaluation starts them), with their true later images when paired."""
+    starts, truths = chain_starts(val.rows, stages)
     rows = []
-    for i in first[: max(count, 0)]:
-        r = val.rows.loc[i]
-        known = by_key.get((r["participant_id"], r["slice_id"]), {})
-        truth = [known.get(s) for s in stages] if paired else None
-        rows.append({"name": f"{r['participant_id']} {r['slice_id']}".strip(), "index": i, "truth_index": truth})
+    for i, truth in zip(starts[: max(count, 0)], truths, strict=False):
+        r = val.rows.iloc[i]
+        rows.append({"name": f"{r['participant_id']} {r['slice_id']}".strip(), "index": int(i),
+                     "truth_index": [int(j) if j >= 0 else None for j in truth] if paired else None})  # fmt: skip
     return rows
 
 

@@ -305,7 +305,7 @@ def render_scan(job: ScanJob) -> str:
     """
     geometry = scan_geometry(job)
     t1w, mask, affine = render_arrays(job, geometry)
-    mask_json, mask_path, labels_path, t1w_json, t1w_path = (*job.outputs()[:3], *job.outputs()[-2:])
+    mask_json, mask_path, labels_path, t1w_json, t1w_path = _json_of(job.mask), job.mask, job.labels, _json_of(job.t1w), job.t1w
     if job.change is not None and not job.change.is_file() and geometry.change_value is not None:
         change = np.clip(np.rint(geometry.change_value * 255.0), 0, 255).astype(np.uint8)
         with atomic_path(job.change) as tmp:

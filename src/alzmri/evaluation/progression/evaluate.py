@@ -33,7 +33,7 @@ from alzmri.evaluation.config import EvaluateProgressionConfig
 from alzmri.evaluation.progression.features import FeatureFile, StageClassifier, check_classifier_stages, fid
 from alzmri.evaluation.progression.image_metrics import image_metrics
 from alzmri.evaluation.stats.bootstrap import bootstrap_many, mean_metric
-from alzmri.generate.data import from_unit, load_stage_images, stage_members, transition_pairs, visits_in_order
+from alzmri.generate.data import chain_starts, from_unit, load_stage_images, stage_members, transition_pairs
 from alzmri.generate.run import ProgressionRun, load_run
 from alzmri.generate.samples import chain_figure
 from alzmri.utils.atomic import atomic_path, atomic_write_text
@@ -97,7 +97,7 @@ def enrichment(change: np.ndarray, brain: np.ndarray, regions: dict[str, np.ndar
 
 
 def _chain_tables(run: ProgressionRun, images: Any, classifier: StageClassifier | None, lpips: Any = None,
-                  regions: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, dict[int, np.ndarray], np.ndarray]:
+                  regions: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
     """One row per first-stage image and chain step (0 = the input): truth metrics where the true image exists, classifier stage."""
     stages = run.stages
     first, truths = chain_starts(images.rows, stages)
@@ -135,31 +135,7 @@ def _chain_tables(run: ProgressionRun, images: Any, classifier: StageClassifier 
             table["predicted_stage"] = [stages[i] for i in ordered.argmax(axis=1)]
             table["predicted_rank"] = ordered.argmax(axis=1)
         tables.append(table)
-    return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), {s: g for s, g in enumerate(steps)}, first
-
-
-def chain_starts(rows: pd.DataFrame, stages: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Where chains start and what they are compared with.
-
-    Per subject and slice, the chain starts at its last visit of the first stage; the truth at step
-    ``s`` is the first later visit at stage ``s`` (visit order as in pairing), -1 where there is none.
-
-    Returns:
-        ``(start rows (M,), truth rows (M, len(stages)))``; column 0 is the start itself.
-    """
-    starts, truths = [], []
-    for visits in visits_in_order(rows):
-        diagnoses, index = visits["diagnosis"].tolist(), visits["_row"].tolist()
-        at_first = [j for j, d in enumerate(diagnoses) if d == stages[0]]
-        if not at_first:
-            continue
-        begin = at_first[-1]
-        row = [index[begin]]
-        for stage in stages[1:]:
-            row.append(next((index[j] for j in range(begin + 1, len(diagnoses)) if diagnoses[j] == stage), -1))
-        starts.append(index[begin])
-        truths.append(row)
-    return np.array(starts, dtype=int), np.array(truths, dtype=int).reshape(-1, len(stages))
+    return (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()), dict(enumerate(steps))
 
 
 def _ci(table: pd.DataFrame, columns: list[str], config: EvaluateProgressionConfig) -> dict[str, dict[str, float]]:
@@ -270,7 +246,7 @@ def evaluate_progression(config: EvaluateProgressionConfig) -> dict[str, Any]:
     regions = region_masks(labels) if labels is not None else None
     pairs = transition_pairs(images.rows, run.stages)
     pair_table = pd.concat([_pair_table(run, images, k, p, regions, lpips) for k, p in enumerate(pairs) if len(p)], ignore_index=True) if any(len(p) for p in pairs) else pd.DataFrame()
-    chain, steps, _ = _chain_tables(run, images, classifier, lpips, regions)
+    chain, steps = _chain_tables(run, images, classifier, lpips, regions)
     summary: dict[str, Any] = {"run": str(run.path), "pairing_trained": run.pairing, "stages": run.stages, "data": config.data,
                                "images": len(images), "subjects": int(images.rows["participant_id"].nunique()),
                                "true_future": bool(len(pair_table)), "bootstrap": config.bootstrap}  # fmt: skip
