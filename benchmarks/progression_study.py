@@ -85,8 +85,12 @@ def synthetic(out: Path, epochs: int, runs: list[str], classifier_epochs: int) -
         run = out / "runs" / name
         seconds[f"train {name}"] = alzmri("train-progression", out / "slices", out / "split", "--out", out / "runs", "--run-name", name, "--epochs", epochs,
                                           "--no-progress", *RUNS[name], done=run / "result.json")  # fmt: skip
-        seconds[f"evaluate {name}"] = alzmri("evaluate-progression", run, "--cache", out / "slices", "--split", out / "split", "--classifier", classifier,
-                                             done=run / "eval-test" / "summary.json")  # fmt: skip
+        for folder, level in (("eval-test", "0.1"), ("eval-test-core", "0.5")):  # planted change, and its core (boundary moved ≥ 1.5 mm, cortex thinned ≥ 25 %)
+            summary = run / folder / "summary.json"
+            done = summary if summary.is_file() and "planted" in json.loads(summary.read_text()) else None  # made before --truth: again
+            seconds[f"evaluate {name} {level}"] = alzmri("evaluate-progression", run, "--cache", out / "slices", "--split", out / "split", "--classifier", classifier,
+                                                         "--truth", out / "bids" / "derivatives" / "synth", "--truth-level", level, "--out", run / folder,
+                                                         done=done or run / folder / "absent")  # fmt: skip
         results["runs"][name] = json.loads((run / "eval-test" / "summary.json").read_text())
     results["classifier"] = json.loads((classifier.parent.parent / "eval-test" / "metrics.json").read_text())
     return results
@@ -125,6 +129,20 @@ def _ci(v: dict[str, float] | None, digits: int = 3) -> str:
     return "–" if not v else f"{v['estimate']:.{digits}f} [{v['low']:.{digits}f}, {v['high']:.{digits}f}]"
 
 
+def _planted_table(out: Path, runs: list[str]) -> list[str]:
+    """Enrichment of the change maps where the truth planted the change (one step per transition, and the chain's three steps)."""
+    lines = ["", "Where the change falls: enrichment (mean |change| where the truth planted change between the two visits over mean |change| "
+             "in the brain; 1 = spread evenly), generated / true change, at planted strength ≥ 0.1 (all planted change) and ≥ 0.5 (its core):", "",
+             "| recipe | level | one step: t1 | t2 | t3 | chain: 1 step | 2 steps | 3 steps |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name in runs:
+        for folder, level in (("eval-test", "≥ 0.1"), ("eval-test-core", "≥ 0.5")):
+            summary = json.loads((out / "runs" / name / folder / "summary.json").read_text())
+            cells = [f"{b['enrichment_planted__generator']['estimate']:.2f} / {b['enrichment_planted__truth']['estimate']:.2f}"
+                     for block in (summary["transitions"], summary["chain"]) for b in block.values()]  # fmt: skip
+            lines.append(f"| {name} | {level} | {' | '.join(cells)} |")
+    return lines + [""]
+
+
 def synthetic_tables(out: Path, runs: list[str]) -> str:
     """Markdown: the seed's table (FID, MSE, PSNR, SSIM per recipe, one step pooled over transitions) and the chain's."""
     lines = ["| recipe | FID (classifier features) ↓ | MSE ↓ | PSNR dB ↑ | SSIM ↑ | MS-SSIM ↑ | PSNR − no change | stage rises at every step |", "|---|---|---|---|---|---|---|---|"]
@@ -149,6 +167,7 @@ def synthetic_tables(out: Path, runs: list[str]) -> str:
               "generated / true):", "",
               "| recipe | PSNR gain, 1 step | 2 steps | 3 steps | expected stage after 1 / 2 / 3 steps | ventricles | hippocampus + amygdala | entorhinal + parahippocampal | cortex |",
               "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += _planted_table(out, runs)
     for name in runs:
         summary = json.loads((out / "runs" / name / "eval-test" / "summary.json").read_text())
         chain, stage = summary["chain"], summary["predicted_stage"]["per_step"]

@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from alzmri.explain.spaces import resample_between
+from alzmri.io.grids import resample_between
 from alzmri.explain.truth import score_map
 
 

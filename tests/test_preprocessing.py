@@ -259,3 +259,37 @@ def test_registered_outputs_without_crop_share_the_template_grid() -> None:
     assert np.corrcoef(arrays[0].ravel(), arrays[1].ravel())[0, 1] > 0.97
     assert np.corrcoef(arrays[0].ravel(), np.roll(arrays[1], 1, axis=0).ravel())[0, 1] < np.corrcoef(arrays[0].ravel(), arrays[1].ravel())[0, 1]
     assert np.isclose(abs(affines[0][0, 0]), 4.0 * 49 / 16, rtol=0.05)  # the whole template grid (49 voxels at 4 mm), not a brain box
+
+
+def test_scanner_affine_puts_scan_space_drawings_onto_the_registered_grid() -> None:
+    """After 'register' the grid's world is MNI; the recorded scanner affine maps it back onto the scan."""
+    from alzmri.io.grids import resample_between
+    from alzmri.io.templates import load_mni152
+    from alzmri.preprocessing.pipeline import output_affine, scanner_affine
+
+    mni = load_mni152()
+    angle = np.deg2rad(10.0)
+    rot = np.array([[1, 0, 0, 0], [0, np.cos(angle), -np.sin(angle), 0], [0, np.sin(angle), np.cos(angle), 0], [0, 0, 0, 1]])
+    shift = np.eye(4)
+    shift[:3, 3] = (6.0, -4.0, 3.0)
+    scan_affine = shift @ rot @ np.diag([1.12, 1.12, 1.12, 1.0]) @ mni.affine  # a moved, larger head
+    t1 = np.array(mni.t1, dtype=np.float32)
+    drawing = (t1 > np.percentile(t1[t1 > 0], 75)).astype(np.float32)  # drawn on the scan: its brightest tissue
+    config = PreprocessConfig(steps=("reorient", "resample", "skull_strip", "register", "resize", "normalize"), skull_strip="none",
+                              spacing=3.0, size=24, interpolation="linear")
+    array, qc = preprocess_image(nib.Nifti1Image(t1 * 100, scan_affine), config)
+    # what the drawing is on the output grid when registration is right: the template's own copy
+    expected = resample_between(drawing, mni.affine, array.shape, output_affine(qc), order=1) > 0.5
+
+    def dice(affine):
+        carried = resample_between(drawing, scan_affine, array.shape, affine, order=1) > 0.5
+        return 2 * (carried & expected).sum() / (carried.sum() + expected.sum())
+
+    registration = np.array([float(v) for v in qc["registration_matrix"].split()]).reshape(4, 4)
+    moved = shift @ rot @ np.diag([1.12, 1.12, 1.12, 1.0])  # template world -> scan world, as built
+    np.testing.assert_allclose(registration[:3, :3], moved[:3, :3], atol=0.02)  # RAS, not ITK's LPS: signs matter
+    np.testing.assert_allclose(registration[:3, 3], moved[:3, 3], atol=1.0)
+    assert dice(scanner_affine(qc)) > 0.9 > 0.75 > dice(output_affine(qc))  # the MNI affine alone misplaces it
+    unregistered = config.model_copy(update={"steps": ("reorient", "resample", "skull_strip", "resize", "normalize")})
+    _, plain = preprocess_image(nib.Nifti1Image(t1 * 100, scan_affine), unregistered)
+    np.testing.assert_allclose(scanner_affine(plain), output_affine(plain), rtol=1e-5, atol=1e-3)  # no registration: the scan's own world

@@ -377,3 +377,69 @@ def test_enrichment_measures_where_the_change_falls() -> None:
     assert np.allclose(values["ventricles"], 10.0) and np.isnan(values["hippocampus_amygdala"]).all()  # under 5 pixels: undefined
     even = enrichment(np.ones_like(change), brain, masks)
     assert np.allclose(even["ventricles"], 1.0) and np.allclose(enrichment(change, brain, {"none": ~masks["ventricles"]})["none"], 0.0)
+
+
+def test_planted_change_is_carried_from_each_scan_onto_the_model_grid(tmp_path: Path) -> None:
+    """The truth's change masks, drawn on each scan's own grid, land where the scan's scanner affine puts them."""
+    import nibabel as nib
+
+    from alzmri.evaluation.progression.truth import planted_between, planted_strengths
+    from alzmri.preprocessing.cache import qc_record_name
+    from alzmri.preprocessing.config import PreprocessConfig
+    from alzmri.preprocessing.pipeline import SCANNER_AFFINE
+
+    cache, truth = tmp_path / "cache", tmp_path / "derivatives" / "synth"
+    scan_affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    scan_affine[:3, 3] = (-20.0, 10.0, 4.0)
+    grid = np.diag([2.0, 2.0, 2.0, 1.0])
+    grid[:3, 3] = (-16.0, 10.0, 4.0)  # model voxel (i, j, k) is scan voxel (i + 2, j, k)
+    rows = []
+    for session, cube in (("ses-01", None), ("ses-02", (slice(6, 9),) * 3), ("ses-03", (slice(10, 12), slice(2, 4), slice(2, 4)))):
+        record = cache / qc_record_name("sub-01", session)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({SCANNER_AFFINE: " ".join(map(str, grid.ravel()))}))
+        if cube is not None:
+            mask = np.zeros((20, 20, 20), np.uint8)
+            mask[cube] = 255
+            folder = truth / "sub-01" / session / "anat"
+            folder.mkdir(parents=True)
+            nib.save(nib.Nifti1Image(mask, scan_affine), str(folder / f"sub-01_{session}_desc-change_mask.nii.gz"))
+        rows.append({"participant_id": "sub-01", "session_id": session, "diagnosis": STAGES[len(rows)]})
+    rows = pd.DataFrame(rows)
+    strength = planted_strengths(rows, PreprocessConfig(), cache, (1, 16, 16, 16), truth)
+    assert strength.shape == (3, 16, 16, 16) and not strength[0].any()  # nothing changed before the first visit
+    expected = np.zeros((16, 16, 16), bool)
+    expected[4:7, 6:9, 6:9] = True  # scan voxels 6..8 are model voxels 4..6 along the first axis
+    assert np.array_equal(strength[1] > 0.5, expected)
+    both = planted_between(strength, rows, np.array([0, 1]), np.array([2, 2]))
+    assert np.array_equal(both[0] > 0.5, expected | (strength[2] > 0.5)) and np.array_equal(both[1] > 0.5, strength[2] > 0.5)
+    assert (strength[2] > 0.5).sum() == 8 and (strength[2][8:10, 2:4, 2:4] > 0.5).all()
+
+    (truth / "sub-01" / "ses-03" / "anat" / "sub-01_ses-03_desc-change_mask.nii.gz").unlink()
+    with pytest.raises(AlzmriError, match="no true change mask for sub-01 ses-03"):
+        planted_strengths(rows, PreprocessConfig(), cache, (1, 16, 16, 16), truth)
+    (cache / qc_record_name("sub-01", "ses-02")).write_text(json.dumps({}))
+    with pytest.raises(AlzmriError, match="predates scanner affines"):
+        planted_strengths(rows, PreprocessConfig(), cache, (1, 16, 16, 16), truth)
+
+
+def test_evaluation_scores_change_maps_in_the_planted_region(toy: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --truth the report gains a 'planted' row; the toy's true change (the growing ventricle) is concentrated there."""
+    from alzmri.evaluation.config import EvaluateProgressionConfig
+    from alzmri.evaluation.progression import evaluate
+
+    from alzmri.preprocessing.cache import load_array
+
+    def planted(rows: pd.DataFrame, *_: object) -> np.ndarray:
+        """Stand-in truth: where the toy ventricle grew since the previous visit (a ring)."""
+        image = {(r.participant_id, r.session_id): np.asarray(load_array(r.array), np.float32)[0] for r in rows.itertuples()}
+        previous = {(p, f"ses-{int(s[4:]) + 1:02d}"): v for (p, s), v in image.items()}
+        return np.stack([(np.abs(v - previous[k]) > 1).astype(np.float32) if k in previous else np.zeros_like(v) for k, v in image.items()])
+
+    monkeypatch.setattr(evaluate, "planted_strengths", planted)
+    run_dir = train_progression(_config(toy, run_name="planted", epochs=1))
+    summary = evaluate.evaluate_progression(EvaluateProgressionConfig(run=run_dir, cache=toy["cache"], split=toy["split"], bootstrap=100,
+                                                                      truth=toy["root"], out=toy["root"] / "eval-planted"))  # fmt: skip
+    first = summary["transitions"]["NonDemented → VeryMildDemented"]
+    assert first["enrichment_planted__truth"]["estimate"] > 4.0  # the true change lies in the ring, a small part of the brain
+    assert "enrichment_planted__generator" in first and "planted" in summary and "| planted |" in (Path(summary["out"]) / "report.md").read_text()

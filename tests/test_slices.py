@@ -212,6 +212,15 @@ def test_slice_indices_follow_the_brain() -> None:
         slice_indices(volume, None, "axial", 10, 4, 0)
 
 
+def test_slices_name_their_volume_wherever_they_are_read(prepared: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache named relative to the working folder: the slices' source volumes stay findable from any other folder."""
+    monkeypatch.chdir(prepared["cache"].parent)
+    slices_from_volumes(SlicesConfig(cache=Path(prepared["cache"].name), out=tmp_path / "rel", n=1, progress=False))
+    monkeypatch.chdir(tmp_path)
+    table, _ = read_slice_cache(tmp_path / "rel")
+    assert all(Path(s).is_absolute() and Path(s).is_file() for s in table["source"])
+
+
 def test_slices_from_cache_and_subject_level_split(prepared: dict[str, Path], tmp_path: Path) -> None:
     from alzmri.cli.commands.split import run_split
     from alzmri.data.config import SplitConfig

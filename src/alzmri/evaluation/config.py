@@ -160,6 +160,8 @@ class EvaluateProgressionConfig(BaseModel):
     classifier: Path | None = Field(None, description="Checkpoint of an alzmri stage classifier ('alzmri train' on the same inputs and stages): predicted stage per chain step, and its features for FID.")
     feature_net: Path | None = Field(None, description="A feature network of your own as a TorchScript file (torch.jit.save; images → features) for a second FID.")
     lpips: list[Path] | None = Field(None, description="LPIPS weight files (2D only; nothing is downloaded): torchvision's AlexNet state dict and the lpips package's alex.pth, or one file with both.")
+    truth: Path | None = Field(None, description="The derivatives/synth folder of an 'alzmri synth --longitudinal' cohort: score each change map in the region the truth changed between the two visits.")
+    truth_level: float = Field(0.1, gt=0, le=1, description="Planted-change strength (fraction of full scale) at which a pixel counts as changed by the truth.")
     out: Path | None = Field(None, description="Output folder (default: RUN/eval-<data>).")
     bootstrap: int = Field(2000, ge=100, description="Subject-level bootstrap resamples for the 95 % intervals.")
     seed: int = Field(0, description="Seed of the bootstrap.")

@@ -8,7 +8,7 @@ Per scan, in ``OUT/<participant>_<session>/``:
                        ``masks/``), else one estimated from the volume's background
                        (:mod:`alzmri.explain.brain`)
     map_scan_space.nii.gz  the same map resampled (trilinear) onto the original scan's grid
-                       (NIfTI sources, pipelines without 'register')
+                       (NIfTI sources; after 'register' through the recorded registration)
     overlay.png        tri-planar view through the map's peak, thresholded region outlined in
                        yellow, the brain in cyan; a note for an empty map (middle slices) or one
                        whose evidence lies mostly outside the brain (then shown unmasked)
@@ -46,13 +46,14 @@ from alzmri.explain.config import ExplainConfig
 from alzmri.explain.depth_profile import depth_profile, plot_depth_profile
 from alzmri.explain.overlay import plot_triplanar, write_sweep_gif
 from alzmri.explain.regions import aggregate_by_class, group_attribution, labels_for_grid, plot_top_regions, region_attribution, region_groups
-from alzmri.explain.spaces import resample_between
+from alzmri.io.grids import resample_between
 from alzmri.explain.sanity import GRADIENT_METHODS, cascading_randomization, map_similarity, summarize, summarize_label_randomization
 from alzmri.explain.thresholds import components, threshold_map
 from alzmri.io.manifest import write_manifest
-from alzmri.explain.truth import labels_on_grid, labels_path, score_map, truth_on_grid, truth_path
+from alzmri.data.synth.derivatives import labels_on_grid, labels_path, strength_on_grid, truth_path
+from alzmri.explain.truth import score_map
 from alzmri.preprocessing.cache import load_array, load_mask, qc_record_name, read_cache
-from alzmri.preprocessing.pipeline import output_affine
+from alzmri.preprocessing.pipeline import output_affine, scanner_affine
 from alzmri.utils.atomic import atomic_path, atomic_write_text
 from alzmri.utils.errors import AlzmriError
 from alzmri.utils.hashing import content_digest
@@ -96,7 +97,7 @@ def scans_to_explain(config: ExplainConfig, hp: dict[str, Any]) -> list[dict[str
         for path in config.scan[: config.limit]:
             array, mask, qc = run_suffix(run_prefix(path, preprocess), preprocess)  # preprocess_image, keeping the mask
             rows.append({"participant_id": scan_stem(path), "session_id": "", "diagnosis": "", "age": float("nan"), "volume": array,
-                         "affine": output_affine(qc), "source": str(path), "mask": mask, "source_hash": content_digest(path)})  # fmt: skip
+                         "affine": output_affine(qc), "scanner_affine": scanner_affine(qc), "source": str(path), "mask": mask, "source_hash": content_digest(path)})  # fmt: skip
         return rows
     if not (config.cache and config.split):
         raise AlzmriError("give --scan FILE..., or --cache CACHE --split SPLIT (and --data test|val|train)")
@@ -109,9 +110,10 @@ def scans_to_explain(config: ExplainConfig, hp: dict[str, Any]) -> list[dict[str
     scans = select_scans(cache, splits[config.data], config.data).head(config.limit)
     for row in scans.to_dict("records"):
         record = Path(config.cache) / qc_record_name(row["participant_id"], row["session_id"])
-        affine = output_affine(json.loads(record.read_text())) if record.is_file() else None
+        qc = json.loads(record.read_text()) if record.is_file() else {}
+        affine = output_affine(qc)
         rows.append({**{k: row.get(k, "") for k in ("participant_id", "session_id", "diagnosis")}, "age": float(row.get("age", float("nan"))),
-                     "volume": np.asarray(load_array(row["array"]), dtype=np.float32), "affine": affine, "source": row.get("source", ""),
+                     "volume": np.asarray(load_array(row["array"]), dtype=np.float32), "affine": affine, "scanner_affine": scanner_affine(qc), "source": row.get("source", ""),
                      "mask": stored_mask(row.get("mask")), "image_hash": content_digest(row["array"]), "source_hash": row.get("source_hash", "")})  # fmt: skip
     return rows
 
@@ -303,8 +305,8 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         out = Path(config.out) if config.out else (Path(config.run) if Path(config.run).is_dir() else checkpoint.parent) / f"explain-{config.method}"
         return explain_slices(config, model, hp, out)
     classes = list(hp["classes"])
-    # After 'register' the grid's world is MNI, not the scan's: mapping back needs the inverse
-    # registration, which the cache does not keep; the map then stays on the (MNI) model grid.
+    # After 'register' the grid's world is MNI, not the scan's; the recorded scanner affine (grid ->
+    # scan world, through the registration) maps maps back and the synthetic truth onto the grid.
     registered = "register" in checkpoint_preprocess(hp).steps
     if config.regions and not in_mni_space(config, hp) and config.truth is None:
         raise AlzmriError("--regions needs scans in MNI152 space: registered to MNI152 by alzmri ('register' in the preprocessing steps), "
@@ -316,7 +318,7 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
     seen_in = seen_by_model(rows, hp, config.cache)
     if config.truth is not None and config.scan:
         raise AlzmriError("--truth scores cached scans: use it with --cache and --split")
-    if (config.truth is not None or config.regions) and any(r["affine"] is None for r in rows):
+    if (config.truth is not None or config.regions) and any(r["affine"] is None or (config.truth is not None and r["scanner_affine"] is None) for r in rows):
         raise AlzmriError(f"cache {config.cache} predates grid affines; re-run the same 'alzmri preprocess' command (it only redoes the fast steps)")
     needs_age = uses_age(model)
     if needs_age and any(not np.isfinite(r["age"]) for r in rows):
@@ -378,10 +380,10 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         folder = out / name
         folder.mkdir(exist_ok=True)
         _save_nifti(heat, folder / "map.nii.gz", row["affine"])
-        if registered is False and row["affine"] is not None and str(row.get("source", "")).endswith((".nii", ".nii.gz")) and Path(row["source"]).is_file():
+        if row["scanner_affine"] is not None and str(row.get("source", "")).endswith((".nii", ".nii.gz")) and Path(row["source"]).is_file():
             scan = nib.load(row["source"])
             with atomic_path(folder / "map_scan_space.nii.gz") as tmp:
-                back = resample_between(heat, row["affine"], scan.shape[:3], scan.affine, order=1)
+                back = resample_between(heat, row["scanner_affine"], scan.shape[:3], scan.affine, order=1)
                 nib.save(nib.Nifti1Image(back, scan.affine), str(tmp))
         title = f"{name}: predicted {predicted} (p = {probs.max():.2f})" + (f", true {row['diagnosis']}" if row["diagnosis"] else "")
         if classes[row["target"]] != predicted:
@@ -394,11 +396,11 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         top = parts[0] if parts else {}
         scores = {}
         if config.truth is not None:
-            truth = truth_on_grid(truth_path(config.truth, row["participant_id"], row["session_id"]), heat.shape, row["affine"])
+            truth = strength_on_grid(truth_path(config.truth, row["participant_id"], row["session_id"]), heat.shape, row["scanner_affine"])
             scores = {f"truth_{k}": v for k, v in score_map(heat, truth, brain, config.truth_level).items()}
         if config.regions:
             if config.truth is not None:
-                grid_labels = labels_on_grid(labels_path(config.truth, row["participant_id"], row["session_id"]), heat.shape, row["affine"])
+                grid_labels = labels_on_grid(labels_path(config.truth, row["participant_id"], row["session_id"]), heat.shape, row["scanner_affine"])
                 per_region = region_attribution(heat, grid_labels, atlas_names)
             else:
                 per_region, coverage = atlas_regions(heat, brain, row["affine"])

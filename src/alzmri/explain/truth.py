@@ -2,9 +2,9 @@
 
 ``alzmri synth`` writes, per scan, ``derivatives/synth/<sub>/<ses>/anat/<sub>_<ses>_desc-atrophy_mask.nii.gz``:
 the strength of the disease atrophy applied at each voxel (0–255, on the scan's grid). The
-model sees the scan after preprocessing, on a grid whose voxel-to-world matrix the cache
-records per scan; the truth is resampled onto that grid (nearest neighbour) and the map is
-scored with
+model sees the scan after preprocessing, on a grid whose voxel-to-scanner-world matrix the
+cache records per scan (also after registration); the truth is resampled onto that grid
+(nearest neighbour, :mod:`alzmri.data.synth.derivatives`) and the map is scored with
 
 * **energy inside**: share of the positive attribution inside the brain that falls where
   atrophy was planted (strength ≥ ``level`` of full scale);
@@ -21,55 +21,13 @@ and without registration error.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
-from alzmri.explain.spaces import resample_between
 from alzmri.utils.errors import AlzmriError
 
 DEFAULT_LEVEL = 0.1  # of full scale: voxels that got at least a tenth of the maximal atrophy
-
-
-def _derivative(root: Path, participant_id: str, session_id: str, suffix: str) -> Path:
-    return Path(root) / participant_id / session_id / "anat" / f"{participant_id}_{session_id}_{suffix}.nii.gz"
-
-
-def truth_path(root: Path, participant_id: str, session_id: str) -> Path:
-    """Where ``alzmri synth`` put a scan's atrophy mask under its ``derivatives/synth`` folder."""
-    path = _derivative(root, participant_id, session_id, "desc-atrophy_mask")
-    if not path.is_file():
-        raise AlzmriError(f"no planted-atrophy mask for {participant_id} {session_id} at {path}; --truth takes the derivatives/synth folder of an 'alzmri synth' cohort")
-    return path
-
-
-def labels_path(root: Path, participant_id: str, session_id: str) -> Path:
-    """Where ``alzmri synth`` put a scan's atlas labels (its true anatomy) under ``derivatives/synth``."""
-    path = _derivative(root, participant_id, session_id, "desc-aparcaseg_dseg")
-    if not path.is_file():
-        raise AlzmriError(f"no atlas labels for {participant_id} {session_id} at {path}; cohorts made before alzmri synth wrote them "
-                          "get them by re-running the same 'alzmri synth' command into the same folder (it adds missing files only)")
-    return path
-
-
-def labels_on_grid(path: Path, shape: tuple[int, ...], grid_affine: np.ndarray) -> np.ndarray:
-    """A scan's atlas labels sampled (nearest neighbour) at each voxel of a grid, as int32."""
-    image = nib.load(str(path))
-    return np.rint(resample_between(np.asarray(image.dataobj, dtype=np.float32), image.affine, shape, grid_affine, order=0)).astype(np.int32)
-
-
-def truth_on_grid(path: Path, shape: tuple[int, ...], grid_affine: np.ndarray) -> np.ndarray:
-    """The truth mask's strength (0–1) sampled at each voxel of a grid (nearest neighbour).
-
-    Args:
-        path: the mask NIfTI (any orientation; its affine maps it to world mm).
-        shape: the grid's shape (the model input).
-        grid_affine: the grid's voxel-to-world matrix (from the preprocessing record).
-    """
-    image = nib.load(str(path))
-    return resample_between(np.asarray(image.dataobj, dtype=np.float32), image.affine, shape, grid_affine, order=0) / np.float32(255.0)
 
 
 def score_map(attribution: np.ndarray, truth: np.ndarray, brain: np.ndarray, level: float = DEFAULT_LEVEL) -> dict[str, Any]:

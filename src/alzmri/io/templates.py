@@ -26,7 +26,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage as ndi
 
 from alzmri.utils.errors import AlzmriError
 
@@ -134,12 +133,9 @@ def resample_labels(
     Returns:
         int32 labels on the target grid; 0 outside the source field of view.
     """
-    # Target voxel -> world -> source voxel, as one affine applied by map_coordinates.
-    vox2vox = np.linalg.solve(src_affine, dst_affine)
-    out = ndi.affine_transform(
-        labels.astype(np.int32), vox2vox[:3, :3], offset=vox2vox[:3, 3], output_shape=tuple(shape), order=0, cval=0
-    )
-    return out.astype(np.int32)
+    from alzmri.io.grids import resample_between
+
+    return np.rint(resample_between(labels, src_affine, shape, dst_affine, order=0)).astype(np.int32)
 
 
 @functools.lru_cache(maxsize=1)

@@ -258,14 +258,29 @@ def _intensity_stats(values: np.ndarray) -> dict[str, float]:
 
 
 OUTPUT_AFFINE = "output_affine"
+SCANNER_AFFINE = "scanner_affine"
+
+
+def _matrix(qc: dict[str, Any], key: str) -> np.ndarray | None:
+    text = qc.get(key)
+    if not isinstance(text, str) or not text.strip():
+        return None
+    return np.array([float(v) for v in text.split()], dtype=float).reshape(4, 4)
 
 
 def output_affine(qc: dict[str, Any]) -> np.ndarray | None:
     """The 4×4 model-grid affine recorded in a scan's QC record (None for caches made before it was recorded)."""
-    text = qc.get(OUTPUT_AFFINE)
-    if not isinstance(text, str) or not text.strip():
-        return None
-    return np.array([float(v) for v in text.split()], dtype=float).reshape(4, 4)
+    return _matrix(qc, OUTPUT_AFFINE)
+
+
+def scanner_affine(qc: dict[str, Any]) -> np.ndarray | None:
+    """The model grid's voxels → the input scan's world (RAS mm), also after 'register' (None: not recorded).
+
+    Without registration this is the model-grid affine; after it, the affine (in MNI mm) composed
+    with the recorded registration. It puts anything drawn on the input scan (a lesion, the
+    synthetic truth) onto the model grid, and a map made on the model grid back onto the scan.
+    """
+    return _matrix(qc, SCANNER_AFFINE)
 
 
 def run_suffix(intermediate: Intermediate, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
@@ -292,7 +307,11 @@ def run_suffix(intermediate: Intermediate, config: PreprocessConfig) -> tuple[np
     qc["output_shape"] = "x".join(map(str, array.shape))
     # The model grid's voxel-to-world matrix (RAS mm of the scan, or MNI after 'register'):
     # what maps an attribution map back onto the scan.
-    qc[OUTPUT_AFFINE] = " ".join(f"{v:.6g}" for v in np.asarray(subject[IMAGE_KEY].affine, dtype=float).ravel())
+    grid = np.asarray(subject[IMAGE_KEY].affine, dtype=float)
+    qc[OUTPUT_AFFINE] = " ".join(f"{v:.6g}" for v in grid.ravel())
+    registration = _matrix(intermediate.qc, "registration_matrix")
+    if registration is not None or "register" not in config.steps:
+        qc[SCANNER_AFFINE] = " ".join(f"{v:.8g}" for v in (grid if registration is None else registration @ grid).ravel())
     qc["output_mean"] = round(float(array.mean()), 3)
     qc["output_std"] = round(float(array.std()), 3)
     return array, mask, qc

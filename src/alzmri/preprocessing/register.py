@@ -22,7 +22,7 @@ from alzmri.preprocessing.qc_checks import masked_ncc
 from alzmri.preprocessing.subject import MASK_KEY, add_qc, main_image
 
 FIELDS = ("spacing",)
-VERSION = 2  # part of the cache key: 2 = the affine stage falls back when it makes the fit worse
+VERSION = 3  # part of the cache key: 2 = the affine stage falls back when it makes the fit worse; 3 = the transform is recorded
 _SAMPLING_SEED = 1234  # fixed so registration (random metric sampling) is repeatable
 
 
@@ -132,6 +132,26 @@ def estimate_affine(moving: sitk.Image, fixed: sitk.Image, fixed_mask: sitk.Imag
     return affine, metric, "affine"
 
 
+def world_matrix(transform: sitk.Transform) -> np.ndarray:
+    """The fitted transform as a 4×4 matrix from template world to scan world, both RAS mm (nibabel's convention).
+
+    ITK maps LPS points, ``p ↦ A (p − c) + c + t``; RAS is LPS with x and y negated, so the RAS
+    matrix is ``F [A | c + t − A c] F`` with ``F = diag(−1, −1, 1, 1)``.
+    """
+    affine = as_affine(transform)
+    matrix = np.array(affine.GetMatrix(), dtype=float).reshape(3, 3)
+    centre, shift = np.array(affine.GetCenter(), dtype=float), np.array(affine.GetTranslation(), dtype=float)
+    lps = np.eye(4)
+    lps[:3, :3], lps[:3, 3] = matrix, centre + shift - matrix @ centre
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return flip @ lps @ flip
+
+
+def format_matrix(matrix: np.ndarray) -> str:
+    """A 4×4 matrix as the 16 numbers a QC record stores."""
+    return " ".join(f"{v:.8g}" for v in np.asarray(matrix, dtype=float).ravel())
+
+
 class RegisterToMNI(tio.Transform):
     """Resample every image of the subject into MNI152 space with one estimated affine.
 
@@ -159,7 +179,9 @@ class RegisterToMNI(tio.Transform):
         fixed, _ = tio.io.sitk_to_nib(reference)  # the same axis layout as the moved images
         fixed = fixed[0] if fixed.ndim == 4 else fixed
         ncc = masked_ncc(fixed, main_image(subject).data[0].numpy(), fixed > 0)
-        add_qc(subject, registration_mi=round(metric, 4), registration_ncc=round(ncc, 4), registration_fit=kept)
+        # Template world -> scan world: with the model grid's affine it maps the output back onto the scan.
+        add_qc(subject, registration_mi=round(metric, 4), registration_ncc=round(ncc, 4), registration_fit=kept,
+               registration_matrix=format_matrix(world_matrix(transform)))
         return subject
 
 

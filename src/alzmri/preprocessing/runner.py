@@ -146,11 +146,11 @@ def _init_threads() -> None:
 
 
 def _up_to_date(previous: dict[str, Any], rel: str, out_dir: Path) -> bool:
-    """Whether a scan's QC record describes its current array completely (grid affine, source
+    """Whether a scan's QC record describes its current array completely (grid affines, source
     digest and brain mask recorded, the mask file present); older entries redo the fast steps."""
-    from alzmri.preprocessing.pipeline import OUTPUT_AFFINE
+    from alzmri.preprocessing.pipeline import OUTPUT_AFFINE, SCANNER_AFFINE
 
-    if previous.get("array") != rel or not all(k in previous for k in (OUTPUT_AFFINE, "source_hash", "mask")):
+    if previous.get("array") != rel or not all(k in previous for k in (OUTPUT_AFFINE, SCANNER_AFFINE, "source_hash", "mask")):
         return False
     return not previous["mask"] or (out_dir / previous["mask"]).is_file()
 

@@ -9,6 +9,7 @@ no atlas regions (None), and say so rather than guess.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,16 +40,16 @@ def registered(inputs: object) -> bool:
     return "register" in _steps(inputs)
 
 
-def _grid(cache_dir: Path, participant_id: str, session_id: str) -> np.ndarray | None:
+def _record(cache_dir: Path, participant_id: str, session_id: str) -> dict | None:
     from alzmri.preprocessing.cache import qc_record_name
-    from alzmri.preprocessing.pipeline import output_affine
 
-    record = cache_dir / qc_record_name(participant_id, session_id)
-    return output_affine(json.loads(record.read_text())) if record.is_file() else None
+    record = Path(cache_dir) / qc_record_name(participant_id, session_id)
+    return json.loads(record.read_text()) if record.is_file() else None
 
 
-def atlas_labels(rows: pd.DataFrame, inputs: object, cache_dir: Path, shape: tuple[int, ...]) -> np.ndarray | None:
-    """``(N, *S)`` int32 atlas labels per row (volumes: ``S`` their shape; slices: the slice), or None when unregistered.
+def on_rows(rows: pd.DataFrame, inputs: object, cache_dir: Path, shape: tuple[int, ...],
+            volume_on_grid: Callable[[pd.Series, tuple[int, ...], dict], np.ndarray | None], order: int = 0) -> np.ndarray | None:
+    """``(N, *S)`` float32: a 3-D array made per row on the row's volume grid, then cut and resized like the row (slices).
 
     Args:
         rows: cache manifest rows (slices: with ``source``, ``plane``, ``slice_index``).
@@ -56,36 +57,58 @@ def atlas_labels(rows: pd.DataFrame, inputs: object, cache_dir: Path, shape: tup
         cache_dir: the cache (a volume cache's QC records hold each scan's grid; a slice's volume
             cache is found from its ``source`` array).
         shape: ``(C, *S)`` of one input.
+        volume_on_grid: ``(row, grid shape, the scan's QC record) -> array`` on that grid (None: not
+            available, and then the result is None); called once per scan.
+        order: interpolation order of the slice's resize (0 for labels and masks).
+    """
+    from alzmri.preprocessing.cache import load_array
+
+    slices = isinstance(inputs, SliceSetConfig)
+    volumes: dict[tuple[str, str], np.ndarray] = {}
+    out = []
+    for _, row in rows.iterrows():
+        source_cache = Path(row["source"]).parent.parent if slices else Path(cache_dir)
+        key = (str(row["participant_id"]), str(row["session_id"]))
+        if key not in volumes:
+            qc = _record(source_cache, *key)
+            grid_shape = tuple(np.asarray(load_array(row["source"])).shape) if slices else tuple(shape[1:])
+            volume = None if qc is None else volume_on_grid(row, grid_shape, qc)
+            if volume is None:
+                return None
+            volumes[key] = np.asarray(volume, dtype=np.float32)
+        volume = volumes[key]
+        if slices:
+            plane_slice = cut(volume, row["plane"] or inputs.plane, int(row["slice_index"]))[None].astype(np.float32)
+            volume = square_resized(plane_slice, shape[-1], order=order)[0]
+        out.append(volume)
+    return np.stack(out)
+
+
+def atlas_labels(rows: pd.DataFrame, inputs: object, cache_dir: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``(N, *S)`` int32 atlas labels per row (volumes: ``S`` their shape; slices: the slice), or None when unregistered.
+
+    Arguments as :func:`on_rows`.
     """
     from alzmri.io.templates import load_desikan_killiany_on_mni, load_mni152, resample_labels
+    from alzmri.preprocessing.pipeline import output_affine
 
     if not registered(inputs):
         return None
     atlas, _ = load_desikan_killiany_on_mni()
     mni = load_mni152().affine
-    volumes: dict[bytes, np.ndarray] = {}
-    out = []
-    for _, row in rows.iterrows():
-        slices = isinstance(inputs, SliceSetConfig)
-        source_cache = Path(row["source"]).parent.parent if slices else Path(cache_dir)
-        affine = _grid(source_cache, row["participant_id"], row["session_id"])
+    grids: dict[bytes, np.ndarray] = {}
+
+    def labels(_row: pd.Series, grid_shape: tuple[int, ...], qc: dict) -> np.ndarray | None:
+        affine = output_affine(qc)
         if affine is None:
             return None
-        if slices:
-            from alzmri.preprocessing.cache import load_array
-
-            grid_shape = tuple(np.asarray(load_array(row["source"])).shape)
-        else:
-            grid_shape = tuple(shape[1:])
         key = np.round(affine, 4).tobytes() + repr(grid_shape).encode()
-        if key not in volumes:
-            volumes[key] = resample_labels(atlas, mni, grid_shape, affine)
-        labels = volumes[key]
-        if slices:
-            plane_slice = cut(labels, row["plane"] or inputs.plane, int(row["slice_index"]))[None].astype(np.float32)
-            labels = np.rint(square_resized(plane_slice, shape[-1], order=0)[0]).astype(np.int32)
-        out.append(labels)
-    return np.stack(out)
+        if key not in grids:  # registered scans mostly share the template grid
+            grids[key] = resample_labels(atlas, mni, grid_shape, affine)
+        return grids[key]
+
+    found = on_rows(rows, inputs, cache_dir, shape, labels, order=0)
+    return None if found is None else np.rint(found).astype(np.int32)
 
 
 def region_masks(labels: np.ndarray, dilate: int = 1) -> dict[str, np.ndarray]:

@@ -121,7 +121,7 @@ def slices_from_volumes(config: SlicesConfig) -> dict[str, Any]:
                 save_slice(out / array, slice_stack(volume, config.plane, index, config.context, config.size))
             row = {"participant_id": scan["participant_id"], "session_id": scan["session_id"], "slice_id": slice_id,
                    "slice_index": str(index), "diagnosis": scan["diagnosis"], "subject_known": True, "plane": config.plane,
-                   "source": scan["array"], "source_hash": scan["source_hash"], "array": array, "mask": ""}  # fmt: skip
+                   "source": str(Path(scan["array"]).resolve()), "source_hash": scan["source_hash"], "array": array, "mask": ""}  # fmt: skip
             for column in ("age", "sex"):
                 if column in scan.index:
                     row[column] = scan[column]

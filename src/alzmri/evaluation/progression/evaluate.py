@@ -10,9 +10,11 @@ baselines a generator must beat to have learned anything about the person:
 The chain (each generator's output feeding the next) is run from every first-stage image and
 scored against the true image at each later stage (drift), by a stage classifier (does the
 predicted stage advance?) and by FID on the classifier's features (and on a user's feature
-network). On registered inputs the change map (generated − input) is compared with atlas regions
-(enrichment: mean |change| in a region over mean |change| in the brain; 1 = no preference).
-Intervals resample subjects (paired: every method on the same resamples).
+network). The change map (generated − input) is compared with where the synthetic truth planted
+the change between the two visits (``--truth``, :mod:`alzmri.evaluation.progression.truth`) and,
+on registered inputs, with atlas regions (enrichment: mean |change| in a region over mean
+|change| in the brain; 1 = no preference). Intervals resample subjects (paired: every method on
+the same resamples).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from alzmri.data.splits import read_split_dir
 from alzmri.evaluation.config import EvaluateProgressionConfig
 from alzmri.evaluation.progression.features import FeatureFile, StageClassifier, check_classifier_stages, fid
 from alzmri.evaluation.progression.image_metrics import image_metrics
+from alzmri.evaluation.progression.truth import planted_between, planted_strengths
 from alzmri.evaluation.stats.bootstrap import bootstrap_many, mean_metric
 from alzmri.generate.data import chain_starts, from_unit, load_stage_images, stage_members, transition_pairs
 from alzmri.generate.run import ProgressionRun, load_run
@@ -64,7 +67,14 @@ def _scores(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, lpips: Any) -
     return values
 
 
-def _pair_table(run: ProgressionRun, images: Any, k: int, pairs: np.ndarray, regions: dict[str, np.ndarray] | None, lpips: Any = None) -> pd.DataFrame:
+def _local_regions(images: Any, start: np.ndarray, end: np.ndarray, regions: dict[str, np.ndarray] | None, planted: tuple[np.ndarray, float] | None) -> dict[str, np.ndarray]:
+    """The regions of each (start, end) pair: the truth's planted change between the two visits, and atlas regions of the start."""
+    local = {} if planted is None else {"planted": planted_between(planted[0], images.rows, start, end) >= planted[1]}
+    return local | {r: m[start] for r, m in (regions or {}).items()}
+
+
+def _pair_table(run: ProgressionRun, images: Any, k: int, pairs: np.ndarray, regions: dict[str, np.ndarray] | None, lpips: Any = None,
+                planted: tuple[np.ndarray, float] | None = None) -> pd.DataFrame:
     x, y, mask = images.images[pairs[:, 0]], images.images[pairs[:, 1]], images.masks[pairs[:, 1]]
     predictions = {"generator": run.apply(x, k), "no_change": x, "mean_change": np.clip(x + run.mean_change[k], -1, 1)}
     rows = images.rows.iloc[pairs[:, 0]]
@@ -74,10 +84,11 @@ def _pair_table(run: ProgressionRun, images: Any, k: int, pairs: np.ndarray, reg
     for method, pred in predictions.items():
         for name, values in _scores(pred, y, mask, lpips).items():
             table[f"{name}__{method}"] = values
-    if regions is not None:
+    local = _local_regions(images, pairs[:, 0], pairs[:, 1], regions, planted)
+    if local:
         brain = images.masks[pairs[:, 0], 0] > 0
         for kind, change in (("generator", predictions["generator"] - x), ("truth", y - x)):
-            for region, value in enrichment(change, brain, {r: m[pairs[:, 0]] for r, m in regions.items()}).items():
+            for region, value in enrichment(change, brain, local).items():
                 table[f"enrichment_{region}__{kind}"] = value
     return table
 
@@ -97,7 +108,7 @@ def enrichment(change: np.ndarray, brain: np.ndarray, regions: dict[str, np.ndar
 
 
 def _chain_tables(run: ProgressionRun, images: Any, classifier: StageClassifier | None, lpips: Any = None,
-                  regions: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+                  regions: dict[str, np.ndarray] | None = None, planted: tuple[np.ndarray, float] | None = None) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
     """One row per first-stage image and chain step (0 = the input): truth metrics where the true image exists, classifier stage."""
     stages = run.stages
     first, truths = chain_starts(images.rows, stages)
@@ -119,9 +130,9 @@ def _chain_tables(run: ProgressionRun, images: Any, classifier: StageClassifier 
                     column = np.full(len(table), np.nan)
                     column[have] = values
                     table[f"{name}__{method}"] = column
-            if regions is not None:  # the change accumulated over s steps, generated and true
+            local = _local_regions(images, first[have], truth[have], regions, planted)
+            if local:  # the change accumulated over s steps, generated and true
                 brain = images.masks[first[have], 0] > 0
-                local = {r: m[first[have]] for r, m in regions.items()}
                 for kind, change in (("generator", generated[have] - x0[have]), ("truth", images.images[truth[have]] - x0[have])):
                     for region, value in enrichment(change, brain, local).items():
                         column = np.full(len(table), np.nan)
@@ -244,9 +255,11 @@ def evaluate_progression(config: EvaluateProgressionConfig) -> dict[str, Any]:
 
     labels = atlas_labels(images.rows, inputs, Path(config.cache), run.shape)
     regions = region_masks(labels) if labels is not None else None
+    planted = (planted_strengths(images.rows, inputs, Path(config.cache), run.shape, config.truth), config.truth_level) if config.truth else None
     pairs = transition_pairs(images.rows, run.stages)
-    pair_table = pd.concat([_pair_table(run, images, k, p, regions, lpips) for k, p in enumerate(pairs) if len(p)], ignore_index=True) if any(len(p) for p in pairs) else pd.DataFrame()
-    chain, steps = _chain_tables(run, images, classifier, lpips, regions)
+    pair_table = pd.concat([_pair_table(run, images, k, p, regions, lpips, planted) for k, p in enumerate(pairs) if len(p)],
+                           ignore_index=True) if any(len(p) for p in pairs) else pd.DataFrame()  # fmt: skip
+    chain, steps = _chain_tables(run, images, classifier, lpips, regions, planted)
     summary: dict[str, Any] = {"run": str(run.path), "pairing_trained": run.pairing, "stages": run.stages, "data": config.data,
                                "images": len(images), "subjects": int(images.rows["participant_id"].nunique()),
                                "true_future": bool(len(pair_table)), "bootstrap": config.bootstrap}  # fmt: skip
@@ -267,6 +280,8 @@ def evaluate_progression(config: EvaluateProgressionConfig) -> dict[str, Any]:
     summary["predicted_stage"] = _stage_summary(chain, run.stages, config)
     summary["fid"] = _fid_table(run, images, steps, extractors)
     summary["regions"] = "atlas regions on the registered grid, each grown by 1 pixel" if regions is not None else "not available: the inputs are not registered to MNI152"
+    if planted is not None:
+        summary["planted"] = f"where the truth ({config.truth}) planted change between the two visits (strength ≥ {config.truth_level:g} of full scale)"
 
     _write_tables(out, pair_table, chain, summary)
     _figures(out, run, images, steps, chain)
@@ -349,8 +364,8 @@ def render_report(summary: dict[str, Any]) -> str:
                 better = "higher" if metric in _HIGHER_BETTER else "lower"
                 lines.append(f"| {metric} ({better} is better) | " + " | ".join(_fmt(cis.get(f"{metric}__{m}")) for m in
                              ("generator", "no_change", "mean_change", "generator_minus_no_change", "generator_minus_mean_change")) + " |")  # fmt: skip
-            regions = [r for r in REGION_GROUPS if f"enrichment_{r}__generator" in cis]
-            if regions:
+            regions = [r for r in ("planted", *REGION_GROUPS) if f"enrichment_{r}__generator" in cis]
+            if regions:  # planted: where the truth changed the brain between the two visits (--truth)
                 lines += ["", "| region | enrichment of the generated change | of the true change |", "|---|---|---|"]
                 lines += [f"| {r} | {_fmt(cis.get(f'enrichment_{r}__generator'), 2)} | {_fmt(cis.get(f'enrichment_{r}__truth'), 2)} |" for r in regions]
             lines.append("")
@@ -367,5 +382,5 @@ def render_report(summary: dict[str, Any]) -> str:
             lines.append(f"| {row['features']} | {row['kind']} | {row['from']} → {row['stage']} | {row['fid_generator']:.3f} | {row['fid_no_change']:.3f} | "
                          f"{row['fid_mean_change']:.3f} | {row['n_generated']} / {row['n_real']} |")  # fmt: skip
         lines.append("")
-    lines.append(f"Regions: {summary['regions']}.")
+    lines.append(f"Regions: {summary['regions']}." + (f" Planted: {summary['planted']}." if summary.get("planted") else ""))
     return "\n".join(lines) + "\n"
