@@ -167,7 +167,6 @@ def synthetic_tables(out: Path, runs: list[str]) -> str:
               "generated / true):", "",
               "| recipe | PSNR gain, 1 step | 2 steps | 3 steps | expected stage after 1 / 2 / 3 steps | ventricles | hippocampus + amygdala | entorhinal + parahippocampal | cortex |",
               "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    lines += _planted_table(out, runs)
     for name in runs:
         summary = json.loads((out / "runs" / name / "eval-test" / "summary.json").read_text())
         chain, stage = summary["chain"], summary["predicted_stage"]["per_step"]
@@ -177,6 +176,7 @@ def synthetic_tables(out: Path, runs: list[str]) -> str:
         regions = [f"{last[f'enrichment_{r}__generator']['estimate']:.2f} / {last[f'enrichment_{r}__truth']['estimate']:.2f}" if f"enrichment_{r}__generator" in last else "–"
                    for r in ("ventricles", "hippocampus_amygdala", "entorhinal_parahippocampal", "cortex")]  # fmt: skip
         lines.append(f"| {name} | {' | '.join(gains)} | {expected} | {' | '.join(regions)} |")
+    lines += _planted_table(out, runs)
     return "\n".join(lines) + "\n"
 
 
