@@ -129,6 +129,11 @@ def _ci(v: dict[str, float] | None, digits: int = 3) -> str:
     return "–" if not v else f"{v['estimate']:.{digits}f} [{v['low']:.{digits}f}, {v['high']:.{digits}f}]"
 
 
+def _estimate(block: dict[str, Any], key: str) -> str:
+    value = (block.get(key) or {}).get("estimate")
+    return "–" if value is None else f"{value:.2f}"
+
+
 def _planted_table(out: Path, runs: list[str]) -> list[str]:
     """Enrichment of the change maps where the truth planted the change (one step per transition, and the chain's three steps)."""
     lines = ["", "Where the change falls: enrichment (mean |change| where the truth planted change between the two visits over mean |change| "
@@ -137,7 +142,7 @@ def _planted_table(out: Path, runs: list[str]) -> list[str]:
     for name in runs:
         for folder, level in (("eval-test", "≥ 0.1"), ("eval-test-core", "≥ 0.5")):
             summary = json.loads((out / "runs" / name / folder / "summary.json").read_text())
-            cells = [f"{b['enrichment_planted__generator']['estimate']:.2f} / {b['enrichment_planted__truth']['estimate']:.2f}"
+            cells = [f"{_estimate(b, 'enrichment_planted__generator')} / {_estimate(b, 'enrichment_planted__truth')}"
                      for block in (summary["transitions"], summary["chain"]) for b in block.values()]  # fmt: skip
             lines.append(f"| {name} | {level} | {' | '.join(cells)} |")
     return lines + [""]

@@ -318,8 +318,11 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
     seen_in = seen_by_model(rows, hp, config.cache)
     if config.truth is not None and config.scan:
         raise AlzmriError("--truth scores cached scans: use it with --cache and --split")
-    if (config.truth is not None or config.regions) and any(r["affine"] is None or (config.truth is not None and r["scanner_affine"] is None) for r in rows):
+    if (config.truth is not None or config.regions) and any(r["affine"] is None for r in rows):
         raise AlzmriError(f"cache {config.cache} predates grid affines; re-run the same 'alzmri preprocess' command (it only redoes the fast steps)")
+    if config.truth is not None and any(r["scanner_affine"] is None for r in rows):
+        raise AlzmriError(f"cache {config.cache} predates scanner affines (grid -> scan world, needed to put the truth on the grid); re-run the same "
+                          "'alzmri preprocess' command (registered caches redo the registration once)")  # fmt: skip
     needs_age = uses_age(model)
     if needs_age and any(not np.isfinite(r["age"]) for r in rows):
         raise AlzmriError("this model uses age, but some scans have none; explain scans from a cache whose labels have ages")
@@ -380,10 +383,11 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         folder = out / name
         folder.mkdir(exist_ok=True)
         _save_nifti(heat, folder / "map.nii.gz", row["affine"])
-        if row["scanner_affine"] is not None and str(row.get("source", "")).endswith((".nii", ".nii.gz")) and Path(row["source"]).is_file():
+        to_scan = row["scanner_affine"] if row["scanner_affine"] is not None else (None if registered else row["affine"])  # older unregistered caches: the same
+        if to_scan is not None and str(row.get("source", "")).endswith((".nii", ".nii.gz")) and Path(row["source"]).is_file():
             scan = nib.load(row["source"])
             with atomic_path(folder / "map_scan_space.nii.gz") as tmp:
-                back = resample_between(heat, row["scanner_affine"], scan.shape[:3], scan.affine, order=1)
+                back = resample_between(heat, to_scan, scan.shape[:3], scan.affine, order=1)
                 nib.save(nib.Nifti1Image(back, scan.affine), str(tmp))
         title = f"{name}: predicted {predicted} (p = {probs.max():.2f})" + (f", true {row['diagnosis']}" if row["diagnosis"] else "")
         if classes[row["target"]] != predicted:

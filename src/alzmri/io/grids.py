@@ -1,8 +1,10 @@
 """Moving arrays between voxel grids that share a world space (scanner RAS mm, or MNI).
 
-The preprocessing records each scan's model-grid affine, so a map made on the model input can
-be put back on the scan it came from, and a scan-space mask can be brought onto the model grid.
-Both are the same operation: sample the source at the world positions of the target's voxels.
+The preprocessing records each scan's model-grid affines (``output_affine``: the grid's own
+world, MNI after 'register'; ``scanner_affine``: the input scan's world), so a map made on the
+model input can be put back on the scan it came from, a scan-space mask brought onto the model
+grid, and an atlas onto a registered grid. All are the same operation: sample the source at the
+world positions of the target's voxels (one affine, ``scipy.ndimage.affine_transform``).
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ def resample_between(data: np.ndarray, source_affine: np.ndarray, target_shape: 
     Returns:
         A float32 array of ``target_shape``; zero outside the source.
     """
-    voxel_to_voxel = np.linalg.inv(np.asarray(source_affine, dtype=float)) @ np.asarray(target_affine, dtype=float)
-    grid = np.stack(np.meshgrid(*[np.arange(n) for n in target_shape], indexing="ij"), axis=0).reshape(3, -1)
-    coords = voxel_to_voxel[:3, :3] @ grid + voxel_to_voxel[:3, 3:4]
-    sampled = ndimage.map_coordinates(np.asarray(data, dtype=np.float32), coords, order=order, mode="constant", cval=0.0)
-    return sampled.reshape(target_shape).astype(np.float32)
+    voxel_to_voxel = np.linalg.solve(np.asarray(source_affine, dtype=float), np.asarray(target_affine, dtype=float))
+    sampled = ndimage.affine_transform(np.asarray(data, dtype=np.float32), voxel_to_voxel[:3, :3], offset=voxel_to_voxel[:3, 3],
+                                       output_shape=tuple(target_shape), order=order, mode="constant", cval=0.0)
+    return np.asarray(sampled, dtype=np.float32)

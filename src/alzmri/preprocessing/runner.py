@@ -179,7 +179,8 @@ def process_scan(source: str, pid: str, ses: str, out_dir: Path, config: Preproc
         previous = json.loads(qc_path.read_text()) if qc_path.is_file() else {}
         if _up_to_date(previous, rel, out_dir):
             return {**previous, "status": "cached", "array": rel}
-        # An entry from before grid affines, masks or digests were recorded: redo the (fast) suffix to record them.
+        # An entry from before grid affines, masks or digests were recorded: redo the (fast) suffix to record them
+        # (a registered entry from before the registration was recorded has another key: it is redone whole).
     prefix, _ = split_steps(config)
     stage = out_dir / stage_name(pid, ses, prefix_key)
     reused = bool(prefix) and stage.is_file()

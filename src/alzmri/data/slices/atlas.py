@@ -17,6 +17,7 @@ import pandas as pd
 
 from alzmri.data.slices.from_volumes import cut
 from alzmri.data.slices.store import SliceSetConfig, square_resized
+from alzmri.utils.errors import AlzmriError
 
 # Where alzmri synth plants atrophy (see alzmri.data.synth.regions), grouped as reported.
 REGION_GROUPS: dict[str, tuple[int, ...]] = {
@@ -48,8 +49,9 @@ def _record(cache_dir: Path, participant_id: str, session_id: str) -> dict | Non
 
 
 def on_rows(rows: pd.DataFrame, inputs: object, cache_dir: Path, shape: tuple[int, ...],
-            volume_on_grid: Callable[[pd.Series, tuple[int, ...], dict], np.ndarray | None], order: int = 0) -> np.ndarray | None:
-    """``(N, *S)`` float32: a 3-D array made per row on the row's volume grid, then cut and resized like the row (slices).
+            volume_on_grid: Callable[[pd.Series, tuple[int, ...], dict], np.ndarray | None], order: int = 0,
+            required: bool = False) -> np.ndarray | None:
+    """``(N, *S)``: a 3-D array made per scan on its volume grid, then (slices) cut and resized like each row.
 
     Args:
         rows: cache manifest rows (slices: with ``source``, ``plane``, ``slice_index``).
@@ -60,9 +62,8 @@ def on_rows(rows: pd.DataFrame, inputs: object, cache_dir: Path, shape: tuple[in
         volume_on_grid: ``(row, grid shape, the scan's QC record) -> array`` on that grid (None: not
             available, and then the result is None); called once per scan.
         order: interpolation order of the slice's resize (0 for labels and masks).
+        required: a missing QC record is an error naming the scan (else the result is None).
     """
-    from alzmri.preprocessing.cache import load_array
-
     slices = isinstance(inputs, SliceSetConfig)
     volumes: dict[tuple[str, str], np.ndarray] = {}
     out = []
@@ -71,11 +72,18 @@ def on_rows(rows: pd.DataFrame, inputs: object, cache_dir: Path, shape: tuple[in
         key = (str(row["participant_id"]), str(row["session_id"]))
         if key not in volumes:
             qc = _record(source_cache, *key)
-            grid_shape = tuple(np.asarray(load_array(row["source"])).shape) if slices else tuple(shape[1:])
-            volume = None if qc is None else volume_on_grid(row, grid_shape, qc)
+            if qc is None:
+                if required:
+                    raise AlzmriError(f"no preprocessing record of {' '.join(key)} in {source_cache}: the images' volume cache is needed "
+                                      "(re-run 'alzmri slices' if that cache was re-made)")  # fmt: skip
+                return None
+            grid_shape = tuple(int(n) for n in str(qc.get("output_shape", "")).split("x") if n) if slices else tuple(shape[1:])
+            if len(grid_shape) != 3:
+                return None
+            volume = volume_on_grid(row, grid_shape, qc)
             if volume is None:
                 return None
-            volumes[key] = np.asarray(volume, dtype=np.float32)
+            volumes[key] = volume
         volume = volumes[key]
         if slices:
             plane_slice = cut(volume, row["plane"] or inputs.plane, int(row["slice_index"]))[None].astype(np.float32)
@@ -108,7 +116,7 @@ def atlas_labels(rows: pd.DataFrame, inputs: object, cache_dir: Path, shape: tup
         return grids[key]
 
     found = on_rows(rows, inputs, cache_dir, shape, labels, order=0)
-    return None if found is None else np.rint(found).astype(np.int32)
+    return None if found is None else np.rint(found).astype(np.int32, copy=False)
 
 
 def region_masks(labels: np.ndarray, dilate: int = 1) -> dict[str, np.ndarray]:

@@ -50,14 +50,18 @@ def planted_strengths(rows: pd.DataFrame, inputs: object, cache_dir: Path, shape
             return np.zeros(grid_shape, np.float32)  # a first visit: nothing changed before it
         return strength_on_grid(change_path(truth, pid, ses), grid_shape, affine)
 
-    found = on_rows(rows, inputs, cache_dir, shape, change, order=0)
+    found = on_rows(rows, inputs, cache_dir, shape, change, order=0, required=True)
     if found is None:
-        raise AlzmriError(f"no preprocessing records for the images of {cache_dir}: the truth cannot be put on their grid")
-    return found
+        raise AlzmriError(f"the preprocessing records of {cache_dir} do not give the images' grid (made before grid shapes were recorded?); re-run 'alzmri preprocess'")
+    return found.astype(np.float32, copy=False)
 
 
 def planted_between(strength: np.ndarray, rows: pd.DataFrame, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Per (start, end) pair of rows of one subject and slice: the strongest planted change of the visits after ``start`` up to ``end``."""
+    """Per (start, end) pair of rows of one subject and slice: the strongest planted change of the visits after ``start`` up to ``end``.
+
+    Only the visits among ``rows`` count: a visit left out (failed QC, a stage outside the run's)
+    drops its change mask too, and the planted region is then smaller than the truth's.
+    """
     order = np.zeros(len(rows), dtype=int)
     group = np.zeros(len(rows), dtype=int)
     for g, visits in enumerate(visits_in_order(rows)):
