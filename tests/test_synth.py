@@ -353,3 +353,29 @@ def test_longitudinal_diagnosis_stages() -> None:
     subjects = plan_subjects(config)
     assert [[v.stage for v in s.sessions] for s in subjects] == [["CN", "MCI", "AD"]] * 2
     assert config.stage_names() == ("CN", "MCI", "AD") and SynthConfig(classes=["CN", "AD"]).stage_names() == ("CN", "AD")
+
+
+def test_synthetic_genetics_carry_their_planted_truth(tmp_path: Path) -> None:
+    """APOE ε4 and the causal SNPs follow the diagnosis; null SNPs do not; the draw repeats; cohorts without genetics keep their identity."""
+    from alzmri.data.synth.cohort import plan_subjects
+    from alzmri.data.synth.genetics import plan_genetics
+
+    config = SynthConfig(subjects=900, classes=["CN", "AD"], snps=40, causal_snps=4, snp_odds_ratio=3.0, seed=1)
+    assert "snps" in config.identity() and "snps" not in SynthConfig().identity()
+    subjects = plan_subjects(config)
+    header, rows, truth = plan_genetics(subjects, ("CN", "AD"), False, 40, 4, 3.0, seed=1)
+    assert header[:2] == ["participant_id", "APOE"] and len(header) == 42 and len(rows) == 900
+    assert (header, rows) == plan_genetics(subjects, ("CN", "AD"), False, 40, 4, 3.0, seed=1)[:2]
+    ad = np.array([s.diagnosis == "AD" for s in subjects])
+    e4 = np.array([r[1].count("e4") for r in rows], dtype=float)
+    assert 0.5 * e4[~ad].mean() < 0.2 and 0.5 * e4[ad].mean() > 0.3  # allele frequency ~0.14 vs ~0.38
+    dosage = np.array([[float(v) if v else np.nan for v in r[2:]] for r in rows])
+    assert 0.002 < np.isnan(dosage).mean() < 0.03  # missing calls
+    gap = np.nanmean(dosage[ad], axis=0) - np.nanmean(dosage[~ad], axis=0)
+    causal = np.isin(header[2:], truth["causal_snps"])
+    assert causal.sum() == 4 and gap[causal].min() > 0.15 and np.abs(gap[~causal]).max() < gap[causal].min()
+    longitudinal = SynthConfig(subjects=4, longitudinal=True, snps=3, seed=2)
+    root = synthesize_cohort(longitudinal.model_copy(update={"voxel_size": 4.0, "workers": 1}), tmp_path / "bids", progress=False)
+    table = (root / "phenotype" / "genetics.tsv").read_text().splitlines()
+    assert table[0].split("\t") == ["participant_id", "APOE", "snp_001", "snp_002", "snp_003"] and len(table) == 5
+    assert json.loads((root / "derivatives" / "synth" / "genetics_truth.json").read_text())["risk"] == "percentile of stage_factor"

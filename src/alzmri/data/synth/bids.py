@@ -154,6 +154,16 @@ def write_tables(out_dir: Path, subjects: list[Subject], config: SynthConfig | N
         participants_json["stage_factor"] = {"Description": "Multiplier on the disease severity each stage brings (this subject's atrophy per stage)"}
         participants_json["yearly_rate"] = {"Description": "Increase of disease severity per year while progressing", "Units": "1/year"}
     write_if_changed(out_dir / "participants.json", json.dumps(participants_json, indent=2) + "\n")
+    if config is not None and config.snps:
+        from alzmri.data.synth.genetics import plan_genetics
+
+        header, table, truth = plan_genetics(subjects, config.stage_names(), longitudinal, config.snps, config.causal_snps, config.snp_odds_ratio, config.seed)
+        (out_dir / "phenotype").mkdir(exist_ok=True)  # BIDS keeps per-participant tables that are not imaging here
+        write_if_changed(out_dir / "phenotype" / "genetics.tsv", _tsv(header, table))
+        sidecar = {"participant_id": {"Description": "Participant"}, "APOE": {"Description": "APOE genotype (alleles e2, e3, e4)"},
+                   **{h: {"Description": "SNP dosage: copies of the minor allele (0, 1, 2; empty = missing call)"} for h in header[2:]}}
+        write_if_changed(out_dir / "phenotype" / "genetics.json", json.dumps(sidecar, indent=1) + "\n")
+        write_if_changed(out_dir / "derivatives" / "synth" / "genetics_truth.json", json.dumps(truth, indent=2) + "\n")
     severity = ["severity"] if longitudinal else []
     write_if_changed(out_dir / "labels.tsv", _tsv(
         ["participant_id", "session_id", "diagnosis", "age", *severity],

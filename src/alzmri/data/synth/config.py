@@ -37,6 +37,10 @@ class SynthConfig(BaseModel):
             ``sessions`` do not apply); every visit after the first also gets a true change mask.
         stages: the stage scheme of a longitudinal cohort: ``cdr`` (NonDemented, VeryMildDemented,
             MildDemented, ModerateDemented: CDR 0, 0.5, 1, 2) or ``diagnosis`` (CN, MCI, AD).
+        snps: synthetic genetics (:mod:`alzmri.data.synth.genetics`): ``genetics.tsv`` with APOE
+            genotypes and this many SNP dosages (0 = no genetics).
+        causal_snps: how many SNPs carry the planted effect.
+        snp_odds_ratio: their per-allele odds ratio between risk 0 and risk 1.
         workers: parallel worker processes (0 = one per CPU core); does not change the output.
     """
 
@@ -57,6 +61,9 @@ class SynthConfig(BaseModel):
         False, description="Follow every subject stage by stage (one visit per stage of --stages at a per-subject pace, with true change masks); --classes and --sessions do not apply."
     )
     stages: Stages = Field("cdr", description="Stages of a longitudinal cohort: cdr (NonDemented → VeryMildDemented → MildDemented → ModerateDemented) or diagnosis (CN → MCI → AD).")
+    snps: int = Field(0, ge=0, le=100000, description="Synthetic genetics: write genetics.tsv with APOE genotypes and this many SNP dosages tied to each subject's disease (0 = none).")
+    causal_snps: int = Field(5, ge=0, description="How many of the SNPs carry a planted effect (the rest are null).")
+    snp_odds_ratio: float = Field(1.5, gt=0, description="Per-allele odds ratio of a causal SNP between the mildest and the most severe subjects.")
     workers: int = Field(0, ge=0, description="Parallel worker processes (0 = one per CPU core).")
 
     @model_validator(mode="after")
@@ -83,6 +90,8 @@ class SynthConfig(BaseModel):
         exclude = {"workers"}
         if self.thinning_scale == 1.0:  # added later: cohorts made before it keep their identity
             exclude.add("thinning_scale")
+        if self.snps == 0:  # genetics, added later: cohorts without it keep their identity
+            exclude |= {"snps", "causal_snps", "snp_odds_ratio"}
         if not self.longitudinal:  # added later too
             exclude |= {"longitudinal", "stages"}
         else:
