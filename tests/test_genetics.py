@@ -62,3 +62,58 @@ def test_synthetic_genetics_read_back(tmp_path: Path) -> None:
     genetics = read_genetics(_write(tmp_path / "genetics.tsv", _tsv(header, rows)))
     assert genetics.kinds == {"apoe": "apoe_e4", **{f"snp_{i:03d}": "dosage" for i in range(1, 7)}}
     assert len(genetics.values) == 30 and set(np.unique(genetics.values["apoe"])) <= {0.0, 1.0, 2.0}
+
+
+def _table(tmp_path: Path, rows: list[str], name: str = "g.tsv") -> object:
+    return read_genetics(_write(tmp_path / name, "participant_id\tAPOE\trs1\tsite\n" + "".join(r + "\n" for r in rows)))
+
+
+ROWS = ["sub-01\te3/e3\t0\tA", "sub-02\te3/e4\t1\tB", "sub-03\te4/e4\tNA\tA", "sub-04\te3/e4\t2\t", "sub-05\te2/e3\t1\tC", "sub-06\te3/e3\t0\tA"]
+
+
+def test_alignment_is_by_participant_only(tmp_path: Path) -> None:
+    from alzmri.data.genetics import GeneticEncoder, align
+
+    genetics = _table(tmp_path, ROWS)
+    alignment = align(["sub-02", "sub-02", "sub-05", "sub-09"], genetics)
+    assert alignment.matched == ["sub-02", "sub-05"] and alignment.imaging_only == ["sub-09"] and len(alignment.genetics_only) == 4
+    assert "2 matched, 1 with images only, 4 with genetics only" in alignment.summary()
+    assert alignment.table().set_index("participant_id").loc["sub-09"].tolist() == [True, False]
+    encoder = GeneticEncoder.fit(genetics, ["sub-01", "sub-02", "sub-03"])
+    reversed_rows = _table(tmp_path, ROWS[::-1], "reversed.tsv")  # the same people in another row order
+    ask = ["sub-05", "sub-09", "sub-02"]
+    for a, b in zip(encoder.transform(genetics, ask), encoder.transform(reversed_rows, ask), strict=True):
+        np.testing.assert_array_equal(a, b)
+    features, present = encoder.transform(genetics, ask)
+    assert present.tolist() == [True, False, True] and not features[1].any()  # no genetics: zeros, flagged absent
+    with pytest.raises(AlzmriError, match="no participant of the images is in the genetic table"):
+        align(["1", "2"], genetics)
+
+
+def test_encoders_learn_from_training_subjects_only(tmp_path: Path) -> None:
+    """Changing or removing the held-out rows leaves every fitted number unchanged; the result equals scikit-learn's."""
+    import json
+
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from alzmri.data.genetics import GeneticEncoder
+
+    train = ["sub-01", "sub-02", "sub-03", "sub-04"]
+    genetics = _table(tmp_path, ROWS)
+    encoder = GeneticEncoder.fit(genetics, train)
+    changed = _table(tmp_path, ROWS[:4] + ["sub-05\te4/e4\t2\tZ", "sub-06\te4/e4\t2\tZ"], "changed.tsv")
+    assert GeneticEncoder.fit(changed, train) == encoder == GeneticEncoder.fit(_table(tmp_path, ROWS[:4], "train.tsv"), train)
+    assert encoder.categories == [["A", "B"]] and encoder.fill == ["A"]  # C and Z are held-out categories
+    assert GeneticEncoder.from_dict(json.loads(json.dumps(encoder.to_dict()))) == encoder
+    features, _ = encoder.transform(genetics, [f"sub-0{i}" for i in range(1, 7)])
+    reference = ColumnTransformer([("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), ["apoe", "rs1"]),
+                                   ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")), ["site"])])
+    values = genetics.values.astype(object).where(genetics.values.notna(), np.nan)
+    reference.fit(values.loc[train])
+    np.testing.assert_allclose(features, reference.transform(values), atol=1e-6)
+    assert encoder.groups == {"apoe": [0], "rs1": [1], "site": [2, 3]} and encoder.feature_names[2:] == ["site=A", "site=B"]
+    with pytest.raises(AlzmriError, match="no training participant has genetics"):
+        GeneticEncoder.fit(genetics, ["sub-99"])
