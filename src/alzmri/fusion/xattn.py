@@ -119,6 +119,12 @@ class CrossAttention(nn.Module):
         return self.norm2(out + self.feed(out)), weights
 
 
+def _with_presence(genetics: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Features zeroed where a participant has no genetics, and the presence flag as one more feature."""
+    flag = present.view(-1, 1).float()
+    return torch.cat([genetics * flag, flag], dim=1)
+
+
 def _mlp(inputs: int, hidden: list[int], outputs: int, dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = []
     for size in hidden:
@@ -163,7 +169,7 @@ class FusionConcat(nn.Module):
         self.head = _mlp(2 * width, [width], num_classes, dropout)
 
     def forward(self, images: torch.Tensor, genetics: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        g = self.genetic(torch.cat([genetics * present.view(-1, 1), present.view(-1, 1).float()], dim=1))
+        g = self.genetic(_with_presence(genetics, present))
         return self.head(torch.cat([self.image(images).mean(dim=1), g], dim=1))
 
 
@@ -175,4 +181,4 @@ class GeneticsOnly(nn.Module):
         self.mlp = _mlp(sum(groups) + 1, [256, 128, 64], num_classes, dropout)
 
     def forward(self, images: torch.Tensor, genetics: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        return self.mlp(torch.cat([genetics * present.view(-1, 1), present.view(-1, 1).float()], dim=1))
+        return self.mlp(_with_presence(genetics, present))
