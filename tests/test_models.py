@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import alzmri.fusion  # noqa: F401  (the fusion models are in the registry too)
 from alzmri.models import create_model, list_models, model_info
 from alzmri.utils.errors import AlzmriError
 
@@ -11,10 +12,11 @@ from alzmri.utils.errors import AlzmriError
 def test_every_model_forwards_a_tiny_input(name: str) -> None:
     info = model_info(name)
     size = max(16, info.min_input_size)
-    kwargs = {k: v for k, v in {"num_classes": 3, "width": 1, "input_size": size}.items() if k in info.defaults}
+    kwargs = {k: v for k, v in {"num_classes": 3, "width": 1, "input_size": size, "groups": [1, 2]}.items() if k in info.defaults}
     model = create_model(name, **kwargs).eval()
+    genetics = [torch.randn(2, 3), torch.tensor([True, False])] if info.uses_genetics else []  # fusion: volumes as their default 3D encoder reads
     with torch.no_grad():
-        out = model(torch.randn(2, 1, *(size,) * info.spatial_dims))
+        out = model(torch.randn(2, 1, *(size,) * (info.spatial_dims or 3)), *genetics)
     assert out.shape == (2, 3)
     assert torch.isfinite(out).all()
 

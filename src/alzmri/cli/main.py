@@ -12,7 +12,7 @@ from alzmri.cli.commands.preprocess import PreprocessCommand
 from alzmri.cli.commands.synth import SynthCommand
 from alzmri.data.config import AuditConfig, SplitConfig
 from alzmri.data.slices.config import EdaConfig, ImportSlicesConfig, SliceAuditConfig, SlicesConfig
-from alzmri.evaluation.config import BaselineConfig, CompareConfig, CrossValidateConfig, EvaluateConfig, EvaluateProgressionConfig, PredictConfig, ReportConfig
+from alzmri.evaluation.config import BaselineConfig, CompareConfig, CrossValidateConfig, EvaluateConfig, FusionAblationConfig, EvaluateProgressionConfig, PredictConfig, ReportConfig
 from alzmri.explain.config import ExplainConfig
 from alzmri.generate.config import ProgressConfig, ProgressionConfig
 from alzmri.training.config import TrainConfig
@@ -105,6 +105,13 @@ add_config_command(app, "cv", CrossValidateConfig, "alzmri.evaluation.cross_vali
     "--model pca_logreg or linear_svm runs the linear baseline of 'alzmri baseline' on the same folds instead.",
     ["alzmri cv cache --folds 5 --epochs 40 --out cv", "alzmri cv cache --split folds --model r3d_18 --pretrained r3d_18.pth",
      "alzmri cv cache --model pca_logreg --out cv-linear && alzmri compare cv cv-linear"])
+add_config_command(app, "ablate-fusion", FusionAblationConfig, "alzmri.evaluation.fusion_ablation:ablate",
+    "Does fusing genetics with MRI help? genetics_only, mri_only (the encoder alone), fusion_concat, fusion_xattn and a "
+    "shuffled-genetics control (genetic rows permuted across participants), each an 'alzmri cv' on the same subject-level "
+    "folds, genetics matched by participant_id and encoded from each fold's training subjects; pooled out-of-fold AUC and "
+    "balanced accuracy with subject-bootstrap CIs, pairwise DeLong / McNemar, and the genetic columns ranked by attention.",
+    ["alzmri ablate-fusion cache bids/phenotype/genetics.tsv --folds 5 --epochs 20 --out ablation",
+     "alzmri ablate-fusion cache genetics.tsv --encoder liu_cnn_compact --arms mri_only,fusion_xattn,shuffled_genetics"])
 add_config_command(app, "evaluate", EvaluateConfig, "alzmri.cli.commands.evaluate:run_evaluate",
     "Predict on the validation and held-out test subjects, then write predictions.tsv and the report "
     "(report.html, metrics.json, PNG figures): scan- and subject-level metrics with subject-bootstrap 95 % CIs, "
@@ -183,6 +190,7 @@ def models_list(pattern: str = typer.Argument("*", help="Shell-style pattern, e.
     """
 
     def go() -> None:
+        import alzmri.fusion  # noqa: F401  (registers the fusion models)
         from alzmri.models import list_models, model_info
         from alzmri.models.profile import count_parameters_of
 
@@ -190,7 +198,7 @@ def models_list(pattern: str = typer.Argument("*", help="Shell-style pattern, e.
         for name in list_models(pattern):
             info = model_info(name)
             power = "²" if info.spatial_dims == 2 else "³"
-            size = f"≥{info.min_input_size}{power} (for {info.default_input_size}{power})"
+            size = f"≥{info.min_input_size}{power} (for {info.default_input_size}{power})" if info.spatial_dims else "image + genetics"
             print(f"{name:20s} {count_parameters_of(name) / 1e6:8.2f}M  {size:>16s}  {info.description}")
 
     run_guarded(go)
@@ -212,10 +220,16 @@ def models_info(
     """
 
     def go() -> None:
+        import alzmri.fusion  # noqa: F401  (registers the fusion models)
         from alzmri.models import model_info
         from alzmri.models.profile import profile_model
 
         info = model_info(name)
+        if info.uses_genetics:
+            encoder = info.defaults.get("encoder")
+            print(f"{name}: {info.description}\n  image + genetics: its cost is its image encoder's" + (f" (default {encoder}: 'alzmri models info {encoder}')" if encoder else " (none: genetics only)")
+                  + " plus the genetic tokens and attention, small next to it")  # fmt: skip
+            return
         profile = profile_model(name, input_size, batch_size)
         print(f"{name}: {info.description}")
         print(f"  parameters          {profile.parameters / 1e6:.2f} M")

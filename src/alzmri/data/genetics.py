@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from torch.utils.data import Dataset
 
 from alzmri.io.genetics import GeneticTable
 from alzmri.utils.errors import AlzmriError
@@ -159,3 +161,48 @@ class GeneticEncoder:
     def from_dict(cls, data: dict[str, Any]) -> GeneticEncoder:
         """Rebuild from :meth:`to_dict`."""
         return cls(**data)
+
+
+def shuffled(genetics: GeneticTable, seed: int) -> GeneticTable:
+    """The table with its rows permuted across participants (seeded): the shuffled-genetics control.
+
+    Every participant keeps a genetic row, but another participant's (the same permutation
+    whatever the row order of the file, so training and evaluation shuffle alike).
+    """
+    values = genetics.values.sort_index()
+    order = np.random.default_rng(seed).permutation(len(values))
+    moved = values.iloc[order].set_axis(values.index)
+    return GeneticTable(moved, dict(genetics.kinds), f"{genetics.source} (rows shuffled across participants, seed {seed})")
+
+
+def keep_with_genetics(scans: pd.DataFrame, genetics: GeneticTable, name: str) -> pd.DataFrame:
+    """The scans of participants with a genetic row (``--missing-genetics drop``); a note of what was dropped."""
+    keep = scans["participant_id"].astype(str).isin(genetics.values.index)
+    if not keep.all():
+        dropped = scans.loc[~keep, "participant_id"].nunique()
+        print(f"{name}: dropped {int((~keep).sum())} scans of {dropped} participants without genetics (--missing-genetics drop)")
+    if not keep.any():
+        raise AlzmriError(f"no participant of the {name} scans has genetics in {genetics.source}; use --missing-genetics mask to keep them")
+    return scans[keep].reset_index(drop=True)
+
+
+class WithGenetics(Dataset):
+    """A dataset's items with each scan's encoded genetics and presence flag appended.
+
+    ``(*item, features (F,) float32, present bool)``: the fusion models'
+    ``forward(images, genetics, present)`` takes them after the image.
+    """
+
+    def __init__(self, images: Dataset, features: np.ndarray, present: np.ndarray) -> None:
+        if len(images) != len(features):
+            raise ValueError(f"{len(images)} images but {len(features)} genetic rows")
+        self.images = images
+        self.features = torch.from_numpy(np.asarray(features, dtype=np.float32))
+        self.present = torch.from_numpy(np.asarray(present, dtype=bool))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: Any) -> tuple[Any, ...]:
+        index = key[0] if isinstance(key, tuple) else key
+        return (*self.images[key], self.features[index], self.present[index])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -45,6 +45,7 @@ class EvaluateConfig(ReportOptions):
     out: Path | None = Field(None, description="Output folder (default: RUN/eval-SUBSET next to the checkpoint's run).")
     batch_size: int = Field(8, ge=1, description="Scans per forward pass.")
     allow_seen: bool = Field(False, description="Report scans the model trained or was validated on under a red LEAKAGE banner instead of refusing.")
+    genetics: Path | None = Field(None, description="Genetic table for a model trained with --genetics (default: the table it was trained with).")
 
 
 class ReportConfig(ReportOptions):
@@ -64,6 +65,7 @@ class PredictConfig(BaseModel):
     checkpoint: Path = Field(description="Checkpoint file.", json_schema_extra={"argument": True})
     inputs: list[Path] = Field(description="Scan files, a manifest TSV/CSV, or a BIDS folder (slice models: image files or folders of them).", json_schema_extra={"argument": True})
     out: Path = Field(Path("predictions.tsv"), description="Where to write the predictions table.")
+    genetics: Path | None = Field(None, description="Genetic table for a fusion model (default: the table it was trained with); rows are matched by participant_id.")
 
 
 class BaselineOptions(BaseModel):
@@ -165,3 +167,23 @@ class EvaluateProgressionConfig(BaseModel):
     out: Path | None = Field(None, description="Output folder (default: RUN/eval-<data>).")
     bootstrap: int = Field(2000, ge=100, description="Subject-level bootstrap resamples for the 95 % intervals.")
     seed: int = Field(0, description="Seed of the bootstrap.")
+
+
+AblationArm = Literal["genetics_only", "mri_only", "fusion_concat", "fusion_xattn", "shuffled_genetics"]
+ABLATION_ARMS: tuple[str, ...] = get_args(AblationArm)
+_HIDDEN = {"cli": False}
+
+
+class FusionAblationConfig(CrossValidateConfig):
+    """Does fusing genetics with MRI help? Every arm on the same subject-level folds, compared on the same subjects."""
+
+    genetics: Path = Field(description="Genetic table (TSV/CSV/Parquet keyed by participant_id).", json_schema_extra={"argument": True})  # type: ignore[assignment]
+    out: Path = Field(Path("fusion-ablation"), description="Folder for the folds, one 'alzmri cv' folder per arm, the tables and the comparisons.")
+    arms: list[AblationArm] = Field(
+        default_factory=lambda: list(ABLATION_ARMS),
+        description="Arms: genetics_only, mri_only (the encoder alone), fusion_concat, fusion_xattn, shuffled_genetics (fusion_xattn with the genetic rows permuted across participants).",
+    )
+    bootstrap: int = Field(2000, ge=100, description="Subject-level bootstrap resamples for the intervals and paired differences.")
+    model: str = Field("fusion_xattn", description="(Set per arm.)", json_schema_extra=_HIDDEN)
+    shuffle_genetics: bool = Field(False, description="(Set per arm: shuffled_genetics.)", json_schema_extra=_HIDDEN)
+    freeze_encoder: None = Field(None, description="(Not for the ablation: every arm trains its encoder on the fold's training subjects.)", json_schema_extra=_HIDDEN)  # type: ignore[assignment]

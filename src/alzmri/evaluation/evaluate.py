@@ -15,7 +15,7 @@ from alzmri.data.inputs import read_inputs, same_inputs, spatial_dims
 from alzmri.data.provenance import describe_seen, find_seen, image_hashes
 from alzmri.data.splits import read_split_dir
 from alzmri.evaluation.config import EvaluateConfig, PredictConfig
-from alzmri.evaluation.predict import checkpoint_preprocess, load_classifier, predict_cached, predictions_table, uses_age
+from alzmri.evaluation.predict import checkpoint_genetics, checkpoint_preprocess, load_classifier, predict_cached, predictions_table, uses_age
 from alzmri.io.bids import load_scans
 from alzmri.io.manifest import write_manifest
 from alzmri.utils.errors import AlzmriError, first_line
@@ -56,12 +56,15 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     if config.subset not in splits:
         raise AlzmriError(f"split folder {config.split} has no {config.subset!r} split (has: {', '.join(splits)})")
     classes = list(hp["classes"])
+    genetics = checkpoint_genetics(hp, config.genetics)
     scored: dict[str, pd.DataFrame] = {}
     for name in dict.fromkeys([config.threshold_split, config.subset]):
         if name not in splits:
             continue
         scans = select_scans(cache, splits[name], name)
         scans = scans[scans["diagnosis"].isin(classes)].reset_index(drop=True)
+        if genetics is not None:
+            scans = genetics.select(scans, name)
         if scans.empty:
             if name == config.subset:
                 raise AlzmriError(f"the {name} split of {config.split} has no scans of the model's classes {classes}")
@@ -71,7 +74,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     seen_rows = _check_seen({name: find_seen(hp.get("training_data"), scans, config.cache) for name, scans in scored.items()}, config)
     parts = []
     for name, scans in scored.items():
-        table = predict_cached(model, classes, scans, config.batch_size)
+        table = predict_cached(model, classes, scans, config.batch_size, genetics)
         table.insert(2, "split", name)
         table["image_hash"] = scans["image_hash"].to_numpy()
         parts.append(table)
@@ -91,6 +94,8 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         "train_config": hp.get("train_config", {}),
         "split_level": level,
     }
+    if genetics is not None:
+        context["genetics"] = {k: v for k, v in genetics.record.items() if k != "encoder"}
     report = write_report(
         predictions, classes, out, title=f"{hp['model_name']}: {config.subset} set",
         audit_extra={"images_in_several_splits": duplicate_images(cache, splits), "balance": split_balance(cache, splits, skip=set(predictions["split"])),
@@ -176,9 +181,18 @@ def predict(config: PredictConfig) -> pd.DataFrame:
     rows = _predict_inputs(config.inputs)
     ages = _ages(rows) if uses_age(model) else None
     probs, done, failures = [], [], []
+    genetics = checkpoint_genetics(hp, config.genetics)
+    inputs = genetics.inputs([r["participant_id"] for r in rows]) if genetics is not None and genetics.used else None
+    if inputs is not None and genetics.record.get("missing", "drop") == "drop":
+        for i in np.flatnonzero(~inputs[1]):  # the model never saw a participant without genetics
+            failures.append({"participant_id": rows[i]["participant_id"], "session_id": rows[i].get("session_id", ""), "path": str(rows[i]["path"]),
+                             "error": f"participant {rows[i]['participant_id']} has no row in the genetic table (the model was trained with --missing-genetics drop)"})  # fmt: skip
+    skip = {i for i in range(len(rows)) if inputs is not None and genetics.record.get("missing", "drop") == "drop" and not inputs[1][i]}
     for start in range(0, len(rows), _PREDICT_BATCH):  # bounded memory for long input lists
         arrays, kept = [], []
         for i in range(start, min(start + _PREDICT_BATCH, len(rows))):
+            if i in skip:
+                continue
             try:
                 arrays.append(preprocess_image(rows[i]["path"], preprocess)[0])
             except Exception as exc:  # one unreadable scan must not stop the others
@@ -189,6 +203,8 @@ def predict(config: PredictConfig) -> pd.DataFrame:
         if not kept:
             continue
         extra = [torch.tensor([ages[i] for i in kept])] if ages is not None else []
+        if inputs is not None:
+            extra = [torch.from_numpy(inputs[0][kept]), torch.from_numpy(inputs[1][kept])]
         with torch.no_grad():
             probs.append(torch.softmax(model(torch.from_numpy(np.stack(arrays)[:, None]), *extra), dim=1).numpy())
         done += kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from alzmri.data.dataset import CachedVolumeDataset
+from alzmri.data.genetics import WithGenetics
 from alzmri.io.checkpoint import read_checkpoint
-from alzmri.models import create_model
+import alzmri.fusion  # noqa: F401  (registers the fusion models)
+from alzmri.models import create_model, model_info
 from alzmri.models.weights import load_state
 from alzmri.data.inputs import InputConfig, stored_inputs
 from alzmri.utils.errors import AlzmriError, first_line
@@ -67,7 +70,61 @@ def predictions_table(scans: pd.DataFrame, probs: np.ndarray, classes: list[str]
     return table
 
 
-def predict_cached(model: nn.Module, classes: list[str], scans: pd.DataFrame, batch_size: int = 8) -> pd.DataFrame:
-    """Predictions for cache-manifest rows."""
-    probs = predict_probabilities(model, CachedVolumeDataset(scans, classes, with_age=uses_age(model)), batch_size)
+def predict_cached(model: nn.Module, classes: list[str], scans: pd.DataFrame, batch_size: int = 8, genetics: ModelGenetics | None = None) -> pd.DataFrame:
+    """Predictions for cache-manifest rows (a fusion model also gets each scan's participant's genetics)."""
+    images: torch.utils.data.Dataset = CachedVolumeDataset(scans, classes, with_age=uses_age(model))
+    if genetics is not None and genetics.used:
+        images = WithGenetics(images, *genetics.inputs(scans["participant_id"]))
+    probs = predict_probabilities(model, images, batch_size)
     return predictions_table(scans, probs, classes)
+
+
+@dataclass(frozen=True)
+class ModelGenetics:
+    """The genetics of a checkpoint trained with ``--genetics``: its table (shuffled as in training) and fitted encoder.
+
+    Attributes:
+        table: the genetic table read (rows permuted as in training for the shuffled control).
+        encoder: the encoder fitted on the training participants, rebuilt from the checkpoint.
+        record: the checkpoint's genetics record (source, shuffled, seed, missing, alignment).
+        used: whether the model takes genetics (False for an image model trained with
+            ``--genetics``, which only selected its participants).
+    """
+
+    table: Any
+    encoder: Any
+    record: dict[str, Any]
+    used: bool
+
+    def inputs(self, participants: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(features, present)`` for each participant id."""
+        return self.encoder.transform(self.table, [str(p) for p in participants])
+
+    def select(self, scans: pd.DataFrame, name: str) -> pd.DataFrame:
+        """The scans to score: without the participants lacking genetics when the model was trained with ``--missing-genetics drop``."""
+        from alzmri.data.genetics import keep_with_genetics
+
+        return keep_with_genetics(scans, self.table, name) if self.record.get("missing", "drop") == "drop" else scans
+
+
+def checkpoint_genetics(hp: dict[str, Any], table: str | Path | None = None) -> ModelGenetics | None:
+    """The checkpoint's genetics (None for a model trained without ``--genetics``), read from ``table`` or the training table.
+
+    Raises:
+        AlzmriError: the table is missing or unreadable, or lacks a column the model was trained with.
+    """
+    from alzmri.data.genetics import GeneticEncoder, shuffled
+    from alzmri.io.genetics import read_genetics
+
+    record = hp.get("genetics")
+    if not record:
+        if table is not None:
+            raise AlzmriError(f"this checkpoint ({hp['model_name']}) was trained without genetics; leave --genetics out")
+        return None
+    path = Path(table) if table is not None else Path(record["source"])
+    if not path.is_file():
+        raise AlzmriError(f"genetic table {path} (the one the model was trained with) is not there; pass --genetics TABLE")
+    genetics = read_genetics(path)
+    if record.get("shuffled"):
+        genetics = shuffled(genetics, int(record.get("seed", 0)))
+    return ModelGenetics(genetics, GeneticEncoder.from_dict(record["encoder"]), record, model_info(hp["model_name"]).uses_genetics)

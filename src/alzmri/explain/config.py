@@ -21,6 +21,7 @@ class ExplainConfig(BaseModel):
 
     run: Path = Field(description="Run folder (uses checkpoints/best-loss.ckpt) or a checkpoint file.", json_schema_extra={"argument": True})
     scan: list[Path] | None = Field(None, description="Raw scans to explain (NIfTI or DICOM folders), preprocessed as the model's training data.")
+    genetics: Path | None = Field(None, description="Genetic table for a fusion model (default: the table it was trained with); matched by participant_id (a raw scan's file name).")
     cache: Path | None = Field(None, description="Preprocessing cache whose scans to explain (with --split and --data).")
     split: Path | None = Field(None, description="Split folder (with --cache).")
     data: str = Field("test", description="Which split's scans to explain (with --cache and --split).")

@@ -39,7 +39,7 @@ from scipy import ndimage
 from alzmri.data.dataset import select_scans
 from alzmri.data.provenance import describe_seen, find_seen
 from alzmri.data.splits import read_split_dir
-from alzmri.evaluation.predict import checkpoint_preprocess, load_classifier, uses_age
+from alzmri.evaluation.predict import checkpoint_genetics, checkpoint_preprocess, load_classifier, uses_age
 from alzmri.explain.attribution import attribute
 from alzmri.explain.brain import MOSTLY_OUTSIDE, describe_evidence, evidence_location, outside_note, scan_brain_mask
 from alzmri.explain.config import ExplainConfig
@@ -49,6 +49,8 @@ from alzmri.explain.regions import aggregate_by_class, group_attribution, labels
 from alzmri.io.grids import resample_between
 from alzmri.explain.sanity import GRADIENT_METHODS, cascading_randomization, map_similarity, summarize, summarize_label_randomization
 from alzmri.explain.thresholds import components, threshold_map
+from alzmri.fusion.xattn import WithFixedGenetics
+from alzmri.models import model_info
 from alzmri.io.manifest import write_manifest
 from alzmri.data.synth.derivatives import labels_on_grid, labels_path, strength_on_grid, truth_path
 from alzmri.explain.truth import score_map
@@ -295,13 +297,33 @@ def seen_by_model(rows: list[dict[str, Any]], hp: dict[str, Any], cache: Path | 
     return [found.get(i, "") for i in range(len(rows))]
 
 
+def with_genetics(rows: list[dict[str, Any]], genetics: Any) -> tuple[list[dict[str, Any]], tuple[np.ndarray, np.ndarray, list[str]]]:
+    """The rows a fusion model can explain and their ``(features, present, column names)``.
+
+    Under ``--missing-genetics drop`` (the model never saw a participant without genetics) scans
+    of participants missing from the table are left out, with a note; otherwise they get the
+    missing-genetics token.
+    """
+    features, present = genetics.inputs([r["participant_id"] for r in rows])
+    if genetics.record.get("missing", "drop") == "drop" and not present.all():
+        print(f"{int((~present).sum())} of {len(rows)} scans have no genetic row (matched by participant_id) and are left out (the model was trained with --missing-genetics drop)")
+        keep = np.flatnonzero(present)
+        if not len(keep):
+            raise AlzmriError(f"none of the scans' participants is in the genetic table {genetics.table.source}; pass --genetics TABLE")
+        rows, features, present = [rows[i] for i in keep], features[keep], present[keep]
+    return rows, (features, present, list(genetics.encoder.groups))
+
+
 def explain(config: ExplainConfig) -> dict[str, Any]:
     """Maps, pictures, a per-scan table and the sanity check (see the module docstring)."""
     checkpoint = checkpoint_of(config.run)
     model, hp = load_classifier(checkpoint)
+    fusion = model_info(hp["model_name"]).uses_genetics
     if hp.get("preprocess", {}).get("kind") == "slices":
         from alzmri.explain.slices import explain_slices
 
+        if fusion:
+            raise AlzmriError(f"explaining a 2D fusion model ({hp['model_name']}) is not supported yet; 'alzmri evaluate' and 'alzmri ablate-fusion' work on it")
         out = Path(config.out) if config.out else (Path(config.run) if Path(config.run).is_dir() else checkpoint.parent) / f"explain-{config.method}"
         return explain_slices(config, model, hp, out)
     classes = list(hp["classes"])
@@ -313,6 +335,9 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
                           "or already normalised (SPM, Clinica): say so with --input-space MNI152; "
                           "or --truth with a synthetic cohort (each of its scans carries its own atlas labels)")  # fmt: skip
     rows = scans_to_explain(config, hp)
+    genetic_inputs = None
+    if fusion:
+        rows, genetic_inputs = with_genetics(rows, checkpoint_genetics(hp, config.genetics))
     if not rows:
         raise AlzmriError("no scans to explain")
     seen_in = seen_by_model(rows, hp, config.cache)
@@ -349,6 +374,8 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
     compute_map = map_function(config.method, config.smooth)
     shuffled = None
     if config.label_randomized is not None:
+        if fusion:
+            raise AlzmriError("--label-randomized is not supported for fusion models yet; their control is 'alzmri ablate-fusion' (shuffled_genetics)")
         shuffled, shuffled_hp = label_randomized_model(config.label_randomized, model, classes, hp)
     label_similarity: list[float] = []
     region_rows: list[pd.DataFrame] = []
@@ -358,18 +385,23 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
     keys = [(str(r["participant_id"]), str(r["session_id"])) for r in rows]
     names = [join_ids(*key) or f"scan{i}" for i, key in enumerate(keys)]
     check_distinct(keys, names, "explain")
+    nets = []
     for i, row in enumerate(rows):
         volume = row["volume"]
         age = row["age"] if needs_age else None
         x = torch.from_numpy(volume)[None, None]
+        net = WithFixedGenetics(model, genetic_inputs[0][i], genetic_inputs[1][i]).eval() if genetic_inputs is not None else model
+        nets.append(net)
         with torch.no_grad():
             extra = [torch.tensor([age], dtype=torch.float32)] if needs_age else []
-            probs = torch.softmax(model(x, *extra), dim=1)[0].numpy()
+            probs = torch.softmax(net(x, *extra), dim=1)[0].numpy()
         predicted = classes[int(probs.argmax())]
+        row["predicted_index"] = int(probs.argmax())
         row["target"] = target_for(config.target, classes, row["diagnosis"], probs)
         brain, brain_source = scan_brain_mask(volume, row.get("mask"))
         brain_sources.append(brain_source)
-        raw = compute_map(model, volume, target=row["target"], model_name=hp["model_name"], age=age, **options)
+        row["brain"] = brain
+        raw = compute_map(net, volume, target=row["target"], model_name=hp["model_name"], age=age, **options)
         if not np.isfinite(raw).all():
             raise AlzmriError(f"the {config.method} map of {names[i]} has {int((~np.isfinite(raw)).sum())} NaN or infinite voxels "
                               "(the model's output or gradient is not finite for this scan); check the scan and the checkpoint")  # fmt: skip
@@ -450,9 +482,14 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
         result["label_randomization"] = {"run": str(config.label_randomized), **verdict}
         atomic_write_text(out / "label_randomization.json", json.dumps(result["label_randomization"], indent=2, default=float) + "\n")
         print(f"sanity check (label randomisation): {verdict['message']}")
+    if genetic_inputs is not None and hasattr(model, "genetic_to_image"):
+        from alzmri.explain.fusion_attention import explain_attention
+
+        features, present, columns = genetic_inputs
+        result["attention"] = explain_attention(model, rows, features, present, classes, columns, names, out)
     if config.sanity:
         first = rows[0]
-        steps = cascading_randomization(model, first["volume"], compute_map, age=first["age"] if needs_age else None, target=first["target"],
+        steps = cascading_randomization(nets[0], first["volume"], compute_map, age=first["age"] if needs_age else None, target=first["target"],
                                         absolute=config.method in GRADIENT_METHODS, model_name=hp["model_name"], **options)  # fmt: skip
         verdict = summarize(steps)
         result["sanity"] = {"scan": table[0]["participant_id"], "steps": steps, **verdict}

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from alzmri.models.registry import create_model, model_info
+from alzmri.utils.errors import AlzmriError
 
 
 class GeneticTokens(nn.Module):
@@ -52,6 +53,12 @@ class _Stop(Exception):
     """Raised by the feature hook: the rest of the encoder (its classifier head) is not run."""
 
 
+def _drop_head(model: nn.Module, head: str) -> None:
+    """Replace the classifier module ``head`` (a dotted name) with an identity."""
+    parent, _, name = head.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, nn.Identity())
+
+
 class ImageTokens(nn.Module):
     """The spatial feature map of a registered image model as ``(N, cells, width)`` tokens.
 
@@ -60,21 +67,30 @@ class ImageTokens(nn.Module):
         in_channels: image channels.
         input_size: image edge (fixes the number of cells for the position embedding).
         width: token width.
+        layer: the encoder module whose output becomes the tokens (default: its Grad-CAM layer,
+            the last spatial features); an earlier one gives more, finer cells (resnet10_3d's
+            ``layer4`` is 1³ at a 32³ input, ``layer3`` 2³, ``layer2`` 4³). Modules after it
+            never run.
     """
 
-    def __init__(self, encoder: str, in_channels: int, input_size: int, width: int) -> None:
+    def __init__(self, encoder: str, in_channels: int, input_size: int, width: int, layer: str | None = None) -> None:
         super().__init__()
         info = model_info(encoder)
         self.spatial_dims = info.spatial_dims
+        self.encoder = encoder
         self.model = create_model(encoder, in_channels=in_channels, num_classes=2)
-        self.layer = dict(self.model.named_modules())[info.gradcam_layer]
+        _drop_head(self.model, info.head)  # never run (the hook stops before it): no unused parameters under DDP
         self._features: torch.Tensor | None = None
-        self.layer.register_forward_hook(self._keep)
+        self._layer = layer or info.gradcam_layer
+        names = [n for n, _ in self.model.named_modules() if n]
+        if self._layer not in names:
+            raise AlzmriError(f"encoder {encoder} has no module {self._layer!r}; its modules include {', '.join(n for n in names if '.' not in n)}")
         with torch.no_grad():
             was = self.model.training
             self.model.eval()
             channels, cells = self._map(torch.zeros(1, in_channels, *([input_size] * self.spatial_dims))).shape[1:]
             self.model.train(was)
+        self.grid = self._grid  # the feature map's spatial shape (cells in C order), to map attention back onto the image
         self.project = nn.Linear(channels, width)
         self.position = nn.Parameter(torch.zeros(cells, width))
         nn.init.normal_(self.position, std=0.02)
@@ -85,13 +101,22 @@ class ImageTokens(nn.Module):
         raise _Stop
 
     def _map(self, images: torch.Tensor) -> torch.Tensor:
-        try:  # the hook keeps the feature map and stops there: the encoder's own head never runs
+        # The hook keeps the feature map and stops there: the encoder's own head never runs. It is added for
+        # this call only, after any hooks others put on the layer (Grad-CAM's), so theirs still see the output.
+        handle = self.model.get_submodule(self._layer).register_forward_hook(self._keep)
+        try:
             self.model(images)
         except _Stop:
             pass
+        finally:
+            handle.remove()
         features, self._features = self._features, None
         if features is None:
             raise RuntimeError("the image encoder's feature layer did not run")
+        if features.dim() == 3:  # a transformer's (N, tokens, C): no grid to map back onto
+            self._grid: tuple[int, ...] = (features.shape[1],)
+            return features.transpose(1, 2)
+        self._grid = tuple(features.shape[2:])
         return features.flatten(2)  # (N, C, cells)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -100,6 +125,24 @@ class ImageTokens(nn.Module):
         if features.shape[2] != self.cells:
             raise ValueError(f"the image gives {features.shape[2]} feature cells, the model was built for {self.cells}: use the input size it was built with")
         return self.project(features.transpose(1, 2)) + self.position
+
+
+class WithFixedGenetics(nn.Module):
+    """A fusion model seen as an image model for one participant: ``forward(images)`` with that participant's genetics.
+
+    For attribution methods (Grad-CAM, occlusion...) that call ``model(images)``: the genetics
+    (``(F,)`` features, presence flag) are repeated over the batch.
+    """
+
+    def __init__(self, fusion: nn.Module, genetics: torch.Tensor, present: bool) -> None:
+        super().__init__()
+        self.fusion = fusion
+        self.register_buffer("genetics", torch.as_tensor(genetics, dtype=torch.float32).reshape(1, -1))
+        self.register_buffer("present", torch.tensor([bool(present)]))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        n = images.shape[0]
+        return self.fusion(images, self.genetics.expand(n, -1), self.present.expand(n))
 
 
 class CrossAttention(nn.Module):
@@ -141,10 +184,10 @@ class FusionXAttn(nn.Module):
     """
 
     def __init__(self, groups: list[int], encoder: str, in_channels: int = 1, num_classes: int = 2, input_size: int = 32,
-                 width: int = 64, heads: int = 4, dropout: float = 0.1) -> None:
+                 width: int = 64, heads: int = 4, dropout: float = 0.1, feature_layer: str | None = None) -> None:
         super().__init__()
         self.genetic = GeneticTokens(groups, width)
-        self.image = ImageTokens(encoder, in_channels, input_size, width)
+        self.image = ImageTokens(encoder, in_channels, input_size, width, feature_layer)
         self.genetic_to_image = CrossAttention(width, heads, dropout)
         self.image_to_genetic = CrossAttention(width, heads, dropout)
         self.head = nn.Sequential(nn.LayerNorm(2 * width), nn.Linear(2 * width, width), nn.GELU(), nn.Dropout(dropout), nn.Linear(width, num_classes))
@@ -162,9 +205,9 @@ class FusionConcat(nn.Module):
     """The ablation without attention: pooled image features and a genetics MLP, concatenated, then an MLP."""
 
     def __init__(self, groups: list[int], encoder: str, in_channels: int = 1, num_classes: int = 2, input_size: int = 32,
-                 width: int = 64, dropout: float = 0.1) -> None:
+                 width: int = 64, dropout: float = 0.1, feature_layer: str | None = None) -> None:
         super().__init__()
-        self.image = ImageTokens(encoder, in_channels, input_size, width)
+        self.image = ImageTokens(encoder, in_channels, input_size, width, feature_layer)
         self.genetic = _mlp(sum(groups) + 1, [128], width, dropout)  # + presence flag
         self.head = _mlp(2 * width, [width], num_classes, dropout)
 

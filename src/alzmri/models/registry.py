@@ -34,7 +34,11 @@ class ModelInfo:
         head: name of the classifier module (a new head trains at a higher learning rate).
         adapt_weights: ``(state_dict, model) -> (state_dict, notes)`` fitting a foreign
             checkpoint (e.g. RGB video weights) to the model before a strict load.
-        spatial_dims: 3 for volumes, 2 for slices.
+        spatial_dims: 3 for volumes, 2 for slices, 0 for the fusion models (their image
+            encoder's, an ``encoder`` argument naming another registered model).
+        inputs: ``"image"``, or ``"image+genetics"`` for the fusion models, whose
+            ``forward(images, genetics, present)`` also takes encoded genetics and whether each
+            participant has any (builders take ``groups``: features per genetic column).
     """
 
     name: str
@@ -47,6 +51,12 @@ class ModelInfo:
     head: str = "head"
     adapt_weights: Callable[[dict[str, Any], nn.Module], tuple[dict[str, Any], list[str]]] | None = None
     spatial_dims: int = 3
+    inputs: str = "image"
+
+    @property
+    def uses_genetics(self) -> bool:
+        """Whether the model takes genetics besides the image."""
+        return self.inputs == "image+genetics"
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -60,6 +70,7 @@ def register_model(
     head: str = "head",
     adapt_weights: Callable[[dict[str, Any], nn.Module], tuple[dict[str, Any], list[str]]] | None = None,
     spatial_dims: int = 3,
+    inputs: str = "image",
 ) -> Callable:
     """Decorator that registers a builder under its function name (see :class:`ModelInfo`)."""
 
@@ -71,7 +82,7 @@ def register_model(
             k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty
         }
         doc = (inspect.getdoc(fn) or "").splitlines()
-        _REGISTRY[name] = ModelInfo(name, fn, min_input_size, default_input_size, doc[0] if doc else "", defaults, gradcam_layer, head, adapt_weights, spatial_dims)
+        _REGISTRY[name] = ModelInfo(name, fn, min_input_size, default_input_size, doc[0] if doc else "", defaults, gradcam_layer, head, adapt_weights, spatial_dims, inputs)
         return fn
 
     return wrap

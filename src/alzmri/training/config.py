@@ -113,6 +113,23 @@ class TrainConfig(BaseModel):
         "the best-validation checkpoints are kept across phases.",
         json_schema_extra={"text": True},
     )
+    genetics: Path | None = Field(
+        None, description="Genetic table (TSV/CSV/Parquet keyed by participant_id) for fusion_xattn, fusion_concat, genetics_only; "
+        "with an image model it only selects the participants (see --missing-genetics), so an MRI-only run scores the same subjects.",
+    )
+    encoder: str | None = Field(None, description="Image encoder of fusion_xattn / fusion_concat: any registered image model (default: resnet10_3d, small_cnn_2d for slices).")
+    encoder_layer: str | None = Field(
+        None, description="Module of the encoder whose feature map becomes the image tokens (default: its Grad-CAM layer; e.g. layer3 of resnet10_3d for 2³ cells at 32³ instead of 1³).",
+    )
+    missing_genetics: Literal["drop", "mask"] = Field(
+        "drop", description="Participants with images but no genetic row: drop their scans, or keep them with a learned missing-genetics token (mask).",
+    )
+    shuffle_genetics: bool = Field(
+        False, description="Control: permute the genetic rows across participants (seeded, in training and evaluation alike), so any gain over MRI-only is noise.",
+    )
+    freeze_encoder: Path | None = Field(
+        None, description="Checkpoint of an earlier image-only run of the encoder model: its weights become the fusion model's image encoder, frozen.",
+    )
     seed: int = Field(0, description="Random seed (weights, batches, augmentation).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")
@@ -157,6 +174,17 @@ class TrainConfig(BaseModel):
         if self.epochs not in (total, fields["epochs"].get_default()):
             raise ValueError(f"--epochs {self.epochs} differs from the phases' {total} epochs; leave --epochs out")
         object.__setattr__(self, "epochs", total)
+        return self
+
+    @model_validator(mode="after")
+    def _genetics_options(self) -> TrainConfig:
+        if self.genetics is None:
+            given = sorted(k for k in ("encoder", "encoder_layer", "shuffle_genetics", "freeze_encoder") if getattr(self, k) not in (None, False))
+            given += ["missing_genetics"] if self.missing_genetics != "drop" else []
+            if given:
+                raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need --genetics TABLE (the fusion models' genetic table)")
+        if self.age_encoding and self.genetics is not None:
+            raise ValueError("--age-encoding does not combine with --genetics (the fusion models take no age input)")
         return self
 
     @model_validator(mode="after")

@@ -36,7 +36,8 @@ from alzmri.data.inputs import input_channels, read_inputs, spatial_dims
 from alzmri.data.label_checks import check_training_splits, compare_labels
 from alzmri.data.provenance import training_record
 from alzmri.data.splits import read_split_dir
-from alzmri.io.manifest import DIAGNOSES
+from alzmri.io.manifest import DIAGNOSES, write_manifest
+import alzmri.fusion  # noqa: F401  (registers the fusion models)
 from alzmri.models import model_info
 from alzmri.training.config import SLICE_AUGMENTATIONS, TrainConfig
 from alzmri.utils.atomic import atomic_write_text
@@ -47,7 +48,8 @@ from alzmri.utils.run_folder import claim_run_dir
 # Settings that do not change the trained weights (a run may resume with other values).
 _NOT_HASHED = {"progress", "num_workers", "threads", "run_name", "out", "resume", "device", "trackers", "tracking_uri", "experiment"}
 # Settings added after runs existed: left out of the hash at their default, so those runs keep their names.
-_ADDED_LATER = {"shuffle_labels": False, "head": None, "phases": None}
+_ADDED_LATER = {"shuffle_labels": False, "head": None, "phases": None, "genetics": None, "encoder": None, "encoder_layer": None, "missing_genetics": "drop",
+                "shuffle_genetics": False, "freeze_encoder": None}  # fmt: skip
 
 
 def hashed_fields(config: TrainConfig) -> dict[str, Any]:
@@ -63,6 +65,8 @@ def run_name_for(config: TrainConfig) -> str:
     payload = hashed_fields(config)
     payload["cache"] = str(Path(config.cache).resolve())
     payload["split"] = str(Path(config.split).resolve())
+    if config.genetics is not None:
+        payload["genetics"] = str(Path(config.genetics).resolve())
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
     return f"{config.model}-{digest}"
 
@@ -141,14 +145,20 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
     if config.phases:
         _check_phase_modules(config)
     dims = spatial_dims(preprocess)
-    if info.spatial_dims != dims:
+    genetics = None
+    if config.genetics is not None or info.uses_genetics:
+        genetics, train, val = prepare_genetics(config, cache, train, val)
+    image_info = image_model(config, info, dims)
+    if image_info.spatial_dims not in (0, dims):
         kind = ("slices", "a 2D model (small_cnn_2d, resnet18_2d, efficientnet_b4_2d)") if dims == 2 else ("volumes", "a 3D model")
-        raise AlzmriError(f"model {config.model} is {info.spatial_dims}D but the cache holds {kind[0]}; pick {kind[1]} (see 'alzmri models list')")
-    if preprocess.size < info.min_input_size:
+        name = f"encoder {image_info.name}" if image_info is not info else f"model {config.model}"
+        raise AlzmriError(f"{name} is {image_info.spatial_dims}D but the cache holds {kind[0]}; pick {kind[1]} (see 'alzmri models list')")
+    min_size = max(info.min_input_size, image_info.min_input_size)
+    if preprocess.size < min_size:
         power, remake = ("² pixels", "import or cut the slices with --size") if dims == 2 else ("³ voxels", "preprocess with --size")
         raise AlzmriError(
-            f"model {config.model} needs inputs of at least {info.min_input_size}{power}; the cache holds "
-            f"{preprocess.size}{power[0]} ({remake} {info.min_input_size} or more, or pick another model)"
+            f"model {config.model} needs inputs of at least {min_size}{power}; the cache holds "
+            f"{preprocess.size}{power[0]} ({remake} {min_size} or more, or pick another model)"
         )
     model_kwargs: dict[str, Any] = {"num_classes": len(classes), "input_size": preprocess.size, "dropout": config.dropout,
                                     "in_channels": input_channels(preprocess)}  # fmt: skip
@@ -163,8 +173,15 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
         model_kwargs["age_encoding"] = True
         for part in (train, val):  # a missing age fails here, before any run folder is made
             CachedVolumeDataset(part, classes, with_age=True)
+    if genetics is not None:
+        model_kwargs["groups"] = [len(g) for g in genetics["encoder"].groups.values()]
+        model_kwargs["encoder"] = image_info.name
+        if config.encoder_layer is not None:
+            if "feature_layer" not in info.defaults:
+                raise AlzmriError(f"model {config.model} has no image encoder; leave --encoder-layer out")
+            model_kwargs["feature_layer"] = config.encoder_layer
     # Models without an input-size or dropout argument (global pooling) simply do not get one.
-    model_kwargs = {k: v for k, v in model_kwargs.items() if k in info.defaults}
+    model_kwargs = {k: v for k, v in model_kwargs.items() if k in model_info(config.model).defaults}
     return {
         "train": train,
         "val": val,
@@ -173,7 +190,46 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
         "model_kwargs": model_kwargs,
         "weights": class_weights(train["diagnosis"], classes) if config.class_weights else None,
         "split_level": level,
+        "genetics": genetics,
     }
+
+
+def image_model(config: TrainConfig, info: Any, dims: int) -> Any:
+    """The registry entry of the network that reads the image: the model, or a fusion model's ``--encoder``."""
+    if config.encoder is not None and "encoder" not in info.defaults:
+        raise AlzmriError(f"model {config.model} has no image encoder; leave --encoder out (fusion_xattn and fusion_concat have one)")
+    if "encoder" not in info.defaults:
+        return info
+    from alzmri.fusion.registry import DEFAULT_ENCODER
+
+    encoder = model_info(config.encoder or DEFAULT_ENCODER[dims])
+    if encoder.uses_genetics:
+        raise AlzmriError(f"--encoder {encoder.name} is a fusion model; the encoder must be an image model (see 'alzmri models list')")
+    return encoder
+
+
+def prepare_genetics(config: TrainConfig, cache: pd.DataFrame, train: pd.DataFrame, val: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """Read, align by participant_id and encode the genetic table (fitted on the training participants only).
+
+    Returns the genetics record (table, encoder, alignment, settings) and the train and val scans,
+    without the participants lacking genetics under ``--missing-genetics drop``.
+    """
+    from alzmri.data.genetics import GeneticEncoder, align, keep_with_genetics, shuffled
+    from alzmri.io.genetics import read_genetics
+
+    if config.genetics is None:
+        raise AlzmriError(f"model {config.model} fuses genetics with the image: give --genetics TABLE (a TSV/CSV/Parquet keyed by participant_id)")
+    table = read_genetics(config.genetics)
+    if config.shuffle_genetics:
+        table = shuffled(table, config.seed)
+    alignment = align(cache["participant_id"], table)
+    print(alignment.summary())
+    if config.missing_genetics == "drop":
+        train, val = keep_with_genetics(train, table, "train"), keep_with_genetics(val, table, "val")
+    encoder = GeneticEncoder.fit(table, sorted(set(train["participant_id"].astype(str))))
+    record = {"source": str(Path(config.genetics).resolve()), "shuffled": config.shuffle_genetics, "seed": config.seed, "missing": config.missing_genetics,
+              "alignment": {"matched": len(alignment.matched), "imaging_only": len(alignment.imaging_only), "genetics_only": len(alignment.genetics_only)}}  # fmt: skip
+    return {"table": table, "encoder": encoder, "alignment": alignment, "record": record}, train, val
 
 
 def for_inputs(config: TrainConfig, inputs: Any) -> TrainConfig:
@@ -242,7 +298,11 @@ def fit(config: TrainConfig) -> Path:
         "n_val_scans": len(data["val"]),
         "split_level": data["split_level"],
     }
+    if data["genetics"] is not None:
+        record["genetics"] = data["genetics"]["record"]
     created = claim_run_dir(run_dir, record) if is_rank_zero() else False
+    if data["genetics"] is not None and is_rank_zero():
+        write_manifest(data["genetics"]["alignment"].table(), run_dir / "genetics_alignment.tsv")
     result_path = run_dir / "result.json"
     if result_path.is_file():
         print(f"run {run_dir} is already finished; delete result.json to train again")

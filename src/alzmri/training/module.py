@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+import alzmri.fusion  # noqa: F401  (registers the fusion models)
 from alzmri.models import create_model, model_info
 from alzmri.training import transfer
 from alzmri.training.phases import PhaseSchedule
@@ -42,6 +43,10 @@ class Classifier(pl.LightningModule):
         training_data: ids and content hashes of the train and val scans
             (:func:`alzmri.data.provenance.training_record`), so scoring commands can tell
             which scans the model has seen.
+        genetics: for a run with ``--genetics``: the table's path, whether its rows were
+            shuffled (and the seed), the missing-genetics policy, the alignment counts and the
+            fitted :class:`~alzmri.data.genetics.GeneticEncoder` as plain data
+            (``GeneticEncoder.to_dict``), so scoring rebuilds the exact encoding.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class Classifier(pl.LightningModule):
         head_lr_mult: float = 1.0,
         warmup_epochs: int = 0,
         training_data: dict[str, Any] | None = None,
+        genetics: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

@@ -8,18 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from torch.utils.data import DataLoader
 
 from alzmri.data.dataset import CachedVolumeDataset, EpochSeededSampler
+from alzmri.data.genetics import WithGenetics
 from alzmri.data.inputs import spatial_dims
-from alzmri.models.registry import count_parameters
+from alzmri.models.registry import count_parameters, model_info
 from alzmri.training.augment import training_transform
 from alzmri.training.callbacks import BestValidationConfusion, EarlyStoppingOnLossOrAccuracy, EpochMetricsWriter
 from alzmri.training.checkpoint_io import AtomicCheckpointIO
 from alzmri.training.config import TrainConfig
 from alzmri.training.devices import global_rank, training_layout
+from alzmri.training.frozen_encoder import load_frozen_encoder
 from alzmri.training.module import Classifier, NonFiniteLossError
 from alzmri.training.run_checkpoints import RunCheckpoints
 from alzmri.training.tracking import build_loggers, log_run_files, quiet_libraries
@@ -45,6 +48,10 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
     with_age = config.age_encoding
     train_ds = CachedVolumeDataset(data["train"], classes, training_transform(config.augment, config.augmentations, spatial_dims(data["preprocess"]), pad=background_pad(data["preprocess"])), seed=config.seed, with_age=with_age)
     val_ds = CachedVolumeDataset(data["val"], classes, with_age=with_age)
+    genetics = data.get("genetics")
+    if genetics is not None and model_info(config.model).uses_genetics:
+        train_ds, val_ds = (WithGenetics(ds, *genetics["encoder"].transform(genetics["table"], list(data[name]["participant_id"])))
+                            for ds, name in ((train_ds, "train"), (val_ds, "val")))  # fmt: skip
     # Each process trains on its shard; every process validates on the whole val set (small).
     sampler = EpochSeededSampler(len(train_ds), config.seed, num_replicas=layout.world_size, rank=rank)
     train_loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, drop_last=len(sampler) > config.batch_size)
@@ -66,9 +73,16 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
         head_lr_mult=config.head_lr_mult if config.head_lr_mult is not None else (10.0 if config.pretrained and not config.phases else 1.0),
         warmup_epochs=config.warmup_epochs,
         training_data=data.get("training_data"),
+        genetics={**genetics["record"], "encoder": genetics["encoder"].to_dict()} if genetics is not None else None,
     )
+    tokens = getattr(getattr(module.model, "image", None), "grid", None)
+    if rank == 0 and tokens is not None and hasattr(module.model, "genetic_to_image") and int(np.prod(tokens)) < 8:
+        print(f"warning: the encoder's feature map is {'x'.join(map(str, tokens))} at this input size: the genetic tokens attend over "
+              f"{int(np.prod(tokens))} image token(s), next to a fixed map; pick an earlier --encoder-layer (e.g. layer3 or layer2 of a ResNet) or a larger input")  # fmt: skip
+    if config.freeze_encoder is not None:
+        for note in load_frozen_encoder(module, config.freeze_encoder):
+            print(f"--freeze-encoder: {note}")
     if config.pretrained:
-        from alzmri.models import model_info
         from alzmri.models.weights import load_weights
 
         for note in load_weights(module.model, config.pretrained, adapt=model_info(config.model).adapt_weights):
