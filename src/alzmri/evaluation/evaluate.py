@@ -18,6 +18,7 @@ from alzmri.evaluation.config import EvaluateConfig, PredictConfig
 from alzmri.evaluation.predict import checkpoint_genetics, checkpoint_preprocess, load_classifier, predict_cached, predictions_table, uses_age
 from alzmri.io.bids import load_scans
 from alzmri.io.manifest import write_manifest
+from alzmri.models import model_info
 from alzmri.utils.errors import AlzmriError, first_line
 from alzmri.utils.hashing import content_digest
 
@@ -64,7 +65,13 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         scans = select_scans(cache, splits[name], name)
         scans = scans[scans["diagnosis"].isin(classes)].reset_index(drop=True)
         if genetics is not None:
-            scans = genetics.select(scans, name)
+            try:
+                scans = genetics.select(scans, name)
+            except AlzmriError:
+                if name == config.subset:
+                    raise
+                print(f"note: no participant of the {name} split has genetics; the threshold is not chosen on it")
+                continue
         if scans.empty:
             if name == config.subset:
                 raise AlzmriError(f"the {name} split of {config.split} has no scans of the model's classes {classes}")
@@ -168,6 +175,9 @@ def predict(config: PredictConfig) -> pd.DataFrame:
 
     model, hp = load_classifier(config.checkpoint)
     preprocess = checkpoint_preprocess(hp)
+    fusion = model_info(hp["model_name"]).uses_genetics
+    if fusion and spatial_dims(preprocess) == 2:
+        raise AlzmriError(f"predicting images with a 2D fusion model ({hp['model_name']}) is not supported yet; use 'alzmri evaluate' on a slice cache")
     if spatial_dims(preprocess) == 2:
         from alzmri.evaluation.predict_slices import predict_images
 
@@ -181,8 +191,11 @@ def predict(config: PredictConfig) -> pd.DataFrame:
     rows = _predict_inputs(config.inputs)
     ages = _ages(rows) if uses_age(model) else None
     probs, done, failures = [], [], []
-    genetics = checkpoint_genetics(hp, config.genetics)
-    inputs = genetics.inputs([r["participant_id"] for r in rows]) if genetics is not None and genetics.used else None
+    genetics = checkpoint_genetics(hp, config.genetics) if fusion else None  # an image model trained with --genetics needs no table here
+    inputs = genetics.inputs([r["participant_id"] for r in rows]) if genetics is not None else None
+    if inputs is not None and not inputs[1].any() and genetics.record.get("missing") == "mask":
+        print(f"warning: no input's participant_id is in the genetic table {genetics.table.source}: every scan is predicted with the "
+              "missing-genetics token (scan files are named by file; predict from a manifest or BIDS folder to match participants)")  # fmt: skip
     if inputs is not None and genetics.record.get("missing", "drop") == "drop":
         for i in np.flatnonzero(~inputs[1]):  # the model never saw a participant without genetics
             failures.append({"participant_id": rows[i]["participant_id"], "session_id": rows[i].get("session_id", ""), "path": str(rows[i]["path"]),

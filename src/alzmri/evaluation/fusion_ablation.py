@@ -8,8 +8,8 @@ shuffled-genetics arm is ``fusion_xattn`` with the genetic rows permuted across 
 it is no better than MRI-only, the fusion gain comes from each person's own genes.
 
 Each arm's out-of-fold test predictions (every subject scored once, by the fold that held it
-out) are pooled into ``ARM/oof_predictions.tsv``; AUC and balanced accuracy get subject-bootstrap
-95 % intervals, and the pairs are compared as ``alzmri compare`` does (DeLong on the same
+out) are pooled into ``ARM/oof_predictions.tsv``; per subject (probabilities averaged over its
+sessions), AUC and balanced accuracy get bootstrap 95 % intervals over subjects, and the pairs are compared as ``alzmri compare`` does (DeLong on the same
 subjects, McNemar, a paired bootstrap of the balanced-accuracy difference). For the
 cross-attention arms, the attention the image tokens give each genetic column is averaged over
 the held-out scans of every fold and ranked.
@@ -20,7 +20,7 @@ Layout of ``OUT``::
     <arm>/                          an 'alzmri cv' folder (fold-<k> runs, cv_folds.tsv) + oof_predictions.tsv
     ablation.tsv                    one row per arm: AUC and balanced accuracy with intervals
     comparisons.tsv                 one row per compared pair
-    attention_genetic.tsv           genetic columns ranked by attention (fusion_xattn; shuffled control beside it)
+    attention_genetic_<arm>.tsv     genetic columns ranked by attention (fusion_xattn, and the shuffled control)
     ablation.json                   all of the above
 """
 
@@ -74,11 +74,14 @@ def _interval(ci: dict[str, Any]) -> str:
 
 
 def arm_metrics(table: pd.DataFrame, classes: list[str], n_resamples: int, seed: int) -> dict[str, Any]:
-    """AUC (the positive class, or macro one-vs-rest) and balanced accuracy of pooled predictions, with subject-bootstrap intervals."""
+    """Per subject (probabilities averaged over sessions, as ``compare`` pairs them): AUC (the positive class, or macro one-vs-rest)
+    and balanced accuracy of the pooled predictions, with bootstrap intervals over subjects."""
+    from alzmri.evaluation.metrics import subject_level
     from alzmri.evaluation.report import confidence_intervals
 
-    ci = confidence_intervals(table, classes, n_resamples=n_resamples, level=0.95, seed=seed)
-    return {"n_subjects": int(table["participant_id"].nunique()), "n_scans": len(table), "auc": ci["macro_auc"], "balanced_accuracy": ci["balanced_accuracy"]}
+    subjects = subject_level(table, classes)
+    ci = confidence_intervals(subjects, classes, n_resamples=n_resamples, level=0.95, seed=seed)
+    return {"n_subjects": len(subjects), "n_scans": len(table), "auc": ci["macro_auc"], "balanced_accuracy": ci["balanced_accuracy"]}
 
 
 def compare_arms(out: Path, pairs: list[tuple[str, str]], n_resamples: int, seed: int) -> list[dict[str, Any]]:

@@ -89,14 +89,22 @@ def plot_heatmap(attention: Attention, columns: list[str], classes: list[str], r
 def explain_attention(model: torch.nn.Module, rows: list[dict[str, Any]], features: np.ndarray, present: np.ndarray, classes: list[str],
                       columns: list[str], names: list[str], out: Path) -> dict[str, Any]:  # fmt: skip
     """Write the attention tables and pictures (see the module docstring) for the explained scans."""
+    grid, shape = tuple(model.image.grid), rows[0]["volume"].shape
+    if not np.asarray(present).any():
+        print("attention: no explained scan has genetics, so there is no genetic attention to show")
+        return {}
     labels = [classes.index(r["diagnosis"]) if r["diagnosis"] in classes else int(r["predicted_index"]) for r in rows]
     items = [(torch.from_numpy(r["volume"])[None], labels[i], torch.from_numpy(features[i]), torch.tensor(bool(present[i]))) for i, r in enumerate(rows)]
     attention = collect_attention(model, items)
-    grid, shape = tuple(model.image.grid), rows[0]["volume"].shape
-    ranking, cells = attention_tables(attention, columns, classes, grid, shape)
+    if len(grid) != len(shape):  # a transformer's token sequence: no grid to put back on the image
+        grid = (attention.genetic_to_image.shape[-1],)
+    ranking, cells = attention_tables(attention, columns, classes, grid, shape) if len(grid) == len(shape) else (genetic_ranking(attention, columns, classes), pd.DataFrame())
     write_manifest(ranking, out / "attention_genetic.tsv")
     write_manifest(cells, out / "attention_cells.tsv")
     pictures = [plot_heatmap(attention, columns, classes, ranking, out / "attention_heatmap.png")]
+    if len(grid) != len(shape):
+        print("attention: the encoder's tokens are a sequence (a transformer), not a grid: ranking and heatmap, no overlays")
+        return {"ranking": ranking.head(TOP_COLUMNS).to_dict("records"), "pictures": [], "grid": list(grid)}
     per_scan = attention.genetic_to_image.mean(axis=1)  # (N, cells): attention each cell gets from the genetic tokens
     for i, row in enumerate(rows):
         plot_triplanar(row["volume"], _in_brain(on_image(per_scan[i], grid, shape), row["brain"]), out / names[i] / "attention.png", predicted=classes[labels[i]],

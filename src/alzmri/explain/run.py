@@ -305,6 +305,9 @@ def with_genetics(rows: list[dict[str, Any]], genetics: Any) -> tuple[list[dict[
     missing-genetics token.
     """
     features, present = genetics.inputs([r["participant_id"] for r in rows])
+    if not present.any() and genetics.record.get("missing") == "mask":
+        print(f"warning: no scan's participant_id is in the genetic table {genetics.table.source}: every scan is explained with the "
+              "missing-genetics token (raw scans are named by file; explain cached scans with --cache and --split to match participants)")  # fmt: skip
     if genetics.record.get("missing", "drop") == "drop" and not present.all():
         print(f"{int((~present).sum())} of {len(rows)} scans have no genetic row (matched by participant_id) and are left out (the model was trained with --missing-genetics drop)")
         keep = np.flatnonzero(present)
@@ -319,6 +322,8 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
     checkpoint = checkpoint_of(config.run)
     model, hp = load_classifier(checkpoint)
     fusion = model_info(hp["model_name"]).uses_genetics
+    if fusion and "encoder" not in model_info(hp["model_name"]).defaults:
+        raise AlzmriError(f"{hp['model_name']} does not look at the image, so there is no map to explain; its genetic columns are ranked by 'alzmri ablate-fusion'")
     if hp.get("preprocess", {}).get("kind") == "slices":
         from alzmri.explain.slices import explain_slices
 

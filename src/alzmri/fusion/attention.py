@@ -61,7 +61,7 @@ def genetic_ranking(attention: Attention, columns: list[str], classes: list[str]
     for k, name in enumerate(classes):
         rows = received[labels == k]
         table[f"attention_{name}"] = rows.mean(axis=0) if len(rows) else np.nan
-    table["rank"] = table["attention"].rank(ascending=False, method="min").astype(int)
+    table["rank"] = table["attention"].rank(ascending=False, method="min", na_option="bottom").astype(int)
     table["uniform"] = 1.0 / len(columns)  # what attention spread evenly over the columns would give
     return table.sort_values("rank").reset_index(drop=True)
 

@@ -78,7 +78,8 @@ class ImageTokens(nn.Module):
         info = model_info(encoder)
         self.spatial_dims = info.spatial_dims
         self.encoder = encoder
-        self.model = create_model(encoder, in_channels=in_channels, num_classes=2)
+        sized = {"input_size": input_size} if "input_size" in info.defaults else {}  # e.g. a ViT's patch grid
+        self.model = create_model(encoder, in_channels=in_channels, num_classes=2, **sized)
         _drop_head(self.model, info.head)  # never run (the hook stops before it): no unused parameters under DDP
         self._features: torch.Tensor | None = None
         self._layer = layer or info.gradcam_layer

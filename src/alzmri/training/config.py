@@ -121,6 +121,9 @@ class TrainConfig(BaseModel):
     encoder_layer: str | None = Field(
         None, description="Module of the encoder whose feature map becomes the image tokens (default: its Grad-CAM layer; e.g. layer3 of resnet10_3d for 2³ cells at 32³ instead of 1³).",
     )
+    fusion_dropout: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Dropout of the fusion models' attention and MLPs (default: theirs, 0.1; genetics_only 0.3); --dropout is the image models' head's.",
+    )
     missing_genetics: Literal["drop", "mask"] = Field(
         "drop", description="Participants with images but no genetic row: drop their scans, or keep them with a learned missing-genetics token (mask).",
     )
@@ -179,7 +182,7 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _genetics_options(self) -> TrainConfig:
         if self.genetics is None:
-            given = sorted(k for k in ("encoder", "encoder_layer", "shuffle_genetics", "freeze_encoder") if getattr(self, k) not in (None, False))
+            given = sorted(k for k in ("encoder", "encoder_layer", "fusion_dropout", "shuffle_genetics", "freeze_encoder") if getattr(self, k) not in (None, False))
             given += ["missing_genetics"] if self.missing_genetics != "drop" else []
             if given:
                 raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need --genetics TABLE (the fusion models' genetic table)")

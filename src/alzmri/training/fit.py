@@ -48,7 +48,7 @@ from alzmri.utils.run_folder import claim_run_dir
 # Settings that do not change the trained weights (a run may resume with other values).
 _NOT_HASHED = {"progress", "num_workers", "threads", "run_name", "out", "resume", "device", "trackers", "tracking_uri", "experiment"}
 # Settings added after runs existed: left out of the hash at their default, so those runs keep their names.
-_ADDED_LATER = {"shuffle_labels": False, "head": None, "phases": None, "genetics": None, "encoder": None, "encoder_layer": None, "missing_genetics": "drop",
+_ADDED_LATER = {"shuffle_labels": False, "head": None, "phases": None, "genetics": None, "encoder": None, "encoder_layer": None, "fusion_dropout": None, "missing_genetics": "drop",
                 "shuffle_genetics": False, "freeze_encoder": None}  # fmt: skip
 
 
@@ -65,8 +65,9 @@ def run_name_for(config: TrainConfig) -> str:
     payload = hashed_fields(config)
     payload["cache"] = str(Path(config.cache).resolve())
     payload["split"] = str(Path(config.split).resolve())
-    if config.genetics is not None:
-        payload["genetics"] = str(Path(config.genetics).resolve())
+    for option in ("genetics", "freeze_encoder"):
+        if getattr(config, option) is not None:
+            payload[option] = str(Path(getattr(config, option)).resolve())
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
     return f"{config.model}-{digest}"
 
@@ -176,6 +177,8 @@ def prepare(config: TrainConfig) -> dict[str, Any]:
     if genetics is not None:
         model_kwargs["groups"] = [len(g) for g in genetics["encoder"].groups.values()]
         model_kwargs["encoder"] = image_info.name
+        if config.fusion_dropout is not None:
+            model_kwargs["fusion_dropout"] = config.fusion_dropout
         if config.encoder_layer is not None:
             if "feature_layer" not in info.defaults:
                 raise AlzmriError(f"model {config.model} has no image encoder; leave --encoder-layer out")

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alzmri.io.checkpoint import read_checkpoint
 from alzmri.models.weights import load_state
 from alzmri.utils.errors import AlzmriError
+
+
+def with_encoder_data(record: dict[str, Any] | None, checkpoint: Path) -> dict[str, Any] | None:
+    """The fusion run's training-data record plus the scans the frozen encoder's run trained and was validated on.
+
+    So ``evaluate`` refuses (or flags) test scans the encoder saw, as for any model.
+    """
+    earlier = read_checkpoint(checkpoint)["hparams"].get("training_data")
+    if record is None or not earlier:
+        return record
+    merged = {**record}
+    for part in ("train", "val"):
+        if part in earlier:
+            merged[part] = {key: list(record.get(part, {}).get(key, [])) + list(earlier[part].get(key, [])) for key in set(record.get(part, {})) | set(earlier[part])}
+    return merged
 
 
 def load_frozen_encoder(module: object, checkpoint: Path) -> list[str]:

@@ -22,7 +22,7 @@ from alzmri.training.callbacks import BestValidationConfusion, EarlyStoppingOnLo
 from alzmri.training.checkpoint_io import AtomicCheckpointIO
 from alzmri.training.config import TrainConfig
 from alzmri.training.devices import global_rank, training_layout
-from alzmri.training.frozen_encoder import load_frozen_encoder
+from alzmri.training.frozen_encoder import load_frozen_encoder, with_encoder_data
 from alzmri.training.module import Classifier, NonFiniteLossError
 from alzmri.training.run_checkpoints import RunCheckpoints
 from alzmri.training.tracking import build_loggers, log_run_files, quiet_libraries
@@ -72,7 +72,7 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
         # with --phases each phase's rate is the head's too (a head-only phase at 1e-3 trains at 1e-3)
         head_lr_mult=config.head_lr_mult if config.head_lr_mult is not None else (10.0 if config.pretrained and not config.phases else 1.0),
         warmup_epochs=config.warmup_epochs,
-        training_data=data.get("training_data"),
+        training_data=with_encoder_data(data.get("training_data"), config.freeze_encoder) if config.freeze_encoder else data.get("training_data"),
         genetics={**genetics["record"], "encoder": genetics["encoder"].to_dict()} if genetics is not None else None,
     )
     tokens = getattr(getattr(module.model, "image", None), "grid", None)
@@ -109,6 +109,8 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
     show_bar = config.progress and sys.stderr.isatty()  # a bar in a log file is thousands of lines
     if show_bar:
         callbacks.append(TQDMProgressBar(leave=False))
+    if layout.world_size > 1 and model_info(config.model).uses_genetics:  # encoder layers after the token layer get no gradient
+        raise AlzmriError(f"{config.model} does not run under DDP (torchrun) yet: train it on one device")
     if config.phases and layout.world_size > 1:  # DDP needs the set of trained parameters fixed for the whole run
         raise AlzmriError("--phases does not run under DDP (torchrun) yet: train the phases on one device")
     if config.precision == "16-mixed" and layout.accelerator == "cpu":
