@@ -321,7 +321,7 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
     """Maps, pictures, a per-scan table and the sanity check (see the module docstring)."""
     checkpoint = checkpoint_of(config.run)
     model, hp = load_classifier(checkpoint)
-    fusion = model_info(hp["model_name"]).uses_genetics
+    fusion = bool(hp.get("model_name")) and model_info(hp["model_name"]).uses_genetics
     if fusion and "encoder" not in model_info(hp["model_name"]).defaults:
         raise AlzmriError(f"{hp['model_name']} does not look at the image, so there is no map to explain; its genetic columns are ranked by 'alzmri ablate-fusion'")
     if hp.get("preprocess", {}).get("kind") == "slices":
