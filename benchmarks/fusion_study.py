@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate of every arm (train's default 3e-4)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "fusion_study")
     args = parser.parse_args()
@@ -86,15 +87,16 @@ def main() -> None:
 
     start = time.perf_counter()
     cache, genetics = build_cohort(args.out, args)
-    config = FusionAblationConfig(cache=cache, genetics=genetics, out=args.out / "ablation", folds=args.folds, epochs=args.epochs, patience=args.patience,
+    tag = "" if args.lr == 3e-4 else f"-lr{args.lr:g}"
+    config = FusionAblationConfig(cache=cache, genetics=genetics, out=args.out / f"ablation{tag}", folds=args.folds, epochs=args.epochs, patience=args.patience, lr=args.lr,
                                   encoder="resnet10_3d", encoder_layer="layer3", progress=False, threads=args.threads, trackers=[], seed=0)  # fmt: skip
     result = ablate(config)
     truth = json.loads((args.out / "bids" / "derivatives" / "synth" / "genetics_truth.json").read_text())
     args.results.mkdir(parents=True, exist_ok=True)
-    summary = {"cohort": {k: getattr(args, k) for k in ("subjects", "atrophy", "snps", "causal", "odds_ratio")}, "folds": args.folds, "epochs": args.epochs,
+    summary = {"cohort": {k: getattr(args, k) for k in ("subjects", "atrophy", "snps", "causal", "odds_ratio")}, "folds": args.folds, "epochs": args.epochs, "lr": args.lr,
                "patience": args.patience, "seconds": round(time.perf_counter() - start), "truth": truth, **result}  # fmt: skip
-    (args.results / "fusion_study.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    (args.results / "fusion_study.md").write_text(markdown(result, truth))
+    (args.results / f"fusion_study{tag}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (args.results / f"fusion_study{tag}.md").write_text(markdown(result, truth))
     print(markdown(result, truth))
 
 
