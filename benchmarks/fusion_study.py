@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-4, help="learning rate of every arm (train's default 3e-4)")
+    parser.add_argument("--frozen", action="store_true", help="two-stage: the fusion arms take each fold's mri_only encoder, frozen (--encoder-from-mri-only)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "fusion_study")
     args = parser.parse_args()
@@ -87,8 +88,10 @@ def main() -> None:
 
     start = time.perf_counter()
     cache, genetics = build_cohort(args.out, args)
-    tag = "" if args.lr == 3e-4 else f"-lr{args.lr:g}"
-    config = FusionAblationConfig(cache=cache, genetics=genetics, out=args.out / f"ablation{tag}", folds=args.folds, epochs=args.epochs, patience=args.patience, lr=args.lr,
+    lr_tag = "" if args.lr == 3e-4 else f"-lr{args.lr:g}"
+    tag = lr_tag + ("-frozen" if args.frozen else "")
+    config = FusionAblationConfig(cache=cache, genetics=genetics, out=args.out / f"ablation{lr_tag}", folds=args.folds, epochs=args.epochs, patience=args.patience, lr=args.lr,
+                                  encoder_from_mri_only=args.frozen,
                                   encoder="resnet10_3d", encoder_layer="layer3", progress=False, threads=args.threads, trackers=[], seed=0)  # fmt: skip
     result = ablate(config)
     truth = json.loads((args.out / "bids" / "derivatives" / "synth" / "genetics_truth.json").read_text())

@@ -291,3 +291,22 @@ def test_bad_genetic_tables_are_one_line_cli_errors(prepared: dict[str, Path], t
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert path.read_bytes() == before  # the user's table is never touched
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").glob("*/config.json"))  # no run folder left behind
+
+
+def test_ablation_can_freeze_each_folds_mri_encoder(prepared: dict[str, Path], tmp_path: Path) -> None:
+    from alzmri.evaluation.config import FusionAblationConfig
+    from alzmri.evaluation.fusion_ablation import ablate
+    from alzmri.evaluation.predict import load_classifier
+
+    table = _genetics(tmp_path / "g.tsv", _participants(prepared))
+    out = tmp_path / "ablation"
+    ablate(FusionAblationConfig(cache=prepared["cache"], genetics=table, out=out, folds=3, epochs=1, batch_size=4, encoder="liu_cnn_compact",
+                                arms=["fusion_concat", "mri_only"], encoder_from_mri_only=True, progress=False, threads=1, trackers=[], bootstrap=200))  # fmt: skip
+    assert (out / "ablation-frozen.tsv").is_file() and (out / "fusion_concat-frozen" / "oof_predictions.tsv").is_file()
+    for k in range(3):  # each fold's fusion model holds that fold's MRI-only encoder, unchanged
+        image, _ = load_classifier(out / "mri_only" / f"fold-{k}" / "checkpoints" / "best-loss.ckpt")
+        fusion, _ = load_classifier(out / "fusion_concat-frozen" / f"fold-{k}" / "checkpoints" / "best-loss.ckpt")
+        ours, theirs = fusion.image.model.state_dict(), image.state_dict()
+        assert all(torch.equal(v, theirs[key]) for key, v in ours.items() if "num_batches" not in key)
+    with pytest.raises(AlzmriError, match="keep mri_only"):
+        ablate(FusionAblationConfig(cache=prepared["cache"], genetics=table, out=out, folds=3, arms=["fusion_concat"], encoder_from_mri_only=True))

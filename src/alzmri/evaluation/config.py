@@ -186,4 +186,8 @@ class FusionAblationConfig(CrossValidateConfig):
     bootstrap: int = Field(2000, ge=100, description="Subject-level bootstrap resamples for the intervals and paired differences.")
     model: str = Field("fusion_xattn", description="(Set per arm.)", json_schema_extra=_HIDDEN)
     shuffle_genetics: bool = Field(False, description="(Set per arm: shuffled_genetics.)", json_schema_extra=_HIDDEN)
-    freeze_encoder: None = Field(None, description="(Not for the ablation: every arm trains its encoder on the fold's training subjects.)", json_schema_extra=_HIDDEN)  # type: ignore[assignment]
+    freeze_encoder: None = Field(None, description="(Set per arm by --encoder-from-mri-only.)", json_schema_extra=_HIDDEN)  # type: ignore[assignment]
+    encoder_from_mri_only: bool = Field(
+        False, description="Two-stage: the fusion arms take the mri_only arm's trained encoder of the same fold, frozen (arm folders ARM-frozen; tables *-frozen.*). "
+        "Needs --encoder-layer or the encoder's own layer; mri_only runs first.",
+    )

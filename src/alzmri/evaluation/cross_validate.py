@@ -10,6 +10,10 @@ Layout of the output folder::
 With ``--model pca_logreg`` or ``linear_svm`` each fold's run is the linear baseline of
 ``alzmri baseline`` (its hyper-parameters chosen on that fold's training subjects only), in
 the same layout, so ``alzmri compare CV_CNN CV_BASELINE`` pairs the folds.
+
+``--freeze-encoder`` may name each fold's own checkpoint with ``{fold}``
+(``cv-mri/fold-{fold}/checkpoints/best-loss.ckpt``): an encoder trained on another fold's test
+subjects would leak (``evaluate`` refuses it: its scans count as seen).
 """
 
 from __future__ import annotations
@@ -66,7 +70,10 @@ def fold_metrics(config: CrossValidateConfig, fold_dir: Path, run_name: str) -> 
     from alzmri.training.fit import fit
 
     train_fields = set(TrainConfig.model_fields) - {"split", "out", "run_name", "resume"}
-    run_dir = fit(TrainConfig(**config.model_dump(include=train_fields), split=fold_dir, out=config.out, run_name=run_name))
+    fields = config.model_dump(include=train_fields)
+    if fields.get("freeze_encoder") is not None:  # 'cv-mri/fold-{fold}/checkpoints/best-loss.ckpt': each fold's own encoder
+        fields["freeze_encoder"] = Path(str(fields["freeze_encoder"]).replace("{fold}", fold_dir.name.removeprefix("fold-")))
+    run_dir = fit(TrainConfig(**fields, split=fold_dir, out=config.out, run_name=run_name))
     return evaluate(EvaluateConfig(checkpoint=run_dir / "checkpoints" / "best-loss.ckpt", cache=config.cache, split=fold_dir))
 
 

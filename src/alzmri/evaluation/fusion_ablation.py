@@ -43,9 +43,14 @@ PAIRS = (("fusion_xattn", "mri_only"), ("fusion_xattn", "genetics_only"), ("fusi
 _ATTENTION_ARMS = ("fusion_xattn", "shuffled_genetics")
 
 
-def arm_settings(arm: str, encoder: str, layer: str | None = None) -> dict[str, Any]:
-    """The model, encoder (and its token layer) and shuffling of one arm."""
+FROZEN = "-frozen"
+
+
+def arm_settings(arm: str, encoder: str, layer: str | None = None, frozen_from: Path | None = None) -> dict[str, Any]:
+    """The model, encoder (its token layer, and the cv folder whose fold encoders it takes, frozen) and shuffling of one arm."""
     fused = {"encoder": encoder, "encoder_layer": layer}
+    if frozen_from is not None:
+        fused["freeze_encoder"] = frozen_from / "fold-{fold}" / "checkpoints" / "best-loss.ckpt"
     return {
         "genetics_only": {"model": "genetics_only", "encoder": None, "encoder_layer": None, "shuffle_genetics": False},
         "mri_only": {"model": encoder, "encoder": None, "encoder_layer": None, "shuffle_genetics": False},
@@ -84,13 +89,13 @@ def arm_metrics(table: pd.DataFrame, classes: list[str], n_resamples: int, seed:
     return {"n_subjects": len(subjects), "n_scans": len(table), "auc": ci["macro_auc"], "balanced_accuracy": ci["balanced_accuracy"]}
 
 
-def compare_arms(out: Path, pairs: list[tuple[str, str]], n_resamples: int, seed: int) -> list[dict[str, Any]]:
+def compare_arms(folders: dict[str, Path], pairs: list[tuple[str, str]], n_resamples: int, seed: int) -> list[dict[str, Any]]:
     """DeLong, McNemar and the paired balanced-accuracy difference of each pair, on the pooled predictions."""
     from alzmri.evaluation.compare_runs import compare_predictions
 
     rows = []
     for a, b in pairs:
-        result = compare_predictions(out / a / "oof_predictions.tsv", out / b / "oof_predictions.tsv", "test", n_resamples, seed)
+        result = compare_predictions(folders[a] / "oof_predictions.tsv", folders[b] / "oof_predictions.tsv", "test", n_resamples, seed)
         for cls, d in result["delong"].items():
             diff = result["balanced_accuracy_difference"]
             rows.append({"a": a, "b": b, "class": cls, "n_subjects": result["n_subjects"], "auc_a": d["auc_a"], "auc_b": d["auc_b"], "auc_diff": d["diff"],
@@ -141,30 +146,42 @@ def ablate(config: FusionAblationConfig) -> dict[str, Any]:
     encoder = config.encoder or DEFAULT_ENCODER[spatial_dims(inputs)]
     split_root = Path(config.split) if config.split is not None else make_folds(config)
     shared = config.model_dump(include=set(CrossValidateConfig.model_fields) - {"out", "split", "model", "encoder", "encoder_layer", "shuffle_genetics", "run_name", "freeze_encoder"})
-    for arm in config.arms:
-        print(f"══ arm {arm} " + "═" * 50)
-        cross_validate(CrossValidateConfig(**shared, **arm_settings(arm, encoder, config.encoder_layer), out=out / arm, split=split_root))
+    arms = list(config.arms)
+    frozen_from = None
+    if config.encoder_from_mri_only:
+        if "mri_only" not in arms:
+            raise AlzmriError("--encoder-from-mri-only takes each fold's encoder from the mri_only arm: keep mri_only in --arms")
+        arms = ["mri_only"] + [a for a in arms if a != "mri_only"]  # its encoders first
+        frozen_from = out / "mri_only"
+    suffix = FROZEN if frozen_from is not None else ""
+    fused = {arm for arm in arms if arm_settings(arm, encoder)["encoder"] is not None}  # the arms with an image encoder
+    folders = {arm: out / (arm + suffix if arm in fused else arm) for arm in arms}
+    settings = {arm: arm_settings(arm, encoder, config.encoder_layer, frozen_from if arm in fused else None) for arm in arms}
+    for arm in arms:
+        print(f"══ arm {arm}{' (frozen mri_only encoder)' if 'freeze_encoder' in settings[arm] else ''} " + "═" * 50)
+        cross_validate(CrossValidateConfig(**shared, **settings[arm], out=folders[arm], split=split_root))
     rows, classes = [], None
     for arm in config.arms:
-        pooled = pooled_predictions(out / arm)
-        write_manifest(pooled, out / arm / "oof_predictions.tsv")
-        _, classes = read_predictions(out / arm / "oof_predictions.tsv")
-        rows.append({"arm": arm, **arm_settings(arm, encoder, config.encoder_layer), **arm_metrics(pooled, classes, config.bootstrap, config.seed)})
+        pooled = pooled_predictions(folders[arm])
+        write_manifest(pooled, folders[arm] / "oof_predictions.tsv")
+        _, classes = read_predictions(folders[arm] / "oof_predictions.tsv")
+        rows.append({"arm": arm, **{k: str(v) if isinstance(v, Path) else v for k, v in settings[arm].items()}, **arm_metrics(pooled, classes, config.bootstrap, config.seed)})
     pairs = [p for p in PAIRS if p[0] in config.arms and p[1] in config.arms]
-    comparisons = compare_arms(out, pairs, config.bootstrap, config.seed)
-    attention = {arm: attention_ranking(out / arm, config.cache, split_root) for arm in _ATTENTION_ARMS if arm in config.arms}
+    comparisons = compare_arms(folders, pairs, config.bootstrap, config.seed)
+    attention = {arm: attention_ranking(folders[arm], config.cache, split_root) for arm in _ATTENTION_ARMS if arm in config.arms}
     table = pd.DataFrame([{"arm": r["arm"], "model": r["model"], "encoder": r["encoder"] or "", "n_subjects": r["n_subjects"],
                            "auc": r["auc"]["estimate"], "auc_low": r["auc"]["low"], "auc_high": r["auc"]["high"],
                            "balanced_accuracy": r["balanced_accuracy"]["estimate"], "bacc_low": r["balanced_accuracy"]["low"],
                            "bacc_high": r["balanced_accuracy"]["high"]} for r in rows])  # fmt: skip
-    write_manifest(table, out / "ablation.tsv")
+    write_manifest(table, out / f"ablation{suffix}.tsv")
     if comparisons:
-        write_manifest(pd.DataFrame(comparisons), out / "comparisons.tsv")
+        write_manifest(pd.DataFrame(comparisons), out / f"comparisons{suffix}.tsv")
     for arm, ranking in attention.items():
-        write_manifest(ranking, out / f"attention_genetic_{arm}.tsv")
+        write_manifest(ranking, out / f"attention_genetic_{arm}{suffix}.tsv")
     result = {"cache": str(config.cache), "genetics": str(config.genetics), "folds": str(split_root), "encoder": encoder, "classes": classes,
-              "arms": rows, "comparisons": comparisons, "attention": {a: t.to_dict("records") for a, t in attention.items()}}  # fmt: skip
-    atomic_write_text(out / "ablation.json", json.dumps(result, indent=2, default=_json) + "\n")
+              "encoder_from_mri_only": config.encoder_from_mri_only, "arms": rows, "comparisons": comparisons,
+              "attention": {a: t.to_dict("records") for a, t in attention.items()}}  # fmt: skip
+    atomic_write_text(out / f"ablation{suffix}.json", json.dumps(result, indent=2, default=_json) + "\n")
     print(format_ablation(result))
     return result
 
