@@ -11,9 +11,10 @@ map (the weight is 1), which is what a well-cited peer attends over. Here
   to ``width`` with a learned position embedding, one token per feature-map cell.
 
 Genetic tokens attend to image tokens and image tokens to genetic tokens
-(``nn.MultiheadAttention``, both directions, residual + layer norm); each side is mean-pooled
-before and after the exchange and an MLP maps the four to logits (so the model holds the
-concatenation ablation's information, and attention adds the cross-modal interactions). The last forward's attention weights are kept
+(``nn.MultiheadAttention``, both directions, residual + layer norm); each attended side is
+mean-pooled and an MLP maps them, with the pooled image tokens and a genetic MLP's summary
+(what the concatenation ablation sees), to logits: attention adds the cross-modal interactions
+on top of the concatenation, and the ablation says whether they help. The last forward's attention weights are kept
 (``last_attention``) for the pictures of which features attend to which regions.
 """
 
@@ -192,6 +193,7 @@ class FusionXAttn(nn.Module):
         self.image = ImageTokens(encoder, in_channels, input_size, width, feature_layer)
         self.genetic_to_image = CrossAttention(width, heads, dropout)
         self.image_to_genetic = CrossAttention(width, heads, dropout)
+        self.genetic_summary = _mlp(sum(groups) + 1, [128], width, dropout)  # + presence flag; as the concatenation's genetic branch
         self.head = nn.Sequential(nn.LayerNorm(4 * width), nn.Linear(4 * width, width), nn.GELU(), nn.Dropout(dropout), nn.Linear(width, num_classes))
         self.last_attention: dict[str, torch.Tensor] = {}
 
@@ -200,8 +202,10 @@ class FusionXAttn(nn.Module):
         g2, g_weights = self.genetic_to_image(g, i)  # genetic queries over image cells
         i2, i_weights = self.image_to_genetic(i, g)  # image queries over genetic columns
         self.last_attention = {"genetic_to_image": g_weights.detach(), "image_to_genetic": i_weights.detach()}
-        # The head sees each modality's pooled tokens before and after the exchange: attention adds the cross-modal terms.
-        return self.head(torch.cat([g.mean(dim=1), i.mean(dim=1), g2.mean(dim=1), i2.mean(dim=1)], dim=1))
+        # The head sees what the concatenation ablation sees (pooled image tokens, the genetic MLP's summary) and both
+        # attended sides: attention adds the cross-modal terms on top.
+        summary = self.genetic_summary(_with_presence(genetics, present))
+        return self.head(torch.cat([i.mean(dim=1), summary, g2.mean(dim=1), i2.mean(dim=1)], dim=1))
 
 
 class FusionConcat(nn.Module):
