@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-4, help="learning rate of every arm (train's default 3e-4)")
     parser.add_argument("--frozen", action="store_true", help="two-stage: the fusion arms take each fold's mri_only encoder, frozen (--encoder-from-mri-only)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the folds and of every arm's training (the cohort stays seed 0)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "fusion_study")
     args = parser.parse_args()
@@ -88,15 +89,15 @@ def main() -> None:
 
     start = time.perf_counter()
     cache, genetics = build_cohort(args.out, args)
-    lr_tag = "" if args.lr == 3e-4 else f"-lr{args.lr:g}"
+    lr_tag = ("" if args.lr == 3e-4 else f"-lr{args.lr:g}") + ("" if args.seed == 0 else f"-seed{args.seed}")
     tag = lr_tag + ("-frozen" if args.frozen else "")
     config = FusionAblationConfig(cache=cache, genetics=genetics, out=args.out / f"ablation{lr_tag}", folds=args.folds, epochs=args.epochs, patience=args.patience, lr=args.lr,
                                   encoder_from_mri_only=args.frozen,
-                                  encoder="resnet10_3d", encoder_layer="layer3", progress=False, threads=args.threads, trackers=[], seed=0)  # fmt: skip
+                                  encoder="resnet10_3d", encoder_layer="layer3", progress=False, threads=args.threads, trackers=[], seed=args.seed)  # fmt: skip
     result = ablate(config)
     truth = json.loads((args.out / "bids" / "derivatives" / "synth" / "genetics_truth.json").read_text())
     args.results.mkdir(parents=True, exist_ok=True)
-    summary = {"cohort": {k: getattr(args, k) for k in ("subjects", "atrophy", "snps", "causal", "odds_ratio")}, "folds": args.folds, "epochs": args.epochs, "lr": args.lr,
+    summary = {"cohort": {k: getattr(args, k) for k in ("subjects", "atrophy", "snps", "causal", "odds_ratio")}, "folds": args.folds, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
                "patience": args.patience, "seconds": round(time.perf_counter() - start), "truth": truth, **result}  # fmt: skip
     (args.results / f"fusion_study{tag}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (args.results / f"fusion_study{tag}.md").write_text(markdown(result, truth))
