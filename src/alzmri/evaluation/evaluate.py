@@ -193,14 +193,13 @@ def predict(config: PredictConfig) -> pd.DataFrame:
     probs, done, failures = [], [], []
     genetics = checkpoint_genetics(hp, config.genetics) if fusion else None  # an image model trained with --genetics needs no table here
     inputs = genetics.inputs([r["participant_id"] for r in rows]) if genetics is not None else None
-    if inputs is not None and not inputs[1].any() and genetics.record.get("missing") == "mask":
+    if inputs is not None and not inputs[1].any() and not genetics.drops_missing:
         print(f"warning: no input's participant_id is in the genetic table {genetics.table.source}: every scan is predicted with the "
               "missing-genetics token (scan files are named by file; predict from a manifest or BIDS folder to match participants)")  # fmt: skip
-    if inputs is not None and genetics.record.get("missing", "drop") == "drop":
-        for i in np.flatnonzero(~inputs[1]):  # the model never saw a participant without genetics
-            failures.append({"participant_id": rows[i]["participant_id"], "session_id": rows[i].get("session_id", ""), "path": str(rows[i]["path"]),
-                             "error": f"participant {rows[i]['participant_id']} has no row in the genetic table (the model was trained with --missing-genetics drop)"})  # fmt: skip
-    skip = {i for i in range(len(rows)) if inputs is not None and genetics.record.get("missing", "drop") == "drop" and not inputs[1][i]}
+    skip = set(np.flatnonzero(~inputs[1]).tolist()) if inputs is not None and genetics.drops_missing else set()
+    for i in sorted(skip):  # the model never saw a participant without genetics
+        failures.append({"participant_id": rows[i]["participant_id"], "session_id": rows[i].get("session_id", ""), "path": str(rows[i]["path"]),
+                         "error": f"participant {rows[i]['participant_id']} has no row in the genetic table (the model was trained with --missing-genetics drop)"})  # fmt: skip
     for start in range(0, len(rows), _PREDICT_BATCH):  # bounded memory for long input lists
         arrays, kept = [], []
         for i in range(start, min(start + _PREDICT_BATCH, len(rows))):

@@ -96,6 +96,11 @@ class ModelGenetics:
     record: dict[str, Any]
     used: bool
 
+    @property
+    def drops_missing(self) -> bool:
+        """Whether the model was trained with ``--missing-genetics drop`` (it never saw a participant without genetics)."""
+        return self.record.get("missing", "drop") == "drop"
+
     def inputs(self, participants: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(features, present)`` for each participant id."""
         return self.encoder.transform(self.table, [str(p) for p in participants])
@@ -104,7 +109,7 @@ class ModelGenetics:
         """The scans to score: without the participants lacking genetics when the model was trained with ``--missing-genetics drop``."""
         from alzmri.data.genetics import keep_with_genetics
 
-        return keep_with_genetics(scans, self.table, name) if self.record.get("missing", "drop") == "drop" else scans
+        return keep_with_genetics(scans, self.table, name) if self.drops_missing else scans
 
 
 def checkpoint_genetics(hp: dict[str, Any], table: str | Path | None = None) -> ModelGenetics | None:

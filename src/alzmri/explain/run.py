@@ -305,10 +305,10 @@ def with_genetics(rows: list[dict[str, Any]], genetics: Any) -> tuple[list[dict[
     missing-genetics token.
     """
     features, present = genetics.inputs([r["participant_id"] for r in rows])
-    if not present.any() and genetics.record.get("missing") == "mask":
+    if not present.any() and not genetics.drops_missing:
         print(f"warning: no scan's participant_id is in the genetic table {genetics.table.source}: every scan is explained with the "
               "missing-genetics token (raw scans are named by file; explain cached scans with --cache and --split to match participants)")  # fmt: skip
-    if genetics.record.get("missing", "drop") == "drop" and not present.all():
+    if genetics.drops_missing and not present.all():
         print(f"{int((~present).sum())} of {len(rows)} scans have no genetic row (matched by participant_id) and are left out (the model was trained with --missing-genetics drop)")
         keep = np.flatnonzero(present)
         if not len(keep):
