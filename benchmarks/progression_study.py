@@ -11,7 +11,8 @@ type. Everything resumes: a finished step is skipped when its output exists.
 **synthetic** — ``alzmri synth --longitudinal`` (every subject visited at CDR 0, 0.5, 1 and 2 at
 its own pace; atrophy ×4, so that one stage's change moves region borders by about a pixel of the
 96² slices: at ×2 and 64² the per-stage change was sub-pixel and even the mean change did not beat
-no change), preprocessed with N4 and MNI registration onto the template grid (no crop, so every
+no change; cortical thinning ×0.3 on top, i.e. ×1.2: at ×4 the temporal and parietal cortex reach the
+0.9 thinning limit by the second stage and show no further change), preprocessed with N4 and MNI registration onto the template grid (no crop, so every
 visit of a subject shares one grid), cut into axial slices around the hippocampi, split by subject.
 A 4-stage classifier (``small_cnn_2d``) is trained on the same split. Progression runs: alzmri's
 default (paired, residual, L1, ROI), the same without ROI, the seed's recipe (no residual, no
@@ -37,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 ALZMRI = str(ROOT / ".venv" / "bin" / "alzmri")
 
-SYNTH = ["--longitudinal", "--subjects", "60", "--voxel-size", "2", "--atrophy-scale", "4", "--seed", "15"]
+SYNTH = ["--longitudinal", "--subjects", "60", "--voxel-size", "2", "--atrophy-scale", "4", "--thinning-scale", "0.3", "--seed", "15"]
 PREPROCESS = ["--steps", "reorient,resample,n4,skull_strip,register,resize,normalize", "--skull-strip", "none",
               "--interpolation", "linear", "--size", "96", "--spacing", "2"]  # fmt: skip
 SLICES = ["--plane", "axial", "--n", "3", "--step", "4", "--structure", "Hippocampus"]

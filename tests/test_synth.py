@@ -232,6 +232,23 @@ def test_thinning_scale_acts_on_cortical_thinning_only() -> None:
     assert SynthConfig(thinning_scale=0.5).identity()["thinning_scale"] == 0.5
 
 
+def test_truth_marks_only_thinning_the_image_shows() -> None:
+    """Thinning stops at 90 % of the outer cortex's contrast: a lobe at that limit shows no change, so its truth is none."""
+    from alzmri.data.synth.anatomy import RegionChange, disease_thinning, thinning_lookup
+    from alzmri.data.synth.regions import THIN_REGIONS
+
+    def visit(disease: float) -> dict[str, RegionChange]:
+        return {r.name: RegionChange(0.0, disease if r.effect == "thin" else 0.0, 0.05, 0.0) for r in REGIONS}
+
+    early, middle, late = visit(0.3), visit(0.6), visit(1.5)  # totals 0.35, 0.65, 1.55 (clipped to 0.9)
+    lobes = len(THIN_REGIONS) + 1
+    assert disease_thinning(early) == pytest.approx([0.0] + [0.3] * (lobes - 1))
+    assert disease_thinning(middle, early) == pytest.approx([0.0] + [0.3] * (lobes - 1))  # below the limit: the whole step shows
+    assert disease_thinning(late, middle) == pytest.approx([0.0] + [0.25] * (lobes - 1))  # only up to the limit: 0.9 - 0.65
+    assert disease_thinning(visit(2.0), late) == pytest.approx([0.0] * lobes)  # already at the limit: nothing shows
+    assert disease_thinning(late) == pytest.approx(thinning_lookup(late) - thinning_lookup(visit(0.0)))  # the disease's share of what is applied
+
+
 def test_refuses_foreign_or_different_output(tmp_path: Path, longitudinal: tuple[SynthConfig, Path]) -> None:
     config, root = longitudinal
     foreign = tmp_path / "mine"

@@ -182,6 +182,9 @@ def atrophy_fields(model: AtrophyModel, changes: dict[str, RegionChange]) -> tup
     return _exponentiate(total, model.support, spacing), np.sqrt((disease**2).sum(axis=0))
 
 
+_MAX_THINNING = 0.9  # the most of the outer cortex's contrast thinning can remove
+
+
 def thinning_lookup(changes: dict[str, RegionChange], part: str = "total") -> np.ndarray:
     """Per-lobe thinning fraction, indexed like :attr:`AtrophyModel.lobe` (0 = not cortex).
 
@@ -193,4 +196,25 @@ def thinning_lookup(changes: dict[str, RegionChange], part: str = "total") -> np
         float32 array of length ``len(THIN_REGIONS) + 1``, clipped to [0, 0.9].
     """
     values = [0.0] + [float(getattr(changes[r.name], part)) for r in THIN_REGIONS]
-    return np.clip(np.array(values, dtype=np.float32), 0.0, 0.9)
+    return np.clip(np.array(values, dtype=np.float32), 0.0, _MAX_THINNING)
+
+
+def disease_thinning(changes: dict[str, RegionChange], previous: dict[str, RegionChange] | None = None) -> np.ndarray:
+    """Per lobe (indexed like :func:`thinning_lookup`): the thinning the disease actually applied.
+
+    The applied thinning is the *total* (disease + ageing + anatomy) clipped to
+    ``[0, 0.9]``; the disease's share is what the clipped total loses without it. With
+    ``previous``, the share of the disease's progression since that visit: a lobe already thinned
+    to the limit gets no visible change, so the truth must not mark one there.
+
+    Args:
+        changes: per-region change of this scan.
+        previous: per-region change of the subject's previous visit, or None.
+
+    Returns:
+        float32 array of length ``len(THIN_REGIONS) + 1`` (0 = not cortex), in [0, 0.9].
+    """
+    total = np.array([0.0] + [changes[r.name].total for r in THIN_REGIONS])
+    part = np.array([0.0] + [changes[r.name].disease - (previous[r.name].disease if previous else 0.0) for r in THIN_REGIONS])
+    applied = np.clip(total, 0.0, _MAX_THINNING)
+    return np.clip(applied - np.clip(total - part, 0.0, _MAX_THINNING), 0.0, None).astype(np.float32)

@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-from alzmri.data.synth.anatomy import RegionChange, SubjectAnatomy, atrophy_fields, thinning_lookup, warp_affine
+from alzmri.data.synth.anatomy import RegionChange, SubjectAnatomy, atrophy_fields, disease_thinning, thinning_lookup, warp_affine
 from alzmri.data.synth.regions import CSF_LEVEL, AtrophyModel, atrophy_model
 from alzmri.data.synth.scanner import ScanParams, finish_intensities, head_to_scanner, log_bias, output_grid, sidecar
 from alzmri.io.templates import load_desikan_killiany_on_mni
@@ -181,16 +181,17 @@ class ScanGeometry:
     change_value: np.ndarray | None = None
 
 
-def _disease_strength(model: AtrophyModel, changes: dict[str, RegionChange], disease: np.ndarray, field_index: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _disease_strength(model: AtrophyModel, thinning: np.ndarray, disease: np.ndarray, field_index: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Disease-atrophy strength (1 = full mask scale) at the coarse grid's points.
 
-    ``disease`` is the length field of :func:`atrophy_fields` for ``changes``; ``field_index`` the
-    points on its box and ``y`` their template positions after the scan's atrophy.
+    ``thinning`` is the per-lobe thinning the disease applied (:func:`disease_thinning`);
+    ``disease`` the length field of :func:`atrophy_fields`; ``field_index`` the points on its box
+    and ``y`` their template positions after the scan's atrophy.
     """
-    thinning = thinning_lookup(changes, "disease")[model.lobe_coarse] * model.outer_cortex_coarse
+    cortex = thinning[model.lobe_coarse] * model.outer_cortex_coarse
     return np.maximum(
         _sample(disease, field_index) / MASK_FULL_MM,
-        _sample(thinning, _apply(np.linalg.inv(model.coarse_affine), y)) / MASK_FULL_THINNING,
+        _sample(cortex, _apply(np.linalg.inv(model.coarse_affine), y)) / MASK_FULL_THINNING,
     )
 
 
@@ -230,14 +231,14 @@ def scan_geometry(job: ScanJob) -> ScanGeometry:
     displacement, disease = atrophy_fields(model, job.changes)
     field_index = _apply(np.linalg.inv(model.field_affine), r)
     y = r + np.stack([_sample(c, field_index) for c in displacement])
-    mask_value = _disease_strength(model, job.changes, disease, field_index, y)
+    mask_value = _disease_strength(model, disease_thinning(job.changes), disease, field_index, y)
     template_index = _apply(np.linalg.inv(model.template.affine), y)
     index = np.stack(np.meshgrid(*coarse, indexing="ij")).reshape(3, -1)
     unit = (2.0 * index / (np.array(shape)[:, None] - 1) - 1.0).astype(np.float32)
     extra = []
     if job.previous is not None:
         step = _progression(job.changes, job.previous)
-        extra.append(_disease_strength(model, step, atrophy_fields(model, step)[1], field_index, y)[None])
+        extra.append(_disease_strength(model, disease_thinning(job.changes, job.previous), atrophy_fields(model, step)[1], field_index, y)[None])
     channels = np.concatenate([template_index, log_bias(job.params, unit)[None], mask_value[None], *extra])
     channels = channels.reshape(-1, *(len(p) for p in coarse))
     full = _upsample(channels, [_interp_matrix(f, c) for f, c in zip(fine, coarse, strict=True)])
