@@ -12,7 +12,7 @@ from alzmri.cli.commands.preprocess import PreprocessCommand
 from alzmri.cli.commands.synth import SynthCommand
 from alzmri.data.config import AuditConfig, SplitConfig
 from alzmri.data.slices.config import EdaConfig, ImportSlicesConfig, SliceAuditConfig, SlicesConfig
-from alzmri.evaluation.config import BaselineConfig, CompareConfig, CrossValidateConfig, EvaluateConfig, FusionAblationConfig, EvaluateProgressionConfig, PredictConfig, ReportConfig
+from alzmri.evaluation.config import BaselineConfig, CompareConfig, CrossValidateConfig, EvaluateConfig, FusionAblationConfig, EvaluateProgressionConfig, ExportConfig, PredictConfig, ReportConfig
 from alzmri.explain.config import ExplainConfig
 from alzmri.generate.config import ProgressConfig, ProgressionConfig
 from alzmri.training.config import TrainConfig
@@ -168,7 +168,14 @@ add_config_command(app, "evaluate-progression", EvaluateProgressionConfig, "alzm
      "alzmri evaluate-progression RUN --cache kaggle-slices --split split --classifier stage.ckpt --feature-net features.pt"])
 add_config_command(app, "predict", PredictConfig, "alzmri.cli.commands.evaluate:run_predict",
     "Predict diagnoses for raw scans; the checkpoint alone defines preprocessing and model.",
-    ["alzmri predict best-loss.ckpt scan1.nii.gz scan2.nii.gz --out preds.tsv", "alzmri predict best-loss.ckpt cohort"])
+    ["alzmri predict best-loss.ckpt scan1.nii.gz scan2.nii.gz --out preds.tsv", "alzmri predict best-loss.ckpt cohort",
+     "alzmri predict best-loss.onnx cohort --engine onnxruntime --threads 2   # a model from 'alzmri export'"])
+add_config_command(app, "export", ExportConfig, "alzmri.cli.commands.evaluate:run_export",
+    "Export a checkpoint as ONNX (ONNX Runtime: Python, C++, C#, JavaScript) or TorchScript (LibTorch). The file outputs class "
+    "probabilities, takes any batch size and carries the classes and preprocessing, so 'alzmri predict FILE' needs nothing else; "
+    "after writing, it is checked against PyTorch (probabilities within 1e-4).",
+    ["alzmri export runs/RUN/checkpoints/best-loss.ckpt", "alzmri export best-loss.ckpt --format torchscript --out model.pt",
+     "alzmri predict runs/RUN/checkpoints/best-loss.onnx scan.nii.gz"])
 add_config_command(app, "demo", DemoConfig, "alzmri.cli.commands.demo:run",
     "Run synth → preprocess → split → train → evaluate on a synthetic CN/AD cohort and print the held-out result.",
     ["alzmri demo", "alzmri demo demo-out --subjects 120 --epochs 40"])

@@ -66,6 +66,20 @@ class PredictConfig(BaseModel):
     inputs: list[Path] = Field(description="Scan files, a manifest TSV/CSV, or a BIDS folder (slice models: image files or folders of them).", json_schema_extra={"argument": True})
     out: Path = Field(Path("predictions.tsv"), description="Where to write the predictions table.")
     genetics: Path | None = Field(None, description="Genetic table for a fusion model (default: the table it was trained with); rows are matched by participant_id.")
+    engine: Literal["auto", "torch", "onnxruntime", "torchscript"] = Field(
+        "auto", description="What runs the network: torch (a checkpoint), onnxruntime or torchscript (a file from 'alzmri export'); auto picks by the file's content."
+    )
+    threads: int | None = Field(None, ge=1, le=256, description="CPU threads of the network (default: the runtime's own).")
+
+
+class ExportConfig(BaseModel):
+    """Export a checkpoint for deployment: ONNX (ONNX Runtime, C++, C#, JS) or TorchScript (LibTorch)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint: Path = Field(description="Checkpoint file (from 'alzmri train').", json_schema_extra={"argument": True})
+    format: Literal["onnx", "torchscript"] = Field("onnx", description="onnx (run by ONNX Runtime) or torchscript (LibTorch; deprecated upstream).")
+    out: Path | None = Field(None, description="Where to write the model (default: beside the checkpoint, .onnx or .torchscript.pt).")
 
 
 class BaselineOptions(BaseModel):

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from alzmri.data.audit import check_split
 from alzmri.data.dataset import select_scans
@@ -15,7 +14,7 @@ from alzmri.data.inputs import read_inputs, same_inputs, spatial_dims
 from alzmri.data.provenance import describe_seen, find_seen, image_hashes
 from alzmri.data.splits import read_split_dir
 from alzmri.evaluation.config import EvaluateConfig, PredictConfig
-from alzmri.evaluation.predict import checkpoint_genetics, checkpoint_preprocess, load_classifier, predict_cached, predictions_table, uses_age
+from alzmri.evaluation.predict import checkpoint_genetics, checkpoint_preprocess, load_classifier, predict_cached, predictions_table
 from alzmri.io.bids import load_scans
 from alzmri.io.manifest import write_manifest
 from alzmri.models import model_info
@@ -171,9 +170,11 @@ def predict(config: PredictConfig) -> pd.DataFrame:
     Scans whose file content the model trained or was validated on are marked in the
     ``seen_in_training`` column and a warning is printed.
     """
+    from alzmri.evaluation.engines import load_engine
     from alzmri.preprocessing.pipeline import preprocess_image
 
-    model, hp = load_classifier(config.checkpoint)
+    engine = load_engine(config.checkpoint, config.engine, config.threads)
+    hp = engine.hparams
     preprocess = checkpoint_preprocess(hp)
     fusion = model_info(hp["model_name"]).uses_genetics
     if fusion and spatial_dims(preprocess) == 2:
@@ -181,7 +182,7 @@ def predict(config: PredictConfig) -> pd.DataFrame:
     if spatial_dims(preprocess) == 2:
         from alzmri.evaluation.predict_slices import predict_images
 
-        scans, probs, failures = predict_images(model, hp, list(config.inputs), preprocess)
+        scans, probs, failures = predict_images(engine, hp, list(config.inputs), preprocess)
         total = len(scans) + len(failures)
         record_failures(Path(config.out), failures, total, len(scans) > 0, "inputs")
         table = file_predictions(scans, probs, list(hp["classes"]), hp, Path(config.out))
@@ -189,7 +190,7 @@ def predict(config: PredictConfig) -> pd.DataFrame:
         return table
     classes = list(hp["classes"])
     rows = _predict_inputs(config.inputs)
-    ages = _ages(rows) if uses_age(model) else None
+    ages = _ages(rows) if engine.uses_age else None
     probs, done, failures = [], [], []
     genetics = checkpoint_genetics(hp, config.genetics) if fusion else None  # an image model trained with --genetics needs no table here
     inputs = genetics.inputs([r["participant_id"] for r in rows]) if genetics is not None else None
@@ -214,11 +215,10 @@ def predict(config: PredictConfig) -> pd.DataFrame:
             kept.append(i)
         if not kept:
             continue
-        extra = [torch.tensor([ages[i] for i in kept])] if ages is not None else []
+        extra = [np.array([ages[i] for i in kept], np.float32)] if ages is not None else []
         if inputs is not None:
-            extra = [torch.from_numpy(inputs[0][kept]), torch.from_numpy(inputs[1][kept])]
-        with torch.no_grad():
-            probs.append(torch.softmax(model(torch.from_numpy(np.stack(arrays)[:, None]), *extra), dim=1).numpy())
+            extra = [inputs[0][kept], inputs[1][kept]]
+        probs.append(engine.probabilities(np.stack(arrays)[:, None], *extra))
         done += kept
     out = Path(config.out)
     record_failures(out, failures, len(rows), bool(done), "scans")

@@ -7,8 +7,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from alzmri.data.slices.from_images import prepare_image
 from alzmri.data.slices.store import SliceSetConfig
@@ -35,8 +33,8 @@ def image_inputs(inputs: list[Path]) -> list[Path]:
     return files
 
 
-def predict_images(model: nn.Module, hp: dict[str, Any], inputs: list[Path], settings: SliceSetConfig) -> tuple[pd.DataFrame, np.ndarray, list[dict[str, str]]]:
-    """Predict every image; returns the predicted files (``participant_id``, ``session_id``, ``path``), their probabilities and the images that could not be read."""
+def predict_images(engine: Any, hp: dict[str, Any], inputs: list[Path], settings: SliceSetConfig) -> tuple[pd.DataFrame, np.ndarray, list[dict[str, str]]]:
+    """Predict every image with an engine (:mod:`alzmri.evaluation.engines`); returns the predicted files (``participant_id``, ``session_id``, ``path``), their probabilities and the images that could not be read."""
     if settings.origin != "images" or settings.channels != 1:
         raise AlzmriError("this slice model was trained on slices cut from volumes: cut the scans' slices with 'alzmri slices' and score them with 'alzmri evaluate'")
     files = image_inputs(inputs)
@@ -51,8 +49,7 @@ def predict_images(model: nn.Module, hp: dict[str, Any], inputs: list[Path], set
                 continue
             kept.append(path)
         if kept:
-            with torch.no_grad():
-                probs.append(torch.softmax(model(torch.from_numpy(np.stack(batch))), dim=1).numpy())
+            probs.append(engine.probabilities(np.stack(batch)))
             done += kept
     scans = pd.DataFrame({"participant_id": [p.stem for p in done], "session_id": "", "path": [str(p) for p in done]})
     return scans, (np.concatenate(probs) if probs else np.zeros((0, len(hp["classes"])))), failures

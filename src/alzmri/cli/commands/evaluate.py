@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from alzmri.cli.console import fmt, print_table
-from alzmri.evaluation.config import CompareConfig, EvaluateConfig, PredictConfig, ReportConfig
+from alzmri.evaluation.config import CompareConfig, EvaluateConfig, ExportConfig, PredictConfig, ReportConfig
 
 
 def _with_ci(value: float | None, ci: dict[str, Any] | None) -> str:
@@ -173,4 +173,13 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
         print_table(f"{result['n_subjects']} subjects of split '{result['subset']}' (per subject)", ["", "A", "B", "difference [95 % CI]", "test"], rows)
     if config.out:
         atomic_write_text(Path(config.out), json.dumps(result, indent=2, default=float) + "\n")
+    return result
+
+
+def run_export(config: ExportConfig) -> dict[str, Any]:
+    from alzmri.evaluation.export import export_model
+
+    result = export_model(config)
+    print(f"{result['format']} model written to {result['out']} (inputs: {', '.join(result['inputs'])}; classes: {', '.join(result['classes'])}); "
+          f"its probabilities match PyTorch's within {result['max_difference']:.1g}")
     return result
