@@ -9,6 +9,7 @@ from alzmri.cli.builder import add_config_command, run_guarded
 from alzmri.cli.commands.convert import ConvertCommand
 from alzmri.cli.commands.demo import DemoConfig
 from alzmri.cli.commands.preprocess import PreprocessCommand
+from alzmri.app.config import ServeConfig
 from alzmri.cli.commands.synth import SynthCommand
 from alzmri.data.config import AuditConfig, SplitConfig
 from alzmri.data.slices.config import EdaConfig, ImportSlicesConfig, SliceAuditConfig, SlicesConfig
@@ -176,6 +177,12 @@ add_config_command(app, "export", ExportConfig, "alzmri.cli.commands.evaluate:ru
     "after writing, it is checked against PyTorch (probabilities within 1e-4).",
     ["alzmri export runs/RUN/checkpoints/best-loss.ckpt", "alzmri export best-loss.ckpt --format torchscript --out model.pt",
      "alzmri predict runs/RUN/checkpoints/best-loss.onnx scan.nii.gz"])
+add_config_command(app, "serve", ServeConfig, "alzmri.cli.commands.serve:run",
+    "Serve a model as a web page and JSON API: upload a NIfTI, a zip of one DICOM series or a slice image (whichever the model "
+    "takes) and see the class probabilities, QC, the evidence map over the preprocessed scan and downloads. The checkpoint's own "
+    "preprocessing is applied; localhost only unless a --token is given; uploads are never kept unless --keep-uploads.",
+    ["alzmri serve runs/RUN/checkpoints/best-loss.ckpt", "alzmri serve best-loss.onnx --workers 2 --queue 8",
+     "ALZMRI_TOKEN=$(openssl rand -hex 16) alzmri serve best-loss.ckpt --host 0.0.0.0 --port 8080"])
 add_config_command(app, "demo", DemoConfig, "alzmri.cli.commands.demo:run",
     "Run synth → preprocess → split → train → evaluate on a synthetic CN/AD cohort and print the held-out result.",
     ["alzmri demo", "alzmri demo demo-out --subjects 120 --epochs 40"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -27,12 +28,13 @@ MAX_MEMBERS = 50_000
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-def read_dicom_zip(path: str | os.PathLike[str], min_slices: int = 10) -> tuple[nib.Nifti1Image, dict[str, Any]]:
+def read_dicom_zip(path: str | os.PathLike[str], min_slices: int = 10, max_unpacked_bytes: int = MAX_UNPACKED_BYTES) -> tuple[nib.Nifti1Image, dict[str, Any]]:
     """Read the one convertible DICOM series of a zip into memory.
 
     Args:
         path: the ``.zip`` file; the series may lie in any sub-folder, with non-DICOM files.
         min_slices: series with fewer slices are skipped (as by ``read_dicom_series``).
+        max_unpacked_bytes: refuse a zip that unpacks to more (declared or actual).
 
     Returns:
         ``(image, meta)`` as :func:`alzmri.io.dicom.read_dicom_series`.
@@ -50,7 +52,7 @@ def read_dicom_zip(path: str | os.PathLike[str], min_slices: int = 10) -> tuple[
         raise AlzmriError(f"cannot read DICOM zip {path}: {first_line(exc)}") from None
     with archive, tempfile.TemporaryDirectory(prefix="alzmri-zip-") as tmp:
         folder = Path(tmp)
-        _unpack(archive, path, folder)
+        _unpack(archive, path, folder, max_unpacked_bytes)
         with _quiet_dicom():
             series, _ = _read_headers(_list_files(folder)[1])
             _check_all(series, min_slices)
@@ -66,20 +68,22 @@ def read_dicom_zip(path: str | os.PathLike[str], min_slices: int = 10) -> tuple[
             raise AlzmriError(str(exc).replace(str(folder), f"zip {path}")) from None
 
 
-def _unpack(archive: zipfile.ZipFile, path: Path, folder: Path) -> None:
-    """Check every member, then write the files under ``folder``."""
+def _unpack(archive: zipfile.ZipFile, path: Path, folder: Path, limit: int = MAX_UNPACKED_BYTES) -> None:
+    """Check every member, then write the files under ``folder`` (a symbolic link member is refused, never followed)."""
     members = []
     for info in archive.infolist():
         parts = _safe_parts(info.filename)
         if parts is None:
             raise AlzmriError(f"zip {path} has unsafe path {info.filename!r} (absolute or with '..'); refusing to unpack it")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise AlzmriError(f"zip {path} holds a symbolic link {info.filename!r}; refusing to unpack it")
         if not info.is_dir() and parts:
             members.append((info, parts))
     if len(members) > MAX_MEMBERS:
         raise AlzmriError(f"zip {path} holds {len(members)} files, more than the {MAX_MEMBERS} of one DICOM series")
     declared = sum(info.file_size for info, _ in members)
-    if declared > MAX_UNPACKED_BYTES:
-        raise AlzmriError(f"zip {path} unpacks to {declared / 1e9:.1f} GB, more than the {MAX_UNPACKED_BYTES / 1e9:.1f} GB limit")
+    if declared > limit:
+        raise AlzmriError(f"zip {path} unpacks to {declared / 1e9:.2f} GB, more than the {limit / 1e9:.2f} GB limit")
     written = 0
     try:
         for info, parts in members:
@@ -88,8 +92,8 @@ def _unpack(archive: zipfile.ZipFile, path: Path, folder: Path) -> None:
             with archive.open(info) as src, open(target, "wb") as dst:
                 while chunk := src.read(1 << 20):
                     written += len(chunk)
-                    if written > MAX_UNPACKED_BYTES:  # sizes in the zip's directory can lie
-                        raise AlzmriError(f"zip {path} unpacks to more than the {MAX_UNPACKED_BYTES / 1e9:.1f} GB limit")
+                    if written > limit:  # sizes in the zip's directory can lie
+                        raise AlzmriError(f"zip {path} unpacks to more than the {limit / 1e9:.2f} GB limit")
                     dst.write(chunk)
     except AlzmriError:
         raise

@@ -1,0 +1,1 @@
+"""``alzmri serve``: the web page and JSON API a research clinic runs (beside :mod:`alzmri.cli`, above every other layer)."""

@@ -1,0 +1,198 @@
+"""The FastAPI app of ``alzmri serve``: one page, a JSON API, bounded work, JSON errors, nothing kept.
+
+* ``GET /`` the page (its script and style served from the package: no CDN); ``GET /api/health``;
+  ``GET /api/model``; ``POST /api/predict`` (multipart ``file``, optional ``age``);
+  ``GET /openapi.json`` the schema (FastAPI's Swagger page is off: it loads from a CDN).
+* The body is counted as it arrives: past ``--max-upload-mb`` the answer is 413 before the
+  upload is parsed. Uploads are processed by at most ``--workers`` threads with ``--queue``
+  waiting; one more is answered 429. Every error is JSON ``{"error": "one line"}``, and the
+  server keeps serving after it.
+* Each upload lives in its own temporary folder, removed when the answer is sent (copied to
+  ``--keep-uploads`` first when asked). With ``--token`` every ``/api`` call but ``health``
+  needs ``Authorization: Bearer TOKEN``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import shutil
+import tempfile
+import threading
+import uuid
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from alzmri.app.config import ServeConfig
+from alzmri.app.service import Service
+from alzmri.utils.errors import AlzmriError, first_line
+
+STATIC = Path(str(resources.files("alzmri.app") / "static"))
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 as soon as a request body passes ``limit`` bytes (declared or counted)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"the upload is larger than this server's limit of {self.limit / 1e6:g} MB (alzmri serve --max-upload-mb)"
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await _error(413, message)(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> dict:
+            nonlocal seen
+            event = await receive()
+            if event["type"] == "http.request":
+                seen += len(event.get("body", b""))
+                if seen > self.limit:
+                    raise _Refused(413, message)
+            return event
+
+        async def tracked(event: dict) -> None:
+            nonlocal started
+            started = started or event["type"] == "http.response.start"
+            await send(event)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _Refused as exc:
+            if not started:
+                await _error(exc.status, str(exc))(scope, receive, send)
+
+
+class Admission:
+    """At most ``workers + queue`` uploads in the server at once; the rest are refused (429)."""
+
+    def __init__(self, workers: int, queue: int) -> None:
+        self.capacity, self.active, self.lock = workers + queue, 0, threading.Lock()
+
+    def enter(self) -> bool:
+        with self.lock:
+            if self.active >= self.capacity:
+                return False
+            self.active += 1
+            return True
+
+    def leave(self) -> None:
+        with self.lock:
+            self.active -= 1
+
+
+def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
+    """The app, with the model loaded now (once)."""
+    service = service or Service(config)
+    app = FastAPI(title="alzmri", version=_version(), docs_url=None, redoc_url=None,
+                  description="Upload a T1w scan (NIfTI, a zip of one DICOM series) or a slice image; get the model's class probabilities, QC and evidence map.")  # fmt: skip
+    admission = Admission(config.workers, config.queue)
+    limiter = anyio.CapacityLimiter(config.workers)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(BodyLimit, limit=int(config.max_upload_mb * 1e6))
+
+    def authorised(request: Request) -> None:
+        if not config.token:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {config.token}".encode()):
+            raise _Refused(401, "this server needs its token: send 'Authorization: Bearer TOKEN' (open the page as /?token=TOKEN)")
+
+    @app.exception_handler(_Refused)
+    async def refused(_request: Request, exc: _Refused) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(AlzmriError)
+    async def bad_input(_request: Request, exc: AlzmriError) -> JSONResponse:
+        return _error(422, first_line(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in exc.errors())
+        return _error(422, f"bad request: {problems}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def crashed(_request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error ({type(exc).__name__}: {first_line(exc)}); the server is still running")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/api/health", summary="Liveness: the model is loaded")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": service.hparams["model_name"], "busy": admission.active}
+
+    @app.get("/api/model", summary="The served model: classes, accepted uploads, preprocessing")
+    async def model(request: Request) -> dict[str, Any]:
+        authorised(request)
+        return service.describe()
+
+    @app.post("/api/predict", summary="Predict one upload: class probabilities, QC, evidence map (PNGs and NIfTI as base64)",
+              responses={413: {"description": "upload too large"}, 422: {"description": "the upload cannot be used"}, 429: {"description": "busy"}})  # fmt: skip
+    async def predict(request: Request, file: UploadFile = File(..., description="NIfTI (.nii/.nii.gz), zip of one DICOM series, or slice image"),
+                      age: float | None = Form(None, ge=0, le=130, description="Age in years (models trained with age only)")) -> dict[str, Any]:  # fmt: skip
+        authorised(request)
+        if not admission.enter():
+            raise _Refused(429, f"the server is busy ({config.workers} uploads running, {config.queue} waiting); try again shortly")
+        try:
+            with tempfile.TemporaryDirectory(prefix="alzmri-serve-") as tmp:
+                upload = Path(tmp) / "upload"
+                with upload.open("wb") as out:
+                    while chunk := await file.read(1 << 20):
+                        out.write(chunk)
+                result = await anyio.to_thread.run_sync(service.run, upload, age, limiter=limiter)
+                result["filename"] = file.filename or ""
+                if config.keep_uploads:
+                    _keep(Path(config.keep_uploads), Path(tmp), result)
+                return result
+        finally:
+            admission.leave()
+
+    return app
+
+
+def _keep(folder: Path, tmp: Path, result: dict[str, Any]) -> None:
+    target = folder / uuid.uuid4().hex[:12]
+    target.mkdir(parents=True)
+    for item in tmp.iterdir():
+        if item.is_file():
+            shutil.copy2(item, target / item.name)
+    (target / "result.json").write_text(json.dumps(result, indent=1))
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("alzmri")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "0"

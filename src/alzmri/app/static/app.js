@@ -1,0 +1,101 @@
+"use strict";
+// The page of 'alzmri serve': everything it needs comes from this server (no CDN).
+const token = new URLSearchParams(window.location.search).get("token");
+const headers = token ? { Authorization: "Bearer " + token } : {};
+const $ = (id) => document.getElementById(id);
+let needsAge = false;
+
+function status(text, isError) {
+  $("status").textContent = text;
+  $("status").className = isError ? "error" : "";
+}
+
+function dataUrl(base64, type) {
+  return "data:" + type + ";base64," + base64;
+}
+
+function blobUrl(base64, type) {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  return URL.createObjectURL(new Blob([bytes], { type: type }));
+}
+
+async function loadModel() {
+  try {
+    const response = await fetch("/api/model", { headers: headers });
+    const body = await response.json();
+    if (!response.ok) { status(body.error || response.statusText, true); return; }
+    $("model-line").textContent = body.model + " · " + body.classes.join(" / ") + " · " + body.engine;
+    $("accepts").textContent = "Accepts " + body.input + ": " + body.accepts.join(", ") + " (up to " + body.max_upload_mb + " MB)." +
+      (body.evidence_note ? " " + body.evidence_note : "");
+    needsAge = body.needs_age;
+    $("age").hidden = $("age-label").hidden = !needsAge;
+    $("age").required = needsAge;
+  } catch (err) {
+    status("cannot reach the server: " + err, true);
+  }
+}
+
+function show(result) {
+  $("predicted").textContent = result.predicted;
+  const rows = $("probabilities").querySelector("tbody");
+  rows.replaceChildren();
+  for (const name of result.classes) {
+    const p = result.probabilities[name];
+    const row = document.createElement("tr");
+    if (name === result.predicted) row.className = "best";
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    bar.style.width = Math.round(p * 200) + "px";
+    for (const cell of [name, p.toFixed(3)]) {
+      const td = document.createElement("td");
+      td.textContent = cell;
+      row.appendChild(td);
+    }
+    const td = document.createElement("td");
+    td.appendChild(bar);
+    row.appendChild(td);
+    rows.appendChild(row);
+  }
+  const qc = result.qc || {};
+  $("qc").textContent = qc.warnings && qc.warnings.length ? "QC warnings: " + qc.warnings.join("; ") : "QC: no warnings (" + (qc.input_shape || "") + " → " + (qc.model_grid || "") + ")";
+  $("qc").className = qc.warnings && qc.warnings.length ? "warn" : "";
+  $("scan-image").src = dataUrl(result.images.scan, "image/png");
+  $("download-scan").href = dataUrl(result.images.scan, "image/png");
+  const evidence = result.images.evidence;
+  $("evidence-figure").hidden = !evidence;
+  $("download-evidence").hidden = !evidence;
+  if (evidence) {
+    $("evidence-image").src = dataUrl(evidence, "image/png");
+    $("download-evidence").href = dataUrl(evidence, "image/png");
+    $("evidence-caption").textContent = result.evidence.method + " evidence for " + result.predicted + " over the model's input";
+  }
+  const nifti = result.evidence && result.evidence.nifti_gz;
+  $("download-nifti").hidden = !nifti;
+  if (nifti) $("download-nifti").href = blobUrl(nifti, "application/gzip");
+  $("download-json").href = URL.createObjectURL(new Blob([JSON.stringify(result, null, 1)], { type: "application/json" }));
+  $("result").hidden = false;
+}
+
+$("form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = $("file").files[0];
+  if (!file) { status("choose a file first", true); return; }
+  const form = new FormData();
+  form.append("file", file);
+  if (needsAge && $("age").value) form.append("age", $("age").value);
+  $("submit").disabled = true;
+  status("preprocessing and predicting " + file.name + " …", false);
+  try {
+    const response = await fetch("/api/predict", { method: "POST", body: form, headers: headers });
+    const body = await response.json();
+    if (!response.ok) { status(body.error || response.statusText, true); return; }
+    show(body);
+    status("done in " + body.seconds + " s", false);
+  } catch (err) {
+    status("request failed: " + err, true);
+  } finally {
+    $("submit").disabled = false;
+  }
+});
+
+loadModel();

@@ -1,0 +1,213 @@
+"""``alzmri serve``: the API (FastAPI's test client) for every upload type and every bad one, and the server keeps serving."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import stat
+import tempfile
+import threading
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from alzmri.app.config import ServeConfig
+from alzmri.app.server import create_app
+from alzmri.evaluation.config import PredictConfig
+from alzmri.evaluation.evaluate import predict
+from alzmri.io.bids import load_scans
+from alzmri.training.fit import fit
+
+from conftest import train_config
+from test_dicom import write_series
+from test_export import _checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def checkpoint(prepared: dict[str, Path]) -> Path:
+    return fit(train_config(prepared, epochs=1, run_name="serve")) / "checkpoints" / "best-loss.ckpt"
+
+
+@pytest.fixture(scope="module")
+def client(checkpoint: Path) -> TestClient:
+    return TestClient(create_app(ServeConfig(model=checkpoint, max_upload_mb=2, max_unpacked_mb=1)))
+
+
+@pytest.fixture(scope="module")
+def scan(prepared: dict[str, Path]) -> Path:
+    return Path(load_scans(prepared["bids"])["path"].iloc[0])
+
+
+def _post(client: TestClient, name: str, data: bytes, **form: str):
+    return client.post("/api/predict", files={"file": (name, data, "application/octet-stream")}, data=form)
+
+
+def _error(response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and "\n" not in body["error"] and "Traceback" not in body["error"]
+    return body["error"]
+
+
+def _still_serving(client: TestClient) -> None:
+    assert client.get("/api/health").json()["status"] == "ok"
+
+
+def test_page_model_and_schema(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'src="/static/app.js"' in page.text and "http" not in page.text.replace("http-equiv", "")  # no CDN: every asset from this server
+    assert client.get("/static/app.js").status_code == 200 and client.get("/static/style.css").status_code == 200
+    model = client.get("/api/model").json()
+    assert model["classes"] == ["CN", "AD"] and model["engine"] == "torch" and model["accepts"] == ["nifti", "nifti-gz", "dicom-zip"]
+    schema = client.get("/openapi.json").json()
+    assert {"/api/predict", "/api/health", "/api/model"} <= set(schema["paths"])
+    assert client.get("/docs").status_code == 404  # Swagger UI loads from a CDN: off
+
+
+def test_nifti_upload_matches_predict(client: TestClient, checkpoint: Path, scan: Path, tmp_path: Path) -> None:
+    leftovers = set(Path(tempfile.gettempdir()).glob("alzmri-serve-*"))
+    response = _post(client, "whatever.png", scan.read_bytes())  # the name says PNG, the bytes say NIfTI: the bytes win
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["input"]["kind"] == "nifti-gz" and body["predicted"] in ("CN", "AD")
+    reference = predict(PredictConfig(checkpoint=checkpoint, inputs=[scan], out=tmp_path / "p.tsv"))
+    for name in ("CN", "AD"):
+        assert body["probabilities"][name] == pytest.approx(float(reference[f"prob_{name}"].iloc[0]), abs=1e-5)
+    for key in ("scan", "evidence"):
+        assert Image.open(io.BytesIO(base64.b64decode(body["images"][key]))).format == "PNG"
+    heat = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(body["evidence"]["nifti_gz"])))
+    assert heat.shape == (16, 16, 16) and np.isfinite(heat.get_fdata()).all()
+    assert body["evidence"]["empty"] == (heat.get_fdata().max() <= 0)  # an all-zero map is said to be one
+    assert body["qc"]["model_grid"] == "16x16x16" and isinstance(body["qc"]["warnings"], list)
+    plain = _post(client, "scan", gzip.decompress(scan.read_bytes()))  # uncompressed .nii
+    assert plain.status_code == 200 and plain.json()["input"]["kind"] == "nifti"
+    assert plain.json()["probabilities"] == pytest.approx(body["probabilities"], abs=1e-5)
+    assert set(Path(tempfile.gettempdir()).glob("alzmri-serve-*")) <= leftovers  # every request's folder removed
+
+
+def test_dicom_zip_upload(client: TestClient, tmp_path: Path) -> None:
+    folder = tmp_path / "dicom"
+    write_series(folder, 24, rows=24, cols=28, seed=3)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(tmp_path).as_posix())
+    response = _post(client, "series.zip", buffer.getvalue())
+    assert response.status_code == 200, response.text
+    assert response.json()["input"]["kind"] == "dicom-zip" and sum(response.json()["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+
+
+def _zip(members: dict[str, bytes], link: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+        if link:
+            info = zipfile.ZipInfo(link)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, "/etc/passwd")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("name", "data", "status", "message"), [
+    ("big.nii.gz", b"\x1f\x8b" + bytes(3_000_000), 413, "larger than this server's limit of 2 MB"),
+    ("empty.nii", b"", 422, "empty"),
+    ("noise.bin", bytes(range(256)) * 8, 422, "not a NIfTI"),
+    ("fake.nii.gz", gzip.compress(b"not a nifti header" * 50), 422, "holds no NIfTI"),
+    ("broken.nii.gz", b"\x1f\x8b\x08\x00garbage", 422, "corrupt gzip"),
+    ("escape.zip", _zip({"../../etc/evil.dcm": b"x"}), 422, "unsafe path"),
+    ("link.zip", _zip({"a.dcm": b"x"}, link="b.dcm"), 422, "symbolic link"),
+    ("bomb.zip", _zip({"bomb.dcm": bytes(5_000_000)}), 422, "limit"),
+    ("slice.png", b"\x89PNG\r\n\x1a\n" + bytes(100), 422, "takes a 3D scan"),
+    ("one.dcm", bytes(128) + b"DICM" + bytes(400), 422, "single DICOM file"),
+])  # fmt: skip
+def test_bad_uploads_are_json_errors_and_the_server_keeps_serving(client: TestClient, name: str, data: bytes, status: int, message: str) -> None:
+    assert message in _error(_post(client, name, data), status)
+    _still_serving(client)
+
+
+def test_corrupt_nifti_is_one_line(client: TestClient, scan: Path) -> None:
+    whole = gzip.decompress(scan.read_bytes())
+    assert _error(_post(client, "cut.nii", whole[: len(whole) // 2]), 422)  # a valid header, half the voxels
+    assert "bad request" in _error(client.post("/api/predict", data={"age": "1"}), 422)  # no file at all
+    assert "bad request" in _error(_post(client, "scan.nii", whole, age="-3"), 422)
+    _still_serving(client)
+
+
+class _Slow:
+    """A stand-in service whose uploads wait until released (to fill the worker pool)."""
+
+    def __init__(self, real) -> None:
+        self.hparams, self.release, self.started = real.hparams, threading.Event(), threading.Event()
+        self.describe = real.describe
+
+    def run(self, path: Path, age: float | None = None) -> dict:
+        self.started.set()
+        assert self.release.wait(30)
+        return {"predicted": "CN"}
+
+
+def test_a_full_server_answers_429(checkpoint: Path) -> None:
+    from alzmri.app.service import Service
+
+    config = ServeConfig(model=checkpoint, workers=1, queue=0)
+    slow = _Slow(Service(config))
+    client = TestClient(create_app(config, service=slow))  # type: ignore[arg-type]
+    first: list = []
+    worker = threading.Thread(target=lambda: first.append(_post(client, "a.nii", b"x")))
+    worker.start()
+    assert slow.started.wait(30)
+    assert "busy" in _error(_post(client, "b.nii", b"x"), 429)
+    slow.release.set()
+    worker.join(30)
+    assert first[0].status_code == 200 and _post(client, "c.nii", b"x").status_code == 200  # room again
+
+
+def test_token_off_localhost(checkpoint: Path) -> None:
+    with pytest.raises(ValueError, match="--token"):
+        ServeConfig(model=checkpoint, host="0.0.0.0")
+    token = "s3cret-token-0123456789"
+    client = TestClient(create_app(ServeConfig(model=checkpoint, host="0.0.0.0", token=token)))
+    assert client.get("/api/health").status_code == 200  # liveness stays open (container health checks)
+    assert "token" in _error(client.get("/api/model"), 401)
+    assert "token" in _error(_post(client, "a.nii", b"x"), 401)
+    assert client.get("/api/model", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_keep_uploads(checkpoint: Path, scan: Path, tmp_path: Path) -> None:
+    client = TestClient(create_app(ServeConfig(model=checkpoint, keep_uploads=tmp_path / "kept", evidence="none")))
+    body = _post(client, "s.nii.gz", scan.read_bytes()).json()
+    assert "evidence" not in body["images"] and body["evidence"]["method"] == "none"
+    (kept,) = (tmp_path / "kept").iterdir()
+    assert sorted(p.name for p in kept.iterdir()) == ["result.json", "upload.nii.gz"]
+    assert (kept / "upload.nii.gz").read_bytes() == scan.read_bytes()
+
+
+def test_slice_model_and_exported_model(tmp_path: Path, scan: Path) -> None:
+    from alzmri.data.slices.store import SliceSetConfig
+    from alzmri.evaluation.config import ExportConfig
+    from alzmri.evaluation.export import export_model
+
+    settings = SliceSetConfig(origin="images", size=32, channels=1, classes=["NonDemented", "MildDemented"], normalization="z-score")
+    ckpt = _checkpoint(tmp_path / "slice.ckpt", "small_cnn_2d", {}, settings.model_dump(mode="json"), classes=("NonDemented", "MildDemented"))
+    client = TestClient(create_app(ServeConfig(model=ckpt)))
+    image = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((40, 48)) * 255).astype(np.uint8)).save(image, format="PNG")
+    body = _post(client, "slice.png", image.getvalue()).json()
+    assert body["input"]["kind"] == "png" and set(body["probabilities"]) == {"NonDemented", "MildDemented"} and "evidence" in body["images"]
+    assert "takes a 2D slice image" in _error(_post(client, "scan.nii.gz", scan.read_bytes()), 422)
+    onnx = export_model(ExportConfig(checkpoint=ckpt, out=tmp_path / "slice.onnx"))["out"]
+    served = TestClient(create_app(ServeConfig(model=Path(onnx))))
+    exported = _post(served, "slice.png", image.getvalue()).json()
+    assert exported["engine"] == "onnxruntime" and "evidence" not in exported["images"] and "exported file" in exported["evidence"]["note"]
+    assert exported["probabilities"] == pytest.approx(body["probabilities"], abs=1e-4)
