@@ -10,7 +10,7 @@ DEMO_DIR ?= alzmri-demo
 export MLFLOW_DISABLE_TELEMETRY := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint browser clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,18 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
-test: $(STAMP) lint
+# The browser test drives Debian's Chromium through Playwright (Playwright's own browser download is not used).
+browser:
+	@if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing chromium (Debian package) for the browser test"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+			{ apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; } || \
+			echo "warning: could not install chromium; the browser test will be skipped"; \
+		else echo "note: no chromium found (sudo apt-get install chromium); the browser test will be skipped"; fi; \
+	fi
+
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -58,8 +58,9 @@ class Service:
     def describe(self) -> dict[str, Any]:
         """``GET /api/model``: what is served and what it accepts."""
         accepts = list(VOLUME_KINDS) if self.dims == 3 else ["png", "jpeg", "tiff", "bmp"]
+        readable = ".nii, .nii.gz or a zip of one DICOM series" if self.dims == 3 else "PNG, JPEG, TIFF or BMP"
         return {"model": self.hparams["model_name"], "classes": self.classes, "engine": self.engine.name, "input": "3D scan" if self.dims == 3 else "2D slice image",
-                "accepts": accepts, "needs_age": self.engine.uses_age, "evidence": self.evidence, "evidence_note": self.evidence_note,
+                "accepts": accepts, "accepts_text": readable, "needs_age": self.engine.uses_age, "evidence": self.evidence, "evidence_note": self.evidence_note,
                 "preprocessing": self.inputs.model_dump(mode="json"), "max_upload_mb": self.config.max_upload_mb}  # fmt: skip
 
     def run(self, path: Path, age: float | None = None) -> dict[str, Any]:
@@ -143,16 +144,22 @@ class Service:
 
     @staticmethod
     def _triplanar(volume: np.ndarray, heat: np.ndarray | None, mask: np.ndarray | None, title: str) -> str:
+        """Three orthogonal slices through the map's peak inside the brain (the brain's centre without a map); the map drawn where it is ≥ 20 % of its peak."""
         import matplotlib.pyplot as plt
 
+        inside = mask if mask is not None and mask.any() else np.ones(volume.shape, bool)
+        if heat is not None and np.any(heat * inside > 0):
+            centre = list(np.unravel_index(int(np.argmax(np.where(inside, heat, -np.inf))), heat.shape))
+        else:
+            centre = [int(round(c)) for c in np.argwhere(inside).mean(axis=0)]
         figure, axes = plt.subplots(1, 3, figsize=(9, 3.2))
-        centre = [s // 2 for s in volume.shape] if heat is None else list(np.unravel_index(int(np.argmax(heat)), heat.shape))
         for axis, ax in enumerate(axes):
             take = [slice(None)] * 3
             take[axis] = centre[axis]
             ax.imshow(np.rot90(volume[tuple(take)]), cmap="gray")
-            if heat is not None:
-                ax.imshow(np.rot90(heat[tuple(take)]), cmap="inferno", alpha=0.45)
+            if heat is not None and heat.max() > 0:
+                part = np.rot90(heat[tuple(take)] / heat.max())
+                ax.imshow(np.ma.masked_less(part, 0.2), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
             if mask is not None and mask[tuple(take)].any():
                 ax.contour(np.rot90(mask[tuple(take)].astype(float)), levels=[0.5], colors="cyan", linewidths=0.8)
             ax.set_axis_off()
@@ -165,8 +172,8 @@ class Service:
 
         figure, ax = plt.subplots(figsize=(3.4, 3.6))
         ax.imshow(image, cmap="gray")
-        if heat is not None:
-            ax.imshow(heat, cmap="inferno", alpha=0.45)
+        if heat is not None and heat.max() > 0:
+            ax.imshow(np.ma.masked_less(heat / heat.max(), 0.2), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
         ax.set_axis_off()
         ax.set_title(title, fontsize=9)
         return _png(figure)

@@ -25,7 +25,7 @@ async function loadModel() {
     const body = await response.json();
     if (!response.ok) { status(body.error || response.statusText, true); return; }
     $("model-line").textContent = body.model + " · " + body.classes.join(" / ") + " · " + body.engine;
-    $("accepts").textContent = "Accepts " + body.input + ": " + body.accepts.join(", ") + " (up to " + body.max_upload_mb + " MB)." +
+    $("accepts").textContent = "Accepts a " + body.input + ": " + body.accepts_text + " (up to " + body.max_upload_mb + " MB)." +
       (body.evidence_note ? " " + body.evidence_note : "");
     needsAge = body.needs_age;
     $("age").hidden = $("age-label").hidden = !needsAge;

@@ -1,0 +1,100 @@
+"""The page of ``alzmri serve`` in a real browser: Playwright driving Debian's Chromium against a live server on 127.0.0.1.
+
+Skipped, saying why, only where no Chromium is installed (``make test`` installs Debian's
+package when it can). With ``ALZMRI_SCREENSHOTS=folder`` the page's screenshots go there (the
+README's come from this test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from alzmri.app.config import ServeConfig
+from alzmri.app.server import create_app
+from alzmri.io.bids import load_scans
+from alzmri.training.fit import fit
+
+from conftest import train_config
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(prepared: dict[str, Path]):
+    import uvicorn
+
+    checkpoint = fit(train_config(prepared, epochs=1, run_name="browser")) / "checkpoints" / "best-loss.ckpt"
+    port = _free_port()
+    live = uvicorn.Server(uvicorn.Config(create_app(ServeConfig(model=checkpoint, port=port, evidence="occlusion")), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=live.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not live.started and time.time() < deadline:
+        time.sleep(0.1)
+    assert live.started, "the server did not start"
+    yield f"http://127.0.0.1:{port}/"
+    live.should_exit = True
+    thread.join(10)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium; 'make test' does it as root)")
+def test_upload_see_the_result_and_download_it(server: str, prepared: dict[str, Path], tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(os.environ.get("ALZMRI_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    scan = Path(load_scans(prepared["bids"])["path"].iloc[0])
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900}, accept_downloads=True)
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            outside: list[str] = []
+            page.on("request", lambda request: outside.append(request.url) if not request.url.startswith((server, "data:", "blob:")) else None)
+            page.goto(server)
+            expect(page.locator("#model-line")).to_contain_text("liu_cnn_compact")
+            page.screenshot(path=str(shots / "serve-empty.png"))
+            page.set_input_files("#file", str(scan))
+            page.click("#submit")
+            expect(page.locator("#result")).to_be_visible(timeout=60_000)
+            expect(page.locator("#status")).to_contain_text("done in")
+            rows = page.locator("#probabilities tbody tr")
+            expect(rows).to_have_count(2)
+            shown = page.locator("#predicted").inner_text()
+            assert shown in ("CN", "AD")
+            for image in ("#scan-image", "#evidence-image"):  # the pictures decoded and laid out
+                assert page.eval_on_selector(image, "img => img.complete && img.naturalWidth > 100"), image
+            page.screenshot(path=str(shots / "serve-result.png"), full_page=True)
+            with page.expect_download() as download:
+                page.click("#download-json")
+            saved = tmp_path / "result.json"
+            download.value.save_as(saved)
+            result = json.loads(saved.read_text())
+            assert result["predicted"] == shown and sum(result["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+            assert result["evidence"]["method"] == "occlusion" and result["images"]["evidence"]
+
+            page.set_input_files("#file", {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a scan"})
+            page.click("#submit")
+            expect(page.locator("#status")).to_have_class("error")
+            expect(page.locator("#status")).to_contain_text("not a NIfTI")
+            assert not errors, errors
+            assert not outside, f"the page fetched from elsewhere: {outside}"
+        finally:
+            browser.close()
