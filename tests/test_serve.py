@@ -211,3 +211,17 @@ def test_slice_model_and_exported_model(tmp_path: Path, scan: Path) -> None:
     exported = _post(served, "slice.png", image.getvalue()).json()
     assert exported["engine"] == "onnxruntime" and "evidence" not in exported["images"] and "exported file" in exported["evidence"]["note"]
     assert exported["probabilities"] == pytest.approx(body["probabilities"], abs=1e-4)
+
+
+def test_concurrent_uploads_get_the_same_answers(checkpoint: Path, scan: Path) -> None:
+    """Two workers share one model: Grad-CAM's hooks must not leak into the other worker's forward pass (a 500 under load, found by the load test)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = TestClient(create_app(ServeConfig(model=checkpoint, workers=2, queue=4)))
+    alone = _post(client, "s.nii.gz", scan.read_bytes()).json()
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: _post(client, "s.nii.gz", scan.read_bytes()), range(4)))
+    assert [a.status_code for a in answers] == [200] * 4, [a.text[:200] for a in answers]
+    for answer in answers:
+        assert answer.json()["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-6)
+        assert answer.json()["evidence"]["nifti_gz"] == alone["evidence"]["nifti_gz"]

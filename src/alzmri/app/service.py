@@ -8,8 +8,10 @@ and NIfTI map are base64 strings, so nothing has to stay on the server after the
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import io
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,12 +30,17 @@ from alzmri.utils.errors import AlzmriError
 KIND_NAMES = {"nifti": "NIfTI", "nifti-gz": "gzipped NIfTI", "dicom-zip": "DICOM zip", "png": "PNG image", "jpeg": "JPEG image", "tiff": "TIFF image", "bmp": "BMP image"}
 
 
-def _png(figure: Any) -> str:
-    import matplotlib.pyplot as plt
+def _figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """A figure and its axes without pyplot (whose global state is not safe across the worker threads)."""
+    from matplotlib.figure import Figure
 
+    figure = Figure(figsize=kwargs.pop("figsize", None))
+    return figure, figure.subplots(*args, **kwargs)
+
+
+def _png(figure: Any) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
     return base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -51,6 +58,10 @@ class Service:
             raise AlzmriError(f"{config.model} is a genetics + MRI fusion model ({hp['model_name']}); serving it needs each patient's genetics, which the app does not take yet")
         if isinstance(self.inputs, SliceSetConfig) and (self.inputs.origin != "images" or self.inputs.channels != 1):
             raise AlzmriError("this slice model was trained on slices cut from volumes; serve a model trained on imported images ('alzmri import-slices') or on 3D scans")
+        # Attribution puts hooks on the one shared PyTorch model, which a forward pass in another worker would
+        # run: the model is used by one worker at a time (preprocessing, the slow part, still runs in parallel).
+        # An ONNX Runtime session is safe to call from several threads.
+        self._model_lock: Any = threading.Lock() if isinstance(self.engine, TorchEngine) else contextlib.nullcontext()
         self.evidence = config.evidence if isinstance(self.engine, TorchEngine) else "none"
         self.evidence_note = "" if self.evidence != "none" or config.evidence == "none" else (
             f"no evidence map: the {self.engine.name} engine runs an exported file; serve the checkpoint for Grad-CAM or occlusion")
@@ -81,7 +92,8 @@ class Service:
 
     def _probabilities(self, array: np.ndarray, age: float | None) -> np.ndarray:
         extra = [np.array([age], np.float32)] if self.engine.uses_age else []
-        return self.engine.probabilities(array[None, None] if self.dims == 3 else array[None], *extra)[0]
+        with self._model_lock:
+            return self.engine.probabilities(array[None, None] if self.dims == 3 else array[None], *extra)[0]
 
     def _answer(self, probs: np.ndarray) -> dict[str, Any]:
         best = int(np.argmax(probs))
@@ -91,9 +103,13 @@ class Service:
     def _map(self, array: np.ndarray, target: int, age: float | None) -> np.ndarray | None:
         if self.evidence == "none":
             return None
+        assert isinstance(self.engine, TorchEngine)
+        with self._model_lock:
+            return self._attribute(array, target, age)
+
+    def _attribute(self, array: np.ndarray, target: int, age: float | None) -> np.ndarray:
         from alzmri.explain.attribution import attribute
 
-        assert isinstance(self.engine, TorchEngine)
         options = {"mask_size": 8 if self.dims == 2 else 12} if self.evidence == "occlusion" else {}
         return attribute(self.engine.model, array, self.evidence, target=target, model_name=self.hparams["model_name"], age=age,
                          spatial_dims=self.dims, **options)  # fmt: skip
@@ -145,14 +161,12 @@ class Service:
     @staticmethod
     def _triplanar(volume: np.ndarray, heat: np.ndarray | None, mask: np.ndarray | None, title: str) -> str:
         """Three orthogonal slices through the map's peak inside the brain (the brain's centre without a map); the map drawn where it is ≥ 20 % of its peak."""
-        import matplotlib.pyplot as plt
-
         inside = mask if mask is not None and mask.any() else np.ones(volume.shape, bool)
         if heat is not None and np.any(heat * inside > 0):
             centre = list(np.unravel_index(int(np.argmax(np.where(inside, heat, -np.inf))), heat.shape))
         else:
             centre = [int(round(c)) for c in np.argwhere(inside).mean(axis=0)]
-        figure, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+        figure, axes = _figure(1, 3, figsize=(9, 3.2))
         for axis, ax in enumerate(axes):
             take = [slice(None)] * 3
             take[axis] = centre[axis]
@@ -168,9 +182,7 @@ class Service:
 
     @staticmethod
     def _planar(image: np.ndarray, heat: np.ndarray | None, title: str) -> str:
-        import matplotlib.pyplot as plt
-
-        figure, ax = plt.subplots(figsize=(3.4, 3.6))
+        figure, ax = _figure(figsize=(3.4, 3.6))
         ax.imshow(image, cmap="gray")
         if heat is not None and heat.max() > 0:
             ax.imshow(np.ma.masked_less(heat / heat.max(), 0.2), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
