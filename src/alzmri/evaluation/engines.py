@@ -35,7 +35,24 @@ def model_inputs(hp: dict[str, Any], model: nn.Module) -> list[str]:
     return ["image", "age"] if getattr(model, "uses_age", False) else ["image"]
 
 
-class TorchEngine:
+class _Engine:
+    """What every engine has: the checkpoint's hyper-parameters and the model's input names."""
+
+    hparams: dict[str, Any]
+    inputs: list[str]
+
+    @property
+    def uses_age(self) -> bool:
+        """Whether the model takes each scan's age (``liu2022 --age-encoding``)."""
+        return "age" in self.inputs
+
+
+@torch.no_grad()
+def _run_torch(module: Any, arrays: tuple[np.ndarray, ...]) -> torch.Tensor:
+    return module(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
+
+
+class TorchEngine(_Engine):
     """The checkpoint's ``nn.Module`` (eval mode, no gradients)."""
 
     name = "torch"
@@ -44,17 +61,11 @@ class TorchEngine:
         self.model, self.hparams = model.eval(), hp
         self.inputs = model_inputs(hp, model)
 
-    @property
-    def uses_age(self) -> bool:
-        return "age" in self.inputs
-
-    @torch.no_grad()
     def probabilities(self, images: np.ndarray, *extra: np.ndarray) -> np.ndarray:
-        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in (images, *extra)]
-        return torch.softmax(self.model(*tensors), dim=1).numpy()
+        return torch.softmax(_run_torch(self.model, (images, *extra)), dim=1).numpy()
 
 
-class OnnxEngine:
+class OnnxEngine(_Engine):
     """An exported ``.onnx`` model run by ONNX Runtime (CPU)."""
 
     name = "onnxruntime"
@@ -79,10 +90,6 @@ class OnnxEngine:
         self.inputs = json.loads(meta.get(INPUTS_KEY, '["image"]'))
         self._types = {i.name: i.type for i in self.session.get_inputs()}
 
-    @property
-    def uses_age(self) -> bool:
-        return "age" in self.inputs
-
     def probabilities(self, images: np.ndarray, *extra: np.ndarray) -> np.ndarray:
         feed = {}
         for name, array in zip(self.inputs, (images, *extra), strict=True):
@@ -91,7 +98,7 @@ class OnnxEngine:
         return np.asarray(self.session.run(["probabilities"], feed)[0])
 
 
-class TorchScriptEngine:
+class TorchScriptEngine(_Engine):
     """An exported TorchScript file (``torch.jit.load``: TorchScript code and tensors, no pickled Python objects)."""
 
     name = "torchscript"
@@ -107,14 +114,8 @@ class TorchScriptEngine:
         record = json.loads(files[EXTRA_FILE])
         self.hparams, self.inputs = record["hparams"], record["inputs"]
 
-    @property
-    def uses_age(self) -> bool:
-        return "age" in self.inputs
-
-    @torch.no_grad()
     def probabilities(self, images: np.ndarray, *extra: np.ndarray) -> np.ndarray:
-        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in (images, *extra)]
-        return self.module(*tensors).numpy()
+        return _run_torch(self.module, (images, *extra)).numpy()  # the exported graph ends in its softmax
 
 
 Engine = TorchEngine | OnnxEngine | TorchScriptEngine
