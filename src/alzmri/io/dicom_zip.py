@@ -28,13 +28,13 @@ MAX_MEMBERS = 50_000
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-def read_dicom_zip(path: str | os.PathLike[str], min_slices: int = 10, max_unpacked_bytes: int = MAX_UNPACKED_BYTES) -> tuple[nib.Nifti1Image, dict[str, Any]]:
+def read_dicom_zip(path: str | os.PathLike[str], min_slices: int = 10, max_unpacked_bytes: int | None = None) -> tuple[nib.Nifti1Image, dict[str, Any]]:
     """Read the one convertible DICOM series of a zip into memory.
 
     Args:
         path: the ``.zip`` file; the series may lie in any sub-folder, with non-DICOM files.
         min_slices: series with fewer slices are skipped (as by ``read_dicom_series``).
-        max_unpacked_bytes: refuse a zip that unpacks to more (declared or actual).
+        max_unpacked_bytes: refuse a zip that unpacks to more (declared or actual); default :data:`MAX_UNPACKED_BYTES`.
 
     Returns:
         ``(image, meta)`` as :func:`alzmri.io.dicom.read_dicom_series`.
@@ -52,7 +52,7 @@ def read_dicom_zip(path: str | os.PathLike[str], min_slices: int = 10, max_unpac
         raise AlzmriError(f"cannot read DICOM zip {path}: {first_line(exc)}") from None
     with archive, tempfile.TemporaryDirectory(prefix="alzmri-zip-") as tmp:
         folder = Path(tmp)
-        _unpack(archive, path, folder, max_unpacked_bytes)
+        _unpack(archive, path, folder, MAX_UNPACKED_BYTES if max_unpacked_bytes is None else max_unpacked_bytes)
         with _quiet_dicom():
             series, _ = _read_headers(_list_files(folder)[1])
             _check_all(series, min_slices)
@@ -68,7 +68,7 @@ def read_dicom_zip(path: str | os.PathLike[str], min_slices: int = 10, max_unpac
             raise AlzmriError(str(exc).replace(str(folder), f"zip {path}")) from None
 
 
-def _unpack(archive: zipfile.ZipFile, path: Path, folder: Path, limit: int = MAX_UNPACKED_BYTES) -> None:
+def _unpack(archive: zipfile.ZipFile, path: Path, folder: Path, limit: int) -> None:
     """Check every member, then write the files under ``folder`` (a symbolic link member is refused, never followed)."""
     members = []
     for info in archive.infolist():
