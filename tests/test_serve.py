@@ -162,15 +162,15 @@ def test_a_full_server_answers_429(checkpoint: Path) -> None:
 
     config = ServeConfig(model=checkpoint, workers=1, queue=0)
     slow = _Slow(Service(config))
-    client = TestClient(create_app(config, service=slow))  # type: ignore[arg-type]
-    first: list = []
-    worker = threading.Thread(target=lambda: first.append(_post(client, "a.nii", b"x")))
-    worker.start()
-    assert slow.started.wait(30)
-    assert "busy" in _error(_post(client, "b.nii", b"x"), 429)
-    slow.release.set()
-    worker.join(30)
-    assert first[0].status_code == 200 and _post(client, "c.nii", b"x").status_code == 200  # room again
+    with TestClient(create_app(config, service=slow)) as client:  # type: ignore[arg-type]  # one event loop, as under uvicorn
+        first: list = []
+        worker = threading.Thread(target=lambda: first.append(_post(client, "a.nii", b"x")))
+        worker.start()
+        assert slow.started.wait(30)
+        assert "busy" in _error(_post(client, "b.nii", b"x"), 429)
+        slow.release.set()
+        worker.join(30)
+        assert first[0].status_code == 200 and _post(client, "c.nii", b"x").status_code == 200  # room again
 
 
 def test_token_off_localhost(checkpoint: Path) -> None:
@@ -217,10 +217,10 @@ def test_concurrent_uploads_get_the_same_answers(checkpoint: Path, scan: Path) -
     """Two workers share one model: Grad-CAM's hooks must not leak into the other worker's forward pass (a 500 under load, found by the load test)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    client = TestClient(create_app(ServeConfig(model=checkpoint, workers=2, queue=4)))
-    alone = _post(client, "s.nii.gz", scan.read_bytes()).json()
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda _: _post(client, "s.nii.gz", scan.read_bytes()), range(4)))
+    with TestClient(create_app(ServeConfig(model=checkpoint, workers=2, queue=4))) as client:  # one event loop, as under uvicorn
+        alone = _post(client, "s.nii.gz", scan.read_bytes()).json()
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: _post(client, "s.nii.gz", scan.read_bytes()), range(4)))
     assert [a.status_code for a in answers] == [200] * 4, [a.text[:200] for a in answers]
     for answer in answers:
         assert answer.json()["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-6)

@@ -201,4 +201,4 @@ def _nifti_gz(volume: np.ndarray, affine: np.ndarray) -> str:
     import nibabel as nib
 
     image = nib.Nifti1Image(np.asarray(volume, np.float32), affine)
-    return base64.b64encode(gzip.compress(image.to_bytes(), compresslevel=6)).decode()
+    return base64.b64encode(gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)).decode()

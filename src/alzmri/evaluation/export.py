@@ -144,7 +144,7 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
     reference = TorchEngine(model, hp)
     checks = example_inputs(hp, names, batch=3, seed=1)  # another batch size than the traced one: the batch axis is dynamic
     difference = float(np.abs(exported.probabilities(*checks) - reference.probabilities(*checks)).max())
-    if difference > AGREEMENT:
+    if not difference <= AGREEMENT:  # NaN too
         target.unlink()
         raise AlzmriError(f"the exported {config.format} model's probabilities differ from PyTorch's by {difference:.2g} (> {AGREEMENT:g}); nothing was kept")
     return {"out": str(target), "format": config.format, "inputs": names, "classes": list(hp["classes"]), "max_difference": difference, "exporter": exporter}

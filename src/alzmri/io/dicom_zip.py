@@ -9,11 +9,13 @@ rather than silently reduced to one: which series is the T1w is the user's choic
 
 from __future__ import annotations
 
+import lzma
 import os
 import re
 import stat
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +99,7 @@ def _unpack(archive: zipfile.ZipFile, path: Path, folder: Path, limit: int) -> N
                     dst.write(chunk)
     except AlzmriError:
         raise
-    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError, EOFError) as exc:  # CRC errors, encryption, disk full
+    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError, EOFError, zlib.error, lzma.LZMAError) as exc:  # CRC errors, encryption, disk full, corrupt streams
         raise AlzmriError(f"cannot unpack DICOM zip {path}: {first_line(exc)}") from None
 
 
