@@ -7,6 +7,7 @@ README's come from this test).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,22 +36,58 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(prepared: dict[str, Path]):
+@contextlib.contextmanager
+def _serving(config: ServeConfig):
     import uvicorn
 
-    checkpoint = fit(train_config(prepared, epochs=1, run_name="browser")) / "checkpoints" / "best-loss.ckpt"
-    port = _free_port()
-    live = uvicorn.Server(uvicorn.Config(create_app(ServeConfig(model=checkpoint, port=port, evidence="occlusion")), host="127.0.0.1", port=port, log_level="warning"))
+    live = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=config.port, log_level="warning"))
     thread = threading.Thread(target=live.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not live.started and time.time() < deadline:
         time.sleep(0.1)
     assert live.started, "the server did not start"
-    yield f"http://127.0.0.1:{port}/"
-    live.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{config.port}/"
+    finally:
+        live.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(prepared: dict[str, Path]) -> Path:
+    return fit(train_config(prepared, epochs=1, run_name="browser")) / "checkpoints" / "best-loss.ckpt"
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint: Path):
+    with _serving(ServeConfig(model=checkpoint, port=_free_port(), evidence="occlusion")) as url:
+        yield url
+
+
+def _browser(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium; 'make test' does it as root)")
+def test_token_leaves_the_address_bar(checkpoint: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    token = "browser-token-0123456789"
+    with _serving(ServeConfig(model=checkpoint, port=_free_port(), token=token, evidence="none")) as url, sync_playwright() as playwright:
+        browser = _browser(playwright)
+        try:
+            page = browser.new_page()
+            page.goto(url + "?token=" + token)
+            expect(page.locator("#model-line")).to_contain_text("liu_cnn_compact")  # the API calls carried it
+            assert token not in page.url  # history.replaceState: the entry holding it was replaced, not kept
+            page.reload()  # kept for this tab only
+            expect(page.locator("#model-line")).to_contain_text("liu_cnn_compact")
+            other = browser.new_page()  # another tab (and a copied link) has no token
+            other.goto(url)
+            expect(other.locator("#status")).to_contain_text("token")
+        finally:
+            browser.close()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium; 'make test' does it as root)")
@@ -61,7 +98,7 @@ def test_upload_see_the_result_and_download_it(server: str, prepared: dict[str, 
     shots.mkdir(parents=True, exist_ok=True)
     scan = Path(load_scans(prepared["bids"])["path"].iloc[0])
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        browser = _browser(playwright)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900}, accept_downloads=True)
             errors: list[str] = []

@@ -125,6 +125,7 @@ def _zip(members: dict[str, bytes], link: str | None = None) -> bytes:
     ("noise.bin", bytes(range(256)) * 8, 422, "not a NIfTI"),
     ("fake.nii.gz", gzip.compress(b"not a nifti header" * 50), 422, "holds no NIfTI"),
     ("broken.nii.gz", b"\x1f\x8b\x08\x00garbage", 422, "corrupt gzip"),
+    ("bomb.nii.gz", gzip.compress(nib.Nifti1Image(np.zeros((128, 128, 128), np.float32), np.eye(4)).to_bytes()), 422, "unpacks to more than 1 MB"),
     ("escape.zip", _zip({"../../etc/evil.dcm": b"x"}), 422, "unsafe path"),
     ("link.zip", _zip({"a.dcm": b"x"}, link="b.dcm"), 422, "symbolic link"),
     ("bomb.zip", _zip({"bomb.dcm": bytes(5_000_000)}), 422, "limit"),
@@ -179,9 +180,85 @@ def test_token_off_localhost(checkpoint: Path) -> None:
     token = "s3cret-token-0123456789"
     client = TestClient(create_app(ServeConfig(model=checkpoint, host="0.0.0.0", token=token)))
     assert client.get("/api/health").status_code == 200  # liveness stays open (container health checks)
-    assert "token" in _error(client.get("/api/model"), 401)
+    refused = client.get("/api/model")
+    assert "token" in _error(refused, 401) and refused.headers["www-authenticate"] == "Bearer"
     assert "token" in _error(_post(client, "a.nii", b"x"), 401)
-    assert client.get("/api/model", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert "token" in _error(client.get("/api/model", headers={"Authorization": f"Bearer {token}x"}), 401)
+    for scheme in ("Bearer", "bearer", "BEARER"):  # the scheme is case-insensitive (RFC 6750)
+        assert client.get("/api/model", headers={"Authorization": f"{scheme} {token}"}).status_code == 200
+
+
+class _App:
+    """A stand-in ASGI app that reads the whole body and answers 200 (or what a parser says of a cut-off body)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        self.calls += 1
+        while True:
+            try:
+                event = await receive()
+            except Exception:
+                status = 400  # what FastAPI answers when its multipart parser fails
+                break
+            if event["type"] != "http.request" or not event.get("more_body"):
+                status = 200
+                break
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+def _asgi(gate, path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]] = ()) -> tuple[int, dict, int]:
+    """Call ``gate`` once; (status, body, how many body chunks it read)."""
+    import anyio
+
+    read, sent = [0], []
+
+    async def receive() -> dict:
+        read[0] += 1
+        return {"type": "http.request", "body": chunks[read[0] - 1], "more_body": read[0] < len(chunks)}
+
+    async def send(event: dict) -> None:
+        sent.append(event)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": list(headers)}
+    anyio.run(gate, scope, receive, send)
+    import json
+
+    return sent[0]["status"], json.loads(b"".join(e.get("body", b"") for e in sent[1:])), read[0]
+
+
+def test_gate_decides_before_reading_the_body() -> None:
+    from alzmri.app.server import Admission, Gate
+
+    inner = _App()
+    admission = Admission(workers=1, queue=0)
+    gate = Gate(inner, limit=100, token="tok", admission=admission)
+    auth = [(b"authorization", b"Bearer tok")]
+    status, body, read = _asgi(gate, "/api/predict", [b"x" * 10])
+    assert (status, read, inner.calls) == (401, 0, 0) and "token" in body["error"]  # no token: nothing read, the app never called
+    assert admission.enter()  # the one place taken
+    status, body, read = _asgi(gate, "/api/predict", [b"x" * 10], auth)
+    assert (status, read, inner.calls) == (429, 0, 0) and "busy" in body["error"]
+    admission.leave()
+    status, _, read = _asgi(gate, "/api/predict", [b"x" * 10, b"y" * 10], auth)
+    assert (status, read, admission.active) == (200, 2, 0)  # the place is given back after the answer
+    status, body, read = _asgi(gate, "/api/predict", [b"x" * 60, b"y" * 60, b"z" * 60], auth)  # chunked: no length declared
+    assert status == 413 and read == 2 and "limit of 0.0001 MB" in body["error"] and admission.active == 0
+    status, _, _ = _asgi(gate, "/api/predict", [b"x"], auth + [(b"content-length", b"101")])
+    assert status == 413
+
+
+def test_chunked_upload_over_the_limit_is_413(client: TestClient, scan: Path) -> None:
+    def chunks():
+        yield b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.nii\"\r\n\r\n"
+        for _ in range(30):
+            yield bytes(100_000)
+
+    response = client.post("/api/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert "larger than this server's limit" in _error(response, 413)
+    _still_serving(client)
 
 
 def test_keep_uploads(checkpoint: Path, scan: Path, tmp_path: Path) -> None:
@@ -225,3 +302,31 @@ def test_concurrent_uploads_get_the_same_answers(checkpoint: Path, scan: Path) -
     for answer in answers:
         assert answer.json()["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-6)
         assert answer.json()["evidence"]["nifti_gz"] == alone["evidence"]["nifti_gz"]
+
+
+def test_registered_model_is_served_by_its_uri(prepared: dict[str, Path], tmp_path: Path) -> None:
+    import json
+
+    from mlflow import MlflowClient
+
+    from alzmri.utils.errors import AlzmriError
+
+    out = tmp_path / "runs"
+    run_dir = fit(train_config(prepared, epochs=1, out=out, run_name="registered", trackers=["mlflow"], register_model="ad-classifier"))
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["model_uri"] == "models:/ad-classifier/1"
+    store = f"sqlite:///{out / 'mlflow.db'}"
+    version = MlflowClient(tracking_uri=store).get_model_version("ad-classifier", "1")
+    assert version.tags["alzmri_checkpoint"] == "best-loss.ckpt" and version.tags["alzmri_classes"] == "CN,AD"
+    preprocessing = json.loads((run_dir / "checkpoints" / "preprocessing.json").read_text())
+    assert preprocessing["size"] == json.loads((prepared["cache"] / "preprocess.json").read_text())["size"]
+    for uri in ("models:/ad-classifier/1", "models:/ad-classifier/latest", "models:/ad-classifier"):
+        with TestClient(create_app(ServeConfig(model=uri, tracking_uri=store, evidence="none"))) as client:
+            assert client.get("/api/model").json()["classes"] == ["CN", "AD"]
+    for uri, store_, message in [("models:/ad-classifier/7", store, "ad-classifier"), ("models:/nobody/1", store, "nobody"),
+                                 ("models:/ad-classifier/1", None, "--tracking-uri"), ("models:/ad-classifier/1", f"sqlite:///{tmp_path / 'none.db'}", "does not exist"),
+                                 ("models:/a/b/c", store, "not a registry model URI")]:  # fmt: skip
+        with pytest.raises(AlzmriError, match=message) as caught:
+            create_app(ServeConfig(model=uri, tracking_uri=store_))
+        assert "\n" not in str(caught.value)
+    assert not (tmp_path / "none.db").exists()  # a wrong store is not created

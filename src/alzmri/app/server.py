@@ -3,13 +3,13 @@
 * ``GET /`` the page (its script and style served from the package: no CDN); ``GET /api/health``;
   ``GET /api/model``; ``POST /api/predict`` (multipart ``file``, optional ``age``);
   ``GET /openapi.json`` the schema (FastAPI's Swagger page is off: it loads from a CDN).
-* The body is counted as it arrives: past ``--max-upload-mb`` the answer is 413 before the
-  upload is parsed. Uploads are processed by at most ``--workers`` threads with ``--queue``
-  waiting; one more is answered 429. Every error is JSON ``{"error": "one line"}``, and the
+* Before a body is read (:class:`Gate`): the token, then a place among ``--workers`` running
+  and ``--queue`` waiting uploads (429 when none is free); the body is counted as it arrives
+  (chunked too) and past ``--max-upload-mb`` the answer is 413. Every error is JSON ``{"error": "one line"}``, and the
   server keeps serving after it.
 * Each upload lives in its own temporary folder, removed when the answer is sent (copied to
   ``--keep-uploads`` first when asked). With ``--token`` every ``/api`` call but ``health``
-  needs ``Authorization: Bearer TOKEN``.
+  needs ``Authorization: Bearer TOKEN`` (401 otherwise, before any upload is accepted).
 """
 
 from __future__ import annotations
@@ -44,54 +44,19 @@ class _Refused(Exception):
         self.status = status
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
-class BodyLimit:
-    """ASGI middleware: 413 as soon as a request body passes ``limit`` bytes (declared or counted)."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        message = f"the upload is larger than this server's limit of {self.limit / 1e6:g} MB (alzmri serve --max-upload-mb)"
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await _error(413, message)(scope, receive, send)
-            return
-        seen = 0
-        started = False
-
-        async def counted() -> dict:
-            nonlocal seen
-            event = await receive()
-            if event["type"] == "http.request":
-                seen += len(event.get("body", b""))
-                if seen > self.limit:
-                    raise _Refused(413, message)
-            return event
-
-        async def tracked(event: dict) -> None:
-            nonlocal started
-            started = started or event["type"] == "http.response.start"
-            await send(event)
-
-        try:
-            await self.app(scope, counted, tracked)
-        except _Refused as exc:
-            if not started:
-                await _error(exc.status, str(exc))(scope, receive, send)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 class Admission:
     """At most ``workers + queue`` uploads in the server at once; the rest are refused (429)."""
 
     def __init__(self, workers: int, queue: int) -> None:
-        self.capacity, self.active, self.lock = workers + queue, 0, threading.Lock()
+        self.workers, self.queue, self.active, self.lock = workers, queue, 0, threading.Lock()
+
+    @property
+    def capacity(self) -> int:
+        return self.workers + self.queue
 
     def enter(self) -> bool:
         with self.lock:
@@ -105,6 +70,78 @@ class Admission:
             self.active -= 1
 
 
+def _bearer(header: bytes, token: str) -> bool:
+    """Whether an ``Authorization`` header carries ``token`` (scheme case-insensitive, RFC 6750)."""
+    scheme, _, credentials = header.decode("latin-1").strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode())
+
+
+class Gate:
+    """ASGI middleware that decides before any body is read: the token, admission and the size limit.
+
+    * With a token, every ``/api`` call but ``health`` needs ``Authorization: Bearer TOKEN``
+      (401 with ``WWW-Authenticate: Bearer``), so an unauthenticated client cannot upload anything.
+    * ``POST /api/predict`` takes one of ``workers + queue`` places (429 when none is free),
+      held until its answer is sent.
+    * A body declared or counted (chunked uploads too) past ``limit`` bytes is answered 413: the
+      app's own answer to the cut-off body is replaced.
+    """
+
+    def __init__(self, app: Any, limit: int, token: str, admission: Admission) -> None:
+        self.app, self.limit, self.token, self.admission = app, limit, token, admission
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        path = scope.get("path", "")
+        if self.token and path.startswith("/api/") and path != "/api/health" and not _bearer(headers.get(b"authorization", b""), self.token):
+            await _error(401, "this server needs its token: send 'Authorization: Bearer TOKEN' (open the page as /?token=TOKEN)",
+                         {"WWW-Authenticate": "Bearer"})(scope, receive, send)  # fmt: skip
+            return
+        too_large = f"the upload is larger than this server's limit of {self.limit / 1e6:g} MB (alzmri serve --max-upload-mb)"
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await _error(413, too_large)(scope, receive, send)
+            return
+        upload = scope.get("method") == "POST" and path == "/api/predict"
+        if upload and not self.admission.enter():
+            await _error(429, f"the server is busy ({self.admission.workers} uploads running, {self.admission.queue} waiting); try again shortly")(scope, receive, send)
+            return
+        seen, over, replaced = 0, False, False
+
+        async def counted() -> dict:
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
+            event = await receive()
+            if event["type"] == "http.request":
+                seen += len(event.get("body", b""))
+                if seen > self.limit:
+                    over = True
+                    raise _Refused(413, too_large)
+            return event
+
+        async def answer(event: dict) -> None:
+            nonlocal replaced
+            if over and not replaced and event["type"] == "http.response.start":  # the app's answer to the cut-off body (400, 500): ours instead
+                replaced = True
+                await _error(413, too_large)(scope, receive, send)
+            elif not replaced:
+                await send(event)
+
+        try:
+            await self.app(scope, counted, answer)
+        except _Refused as exc:
+            if not replaced:
+                replaced = True
+                await _error(exc.status, str(exc))(scope, receive, send)
+        finally:
+            if upload:
+                self.admission.leave()
+
+
 def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     """The app, with the model loaded now (once)."""
     service = service or Service(config)
@@ -113,14 +150,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     admission = Admission(config.workers, config.queue)
     limiter = anyio.CapacityLimiter(config.workers)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(BodyLimit, limit=int(config.max_upload_mb * 1e6))
-
-    def authorised(request: Request) -> None:
-        if not config.token:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {config.token}".encode()):
-            raise _Refused(401, "this server needs its token: send 'Authorization: Bearer TOKEN' (open the page as /?token=TOKEN)")
+    app.add_middleware(Gate, limit=int(config.max_upload_mb * 1e6), token=config.token or "", admission=admission)
 
     @app.exception_handler(_Refused)
     async def refused(_request: Request, exc: _Refused) -> JSONResponse:
@@ -152,32 +182,30 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
         return {"status": "ok", "model": service.hparams["model_name"], "busy": admission.active}
 
     @app.get("/api/model", summary="The served model: classes, accepted uploads, preprocessing")
-    async def model(request: Request) -> dict[str, Any]:
-        authorised(request)
+    async def model() -> dict[str, Any]:
         return service.describe()
 
     @app.post("/api/predict", summary="Predict one upload: class probabilities, QC, evidence map (PNGs and NIfTI as base64)",
               responses={413: {"description": "upload too large"}, 422: {"description": "the upload cannot be used"}, 429: {"description": "busy"}})  # fmt: skip
-    async def predict(request: Request, file: UploadFile = File(..., description="NIfTI (.nii/.nii.gz), zip of one DICOM series, or slice image"),
+    async def predict(file: UploadFile = File(..., description="NIfTI (.nii/.nii.gz), zip of one DICOM series, or slice image"),
                       age: float | None = Form(None, ge=0, le=130, description="Age in years (models trained with age only)")) -> dict[str, Any]:  # fmt: skip
-        authorised(request)
-        if not admission.enter():
-            raise _Refused(429, f"the server is busy ({config.workers} uploads running, {config.queue} waiting); try again shortly")
-        try:
-            with tempfile.TemporaryDirectory(prefix="alzmri-serve-") as tmp:
-                upload = Path(tmp) / "upload"
-                with upload.open("wb") as out:
-                    while chunk := await file.read(1 << 20):
-                        out.write(chunk)
-                result = await anyio.to_thread.run_sync(service.run, upload, age, limiter=limiter)
-                result["filename"] = file.filename or ""
-                if config.keep_uploads:
-                    _keep(Path(config.keep_uploads), Path(tmp), result)
-                return result
-        finally:
-            admission.leave()
+        # the token, admission and size limit were checked by Gate before the body was read
+        with tempfile.TemporaryDirectory(prefix="alzmri-serve-") as tmp:
+            upload = Path(tmp) / "upload"
+            await anyio.to_thread.run_sync(_save, file.file, upload)
+            result = await anyio.to_thread.run_sync(service.run, upload, age, limiter=limiter)
+            result["filename"] = file.filename or ""
+            if config.keep_uploads:
+                await anyio.to_thread.run_sync(_keep, Path(config.keep_uploads), Path(tmp), result)
+            return result
 
     return app
+
+
+def _save(source: Any, target: Path) -> None:
+    source.seek(0)
+    with target.open("wb") as out:
+        shutil.copyfileobj(source, out, 1 << 20)
 
 
 def _keep(folder: Path, tmp: Path, result: dict[str, Any]) -> None:

@@ -11,8 +11,10 @@ import base64
 import contextlib
 import gzip
 import io
+import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from alzmri.data.slices.store import SliceSetConfig
 from alzmri.evaluation.engines import TorchEngine, load_engine
 from alzmri.evaluation.predict import checkpoint_preprocess
 from alzmri.models import model_info
+from alzmri.training.registry import fetch_registered, is_model_uri
 from alzmri.utils.errors import AlzmriError
 
 KIND_NAMES = {"nifti": "NIfTI", "nifti-gz": "gzipped NIfTI", "dicom-zip": "DICOM zip", "png": "PNG image", "jpeg": "JPEG image", "tiff": "TIFF image", "bmp": "BMP image"}
@@ -49,7 +52,11 @@ class Service:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.engine = load_engine(config.model, config.engine, config.threads)
+        if is_model_uri(config.model):  # fetched, loaded into memory, and the download removed
+            with tempfile.TemporaryDirectory(prefix="alzmri-registry-") as tmp:
+                self.engine = load_engine(fetch_registered(config.model, config.tracking_uri, Path(tmp)), config.engine, config.threads)
+        else:
+            self.engine = load_engine(config.model, config.engine, config.threads)
         hp = self.engine.hparams
         self.hparams, self.classes = hp, list(hp["classes"])
         self.inputs = checkpoint_preprocess(hp)
@@ -117,12 +124,17 @@ class Service:
     def _volume(self, path: Path, kind: str, age: float | None) -> dict[str, Any]:
         from alzmri.preprocessing.pipeline import run_prefix, run_suffix, scanner_affine
 
-        source: Any = path
-        if kind == "dicom-zip":
-            from alzmri.io.dicom_zip import read_dicom_zip
+        from alzmri.io.nifti import load_scan
 
-            source, _ = read_dicom_zip(path, max_unpacked_bytes=int(self.config.max_unpacked_mb * 1e6))
-        intermediate = run_prefix(source, self.inputs)
+        limit = int(self.config.max_unpacked_mb * 1e6)
+        unpacked = path.with_name("unpacked.nii")
+        try:
+            if kind == "nifti-gz":  # unpacked here, with a limit: nibabel would inflate a gzip bomb whole
+                path = gunzip_limited(path, unpacked, limit)
+            image, notes = load_scan(path, max_unpacked_bytes=limit)  # DICOM zips: the series checks and warnings of 'alzmri preprocess'
+            intermediate = run_prefix(image, self.inputs, notes)
+        finally:
+            unpacked.unlink(missing_ok=True)
         array, mask, qc = run_suffix(intermediate, self.inputs)
         qc = {**intermediate.qc, **qc}
         probs = self._probabilities(array, age)
@@ -189,6 +201,21 @@ class Service:
         ax.set_axis_off()
         ax.set_title(title, fontsize=9)
         return _png(figure)
+
+
+def gunzip_limited(source: Path, target: Path, limit: int) -> Path:
+    """Unpack a gzip to ``target``, refusing (one line) once it passes ``limit`` bytes."""
+    written = 0
+    try:
+        with gzip.open(source, "rb") as inner, target.open("wb") as out:
+            while chunk := inner.read(1 << 20):
+                written += len(chunk)
+                if written > limit:
+                    raise AlzmriError(f"the upload unpacks to more than {limit / 1e6:g} MB (alzmri serve --max-unpacked-mb): not one scan")
+                out.write(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise AlzmriError(f"the upload is a corrupt gzip file ({exc})") from None
+    return target
 
 
 def _emptiness(heat: np.ndarray) -> dict[str, Any]:

@@ -99,6 +99,7 @@ add_config_command(app, "train", TrainConfig, "alzmri.cli.commands.train:run",
      "alzmri train cache split --model liu2022 --width 8 --age-encoding --lr 1e-4 --out runs",
      "alzmri train cache split --model r3d_18 --pretrained r3d_18-kinetics.pth --freeze-until layer2 --warmup-epochs 2",
      "alzmri train --resume runs/liu2022-1a2b3c4d",
+     "alzmri train cache split --out runs --register-model ad-classifier   # then: alzmri serve models:/ad-classifier/1 --tracking-uri sqlite:///runs/mlflow.db",
      "torchrun --nproc_per_node 4 -m alzmri train cache split --model r3d_18 --batch-size 4"])
 add_config_command(app, "cv", CrossValidateConfig, "alzmri.evaluation.cross_validate:cross_validate",
     "Subject-level stratified group k-fold cross-validation: one resumable training run per fold, each evaluated on "
@@ -182,6 +183,7 @@ add_config_command(app, "serve", ServeConfig, "alzmri.cli.commands.serve:run",
     "takes) and see the class probabilities, QC, the evidence map over the preprocessed scan and downloads. The checkpoint's own "
     "preprocessing is applied; localhost only unless a --token is given; uploads are never kept unless --keep-uploads.",
     ["alzmri serve runs/RUN/checkpoints/best-loss.ckpt", "alzmri serve best-loss.onnx --workers 2 --queue 8",
+     "alzmri serve models:/ad-classifier/1 --tracking-uri sqlite:///runs/mlflow.db   # from the MLflow model registry",
      "ALZMRI_TOKEN=$(openssl rand -hex 16) alzmri serve best-loss.ckpt --host 0.0.0.0 --port 8080"])
 add_config_command(app, "demo", DemoConfig, "alzmri.cli.commands.demo:run",
     "Run synth → preprocess → split → train → evaluate on a synthetic CN/AD cohort and print the held-out result.",

@@ -142,6 +142,7 @@ class CrossValidateConfig(BaselineOptions, TrainConfig):
 
     cache: Path = Field(description="Preprocessing cache folder (from 'alzmri preprocess').", json_schema_extra={"argument": True})  # type: ignore[assignment]
     resume: None = Field(None, description="(Not for cv: re-running the command resumes each fold.)", json_schema_extra={"cli": False})  # type: ignore[assignment]
+    register_model: None = Field(None, description="(Not for cv: register one run with 'alzmri train --register-model'.)", json_schema_extra={"cli": False})  # type: ignore[assignment]
     split: Path | None = Field(  # type: ignore[assignment]
         None, description="Folder of fold-K splits from 'alzmri split --method kfold' (default: made from the cache's scans).",
     )

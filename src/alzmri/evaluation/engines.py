@@ -86,8 +86,8 @@ class OnnxEngine(_Engine):
         meta = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in meta:
             raise AlzmriError(f"{path} is an ONNX model but not one 'alzmri export' wrote (no {METADATA_KEY} metadata): its classes and preprocessing are unknown")
-        self.hparams = json.loads(meta[METADATA_KEY])
-        self.inputs = json.loads(meta.get(INPUTS_KEY, '["image"]'))
+        self.hparams = _json(path, meta[METADATA_KEY], dict)
+        self.inputs = _json(path, meta.get(INPUTS_KEY, '["image"]'), list)
         self._types = {i.name: i.type for i in self.session.get_inputs()}
 
     def probabilities(self, images: np.ndarray, *extra: np.ndarray) -> np.ndarray:
@@ -111,14 +111,27 @@ class TorchScriptEngine(_Engine):
             raise AlzmriError(f"cannot load TorchScript model {path}: {first_line(exc)}") from None
         if not files[EXTRA_FILE]:
             raise AlzmriError(f"{path} is a TorchScript model but not one 'alzmri export' wrote (no {EXTRA_FILE} inside)")
-        record = json.loads(files[EXTRA_FILE])
-        self.hparams, self.inputs = record["hparams"], record["inputs"]
+        record = _json(path, files[EXTRA_FILE], dict)
+        self.hparams, self.inputs = record.get("hparams"), record.get("inputs")
+        if not isinstance(self.hparams, dict) or not isinstance(self.inputs, list):
+            raise AlzmriError(f"{path}: its {EXTRA_FILE} lacks 'hparams' or 'inputs' (not written by this version of 'alzmri export'?)")
 
     def probabilities(self, images: np.ndarray, *extra: np.ndarray) -> np.ndarray:
         return _run_torch(self.module, (images, *extra)).numpy()  # the exported graph ends in its softmax
 
 
 Engine = TorchEngine | OnnxEngine | TorchScriptEngine
+
+
+def _json(path: Path, text: str, kind: type) -> Any:
+    """The JSON record an exported file carries, or a one-line error naming the file."""
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise AlzmriError(f"{path}: the alzmri record inside is not valid JSON ({first_line(exc)}); re-export the model") from None
+    if not isinstance(value, kind) or (kind is dict and "classes" not in value and "hparams" not in value):
+        raise AlzmriError(f"{path}: the alzmri record inside is not what 'alzmri export' writes; re-export the model")
+    return value
 
 
 def file_kind(path: Path) -> str:
@@ -142,7 +155,8 @@ def load_engine(path: str | Path, engine: EngineName = "auto", threads: int | No
     Args:
         path: the model file.
         engine: ``auto`` picks by the file's content; another name must match the file.
-        threads: CPU threads of ONNX Runtime (None: its default; PyTorch's are set with ``torch.set_num_threads``).
+        threads: CPU threads of the engine (ONNX Runtime's session options; ``torch.set_num_threads``
+            for PyTorch and TorchScript, which is process-wide); None: the library's default.
 
     Raises:
         AlzmriError: unreadable file, or an engine that cannot run this kind of file.
@@ -155,6 +169,8 @@ def load_engine(path: str | Path, engine: EngineName = "auto", threads: int | No
         raise AlzmriError(f"{path} is {'a PyTorch checkpoint' if kind == 'checkpoint' else f'an exported {kind} model'}, which --engine {engine} cannot run; {hint}")
     if kind == "onnx":
         return OnnxEngine(path, threads)
+    if threads:
+        torch.set_num_threads(threads)
     if kind == "torchscript":
         return TorchScriptEngine(path)
     from alzmri.evaluation.predict import load_classifier

@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -134,17 +135,27 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
         raise AlzmriError(f"--out {target} is the checkpoint itself; choose another file")
     wrapped = _Probabilities(model).eval()
     examples = [torch.from_numpy(a) for a in example_inputs(hp, names)]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".partial-{target.name}")  # same suffix: the engine is chosen by content and name
     try:
-        exporter = (_onnx if config.format == "onnx" else _torchscript)(wrapped, examples, names, hp, target)
-    except AlzmriError:
-        raise
-    except Exception as exc:  # an operator the exporter cannot translate, etc.
-        raise AlzmriError(f"cannot export {hp['model_name']} to {config.format}: {first_line(_root(exc))}") from None
-    exported = load_engine(target)
-    reference = TorchEngine(model, hp)
-    checks = example_inputs(hp, names, batch=3, seed=1)  # another batch size than the traced one: the batch axis is dynamic
-    difference = float(np.abs(exported.probabilities(*checks) - reference.probabilities(*checks)).max())
-    if not difference <= AGREEMENT:  # NaN too
-        target.unlink()
-        raise AlzmriError(f"the exported {config.format} model's probabilities differ from PyTorch's by {difference:.2g} (> {AGREEMENT:g}); nothing was kept")
+        try:
+            exporter = (_onnx if config.format == "onnx" else _torchscript)(wrapped, examples, names, hp, partial)
+        except AlzmriError:
+            raise
+        except Exception as exc:  # an operator the exporter cannot translate, etc.
+            raise AlzmriError(f"cannot export {hp['model_name']} to {config.format}: {first_line(_root(exc))}") from None
+        try:
+            exported = load_engine(partial)
+            reference = TorchEngine(model, hp)
+            checks = example_inputs(hp, names, batch=3, seed=1)  # another batch size than the traced one: the batch axis is dynamic
+            difference = float(np.abs(exported.probabilities(*checks) - reference.probabilities(*checks)).max())
+        except AlzmriError as exc:
+            raise AlzmriError(f"the exported {config.format} model cannot be read back ({first_line(exc)}); nothing was kept") from None
+        except Exception as exc:  # the runtime refuses the graph the exporter wrote
+            raise AlzmriError(f"the exported {config.format} model does not run ({first_line(_root(exc))}); nothing was kept") from None
+        if not difference <= AGREEMENT:  # NaN too
+            raise AlzmriError(f"the exported {config.format} model's probabilities differ from PyTorch's by {difference:.2g} (> {AGREEMENT:g}); nothing was kept")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
     return {"out": str(target), "format": config.format, "inputs": names, "classes": list(hp["classes"]), "max_difference": difference, "exporter": exporter}

@@ -258,6 +258,7 @@ class _Collect(logging.Handler):
 
 
 _ITK_LOCK = threading.Lock()
+_QUIET_LOCK = threading.RLock()  # Python's warning filters are process-wide: one capture at a time
 
 
 @contextmanager
@@ -266,9 +267,17 @@ def _quiet_dicom() -> Iterator[_Messages]:
 
     Each distinct message is logged once (with a count) as a WARNING of ``alzmri.io.dicom``;
     the yielded object's ``lines()`` gives the same lines, e.g. for ``conversion.log``. Python's
-    warning filters are process-wide: call this from the main thread (preprocessing runs scans in
-    worker processes, not threads).
+    warning filters are process-wide, so captures in several threads (the server's workers) take
+    turns (preprocessing runs scans in worker processes, not threads).
     """
+    with _QUIET_LOCK:
+        with _captured() as messages:
+            yield messages
+
+
+@contextmanager
+def _captured() -> Iterator[_Messages]:
+    """The capture itself (see :func:`_quiet_dicom`, which serialises it)."""
     messages = _Messages()
     pydicom_logger = logging.getLogger("pydicom")
     collect = _Collect(messages)

@@ -10,7 +10,6 @@ Pillow does the decoding; a file it cannot decode is refused with a one-line err
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +43,18 @@ def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
     if not path.is_file():
         raise AlzmriError(f"image {path} does not exist" if not path.exists() else f"image {path} is not a file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.load()  # decode now: a truncated file fails here, not later
+        with Image.open(path) as image:
+            # Pillow's own check only warns below twice MAX_IMAGE_PIXELS; refused here instead, without
+            # touching the process-wide warning filters (the server reads images from several threads)
+            if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels is more than the {Image.MAX_IMAGE_PIXELS} an image may have (a decompression bomb?)")
+            image.load()  # decode now: a truncated file fails here, not later
+            mode = image.mode
+            if mode == "P":
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
                 mode = image.mode
-                if mode == "P":
-                    image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-                    mode = image.mode
-                pixels = np.asarray(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            pixels = np.asarray(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise AlzmriError(f"cannot read image {path}: {' '.join(str(exc).split()) or type(exc).__name__}") from None
     if pixels.size == 0:
         raise AlzmriError(f"image {path} has no pixels")

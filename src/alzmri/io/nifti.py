@@ -47,14 +47,15 @@ def load_volume(path: str | os.PathLike[str], first_volume: bool = False) -> nib
     return checked_image(path, data, img.affine, img.header, first_volume=first_volume)
 
 
-def load_scan(path: str | os.PathLike[str]) -> tuple[nib.Nifti1Image, list[str]]:
+def load_scan(path: str | os.PathLike[str], max_unpacked_bytes: int | None = None) -> tuple[nib.Nifti1Image, list[str]]:
     """Load a scan for preprocessing, in any supported format.
 
     Formats: NIfTI-1/2 (``.nii``, ``.nii.gz``), Analyze 7.5 or NIfTI pairs (``.hdr``/``.img``,
     either named), FreeSurfer ``.mgz``/``.mgh``, MINC ``.mnc``, NRRD ``.nrrd``/``.nhdr``,
     MetaImage ``.mha``/``.mhd``, a ``.zip`` holding one DICOM series, or a folder holding a
     DICOM series. A 4D NIfTI (or NIfTI/Analyze pair) is accepted: its first volume is used,
-    with a warning; other 4D formats are refused.
+    with a warning; other 4D formats are refused. ``max_unpacked_bytes`` caps what a DICOM
+    zip may unpack to (default :data:`alzmri.io.dicom_zip.MAX_UNPACKED_BYTES`).
 
     Returns:
         ``(image, warnings)``: a float32 3D ``Nifti1Image`` with a RAS (world mm) affine.
@@ -77,7 +78,7 @@ def load_scan(path: str | os.PathLike[str]) -> tuple[nib.Nifti1Image, list[str]]
     if kind == "dicom-zip":
         from alzmri.io.dicom_zip import read_dicom_zip
 
-        img, meta = read_dicom_zip(path)
+        img, meta = read_dicom_zip(path, max_unpacked_bytes=max_unpacked_bytes)
         return _checked_dicom(path, img), [meta["warning"]] if meta.get("warning") else []
     if kind != "nifti":
         return read_volume(path, kind)

@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,10 +187,13 @@ def _brain_box(mask: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
 
 
-def run_prefix(source: str | Path | nib.Nifti1Image, config: PreprocessConfig) -> Intermediate:
-    """Load a scan (NIfTI file, DICOM series folder or nibabel image) and run the slow steps."""
+def run_prefix(source: str | Path | nib.Nifti1Image, config: PreprocessConfig, notes: Sequence[str] = ()) -> Intermediate:
+    """Load a scan (NIfTI file, DICOM series folder or nibabel image) and run the slow steps.
+
+    ``notes``: warnings from loading an image handed over already read (they join the QC warnings).
+    """
     if isinstance(source, nib.Nifti1Image):
-        img, warnings = source, []
+        img, warnings = source, list(notes)
     else:
         img, warnings = load_scan(source)
     prefix, _ = split_steps(config)

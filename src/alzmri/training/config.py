@@ -142,6 +142,10 @@ class TrainConfig(BaseModel):
     )
     tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: sqlite:///OUT/mlflow.db, no server needed).")
     experiment: str = Field("alzmri", description="MLflow experiment name.")
+    register_model: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+        description="Register the best checkpoint (with its preprocessing) in the MLflow model registry under this name; serve it as models:/NAME/VERSION.",
+    )  # fmt: skip
     progress: bool = Field(True, description="Show a progress bar.")
 
     # Whether --model may name a linear baseline (True for 'alzmri cv', which runs them itself).
@@ -196,4 +200,6 @@ class TrainConfig(BaseModel):
             raise ValueError("--warmup-epochs does not combine with --scheduler plateau; use cosine or multistep")
         if sorted(self.milestones) != self.milestones:
             raise ValueError(f"milestones must be increasing, got {self.milestones}")
+        if self.register_model and "mlflow" not in self.trackers:
+            raise ValueError("--register-model needs the mlflow tracker (the registry lives in its store): add mlflow to --trackers")
         return self

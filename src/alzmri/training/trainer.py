@@ -163,6 +163,11 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
     result = {"epochs_trained": len(table), **summary, "device": layout.accelerator, "processes": layout.world_size}
     best_loss = run_dir / summary["checkpoints"]["best_loss"] if "best_loss" in summary["checkpoints"] else None
     result.update(log_run_files(loggers, run_dir, str(best_loss) if best_loss else None))
+    if config.register_model and best_loss is not None and "mlflow_run_id" in result:  # rank 0, where MLflow logs
+        from alzmri.training.registry import register_checkpoint
+
+        result.update(register_checkpoint(config.register_model, best_loss, result["mlflow_run_id"], result["tracking_uri"],
+                                          {"preprocess": record["preprocess"], "model_name": config.model, "classes": classes}))  # fmt: skip
     return result
 
 

@@ -1,6 +1,17 @@
 "use strict";
 // The page of 'alzmri serve': everything it needs comes from this server (no CDN).
-const token = new URLSearchParams(window.location.search).get("token");
+// A token given as /?token=TOKEN is moved out of the address bar (and so out of the history and
+// any copied link) into this tab's session storage.
+const token = (() => {
+  const params = new URLSearchParams(window.location.search);
+  const given = params.get("token");
+  if (given === null) return sessionStorage.getItem("alzmri-token");
+  sessionStorage.setItem("alzmri-token", given);
+  params.delete("token");
+  const rest = params.toString();
+  history.replaceState(null, "", window.location.pathname + (rest ? "?" + rest : "") + window.location.hash);
+  return given;
+})();
 const headers = token ? { Authorization: "Bearer " + token } : {};
 const $ = (id) => document.getElementById(id);
 let needsAge = false;
@@ -14,9 +25,16 @@ function dataUrl(base64, type) {
   return "data:" + type + ";base64," + base64;
 }
 
-function blobUrl(base64, type) {
-  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-  return URL.createObjectURL(new Blob([bytes], { type: type }));
+let blobUrls = [];  // the previous result's downloads, released when the next result is shown
+
+function blobUrl(blob) {
+  const url = URL.createObjectURL(blob);
+  blobUrls.push(url);
+  return url;
+}
+
+function base64Blob(base64, type) {
+  return new Blob([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], { type: type });
 }
 
 async function loadModel() {
@@ -36,6 +54,8 @@ async function loadModel() {
 }
 
 function show(result) {
+  for (const url of blobUrls) URL.revokeObjectURL(url);
+  blobUrls = [];
   $("predicted").textContent = result.predicted;
   const rows = $("probabilities").querySelector("tbody");
   rows.replaceChildren();
@@ -71,8 +91,8 @@ function show(result) {
   }
   const nifti = result.evidence && result.evidence.nifti_gz;
   $("download-nifti").hidden = !nifti;
-  if (nifti) $("download-nifti").href = blobUrl(nifti, "application/gzip");
-  $("download-json").href = URL.createObjectURL(new Blob([JSON.stringify(result, null, 1)], { type: "application/json" }));
+  if (nifti) $("download-nifti").href = blobUrl(base64Blob(nifti, "application/gzip"));
+  $("download-json").href = blobUrl(new Blob([JSON.stringify(result, null, 1)], { type: "application/json" }));
   $("result").hidden = false;
 }
 
