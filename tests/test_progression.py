@@ -37,8 +37,12 @@ def _toy_image(rng: np.random.Generator, size: int, ventricle: float, shift: tup
     return image[None].astype(np.float32)
 
 
-def make_toy_cache(root: Path, subjects: int = 9, size: int = 16, longitudinal: bool = True, seed: int = 0) -> tuple[Path, Path]:
-    """A slice cache of subjects whose ventricle grows by a subject's own rate per stage, and a subject-level split."""
+def toy_settings(size: int = 16, origin: str = "volumes") -> SliceSetConfig:
+    return SliceSetConfig(origin=origin, size=size, channels=1, classes=STAGES, normalization="volume" if origin == "volumes" else "z-score")
+
+
+def make_toy_cache(root: Path, subjects: int = 9, size: int = 16, longitudinal: bool = True, seed: int = 0, origin: str = "volumes") -> tuple[Path, Path]:
+    """A slice cache of subjects whose ventricle grows by a subject's own rate per stage, and a subject-level split (``origin`` images: as if imported)."""
     rng = np.random.default_rng(seed)
     cache = root / f"slices{size}{'' if longitudinal else '-cross'}"
     rows = []
@@ -52,7 +56,7 @@ def make_toy_cache(root: Path, subjects: int = 9, size: int = 16, longitudinal: 
             save_slice(cache / array, _toy_image(rng, size, 1.5 + rate * k, shift))
             rows.append({"participant_id": pid, "session_id": sid, "slice_id": "axial-008", "slice_index": "8", "diagnosis": STAGES[k],
                          "subject_known": True, "plane": "axial", "array": array, "source": "", "source_hash": ""})  # fmt: skip
-    write_slice_cache(cache, rows, SliceSetConfig(origin="volumes", size=size, channels=1, classes=STAGES, normalization="volume"))
+    write_slice_cache(cache, rows, toy_settings(size, origin))
     table = pd.DataFrame(rows)[["participant_id", "session_id", "diagnosis"]]
     people = sorted(table["participant_id"].unique())
     parts = {"train": people[: len(people) - 4], "val": people[-4:-2], "test": people[-2:]}

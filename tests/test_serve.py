@@ -330,3 +330,46 @@ def test_registered_model_is_served_by_its_uri(prepared: dict[str, Path], tmp_pa
             create_app(ServeConfig(model=uri, tracking_uri=store_))
         assert "\n" not in str(caught.value)
     assert not (tmp_path / "none.db").exists()  # a wrong store is not created
+
+
+def test_progression_run_beside_the_model(tmp_path: Path) -> None:
+    from alzmri.generate.config import ProgressionConfig
+    from alzmri.generate.fit import train_progression
+    from alzmri.utils.errors import AlzmriError
+
+    from test_progression import STAGES, make_toy_cache, toy_settings
+
+    cache, split = make_toy_cache(tmp_path, origin="images")
+    run = train_progression(ProgressionConfig(cache=cache, split=split, out=tmp_path / "runs", width=4, batch_size=4, epochs=1, progress=False, mlflow=False, samples=1))
+    model = _checkpoint(tmp_path / "stage.ckpt", "small_cnn_2d", {}, toy_settings(16, "images").model_dump(mode="json"), classes=tuple(STAGES))
+    image = io.BytesIO()
+    Image.fromarray((np.random.default_rng(1).random((20, 20)) * 255).astype(np.uint8)).save(image, format="PNG")
+    with TestClient(create_app(ServeConfig(model=model, progression=run, evidence="none"))) as client:
+        assert client.get("/api/model").json()["progression"]["stages"] == STAGES
+        body = _post(client, "slice.png", image.getvalue()).json()
+    chain = body["progression"]
+    start = STAGES.index(body["predicted"])
+    assert chain["start_stage"] == body["predicted"] and "not a prediction of this person's future" in chain["caveat"]
+    assert [s["stage"] for s in chain["steps"]] == STAGES[start + 1 :]  # every later stage, none before the predicted one
+    for step in chain["steps"]:
+        assert step["predicted"] in STAGES and sum(step["probabilities"].values()) == pytest.approx(1, abs=1e-4) and step["mean_abs_change"] >= 0
+    if chain["steps"]:
+        assert base64.b64decode(chain["image"])[:8] == b"\x89PNG\r\n\x1a\n" and base64.b64decode(chain["gif"])[:6] == b"GIF89a"
+    else:
+        assert "last stage" in chain["note"]
+    from alzmri.app.service import Service, _figure
+
+    service = Service(ServeConfig(model=model, progression=run, evidence="none"))  # the chain from each end, whatever the random model predicts
+    slice_ = np.load(next((cache / "arrays").glob("*.npy"))).astype(np.float32)
+    classify = lambda array: service._probabilities(array, None)  # noqa: E731
+    whole = service.progression.answer(slice_, STAGES[0], classify, service.classes, _figure)
+    assert [s["stage"] for s in whole["steps"]] == STAGES[1:] and whole["image"] and whole["gif"]
+    assert "last stage" in service.progression.answer(slice_, STAGES[-1], classify, service.classes, _figure)["note"]
+    with pytest.raises(AlzmriError, match="progression run's images are 1x16x16"):
+        service.progression.answer(np.zeros((1, 8, 8), np.float32), STAGES[0], classify, service.classes, _figure)
+    other = _checkpoint(tmp_path / "cn-ad.ckpt", "small_cnn_2d", {}, toy_settings(16, "images").model_dump(mode="json"), classes=("CN", "AD"))
+    with pytest.raises(AlzmriError, match="not all classes of the served model"):
+        create_app(ServeConfig(model=other, progression=run))
+    bigger = _checkpoint(tmp_path / "32.ckpt", "small_cnn_2d", {}, toy_settings(32, "images").model_dump(mode="json"), classes=tuple(STAGES))
+    with pytest.raises(AlzmriError, match="prepared differently"):
+        create_app(ServeConfig(model=bigger, progression=run))

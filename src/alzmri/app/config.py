@@ -20,6 +20,7 @@ class ServeConfig(BaseModel):
                        min_length=1, json_schema_extra={"argument": True})  # fmt: skip
     tracking_uri: str | None = Field(default_factory=lambda: os.environ.get("MLFLOW_TRACKING_URI") or None,
                                      description="MLflow store holding a models:/ registry model, e.g. sqlite:///runs/mlflow.db (default: $MLFLOW_TRACKING_URI).")  # fmt: skip
+    progression: Path | None = Field(None, description="Progression run ('alzmri train-progression') on the model's classes and inputs: the page also shows the later stages it generates from the upload.")
     host: str = Field("127.0.0.1", description="Address to listen on (anything but localhost needs --token).")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
     token: str | None = Field(default_factory=lambda: os.environ.get("ALZMRI_TOKEN") or None, min_length=16, description="Bearer token every API request must carry (required off localhost; default: $ALZMRI_TOKEN).")

@@ -68,6 +68,11 @@ class Service:
         # Attribution puts hooks on the one shared PyTorch model, which a forward pass in another worker would
         # run: the model is used by one worker at a time (preprocessing, the slow part, still runs in parallel).
         # An ONNX Runtime session is safe to call from several threads.
+        self.progression = None
+        if config.progression is not None:
+            from alzmri.app.progression import Progression
+
+            self.progression = Progression(config.progression, self.classes, self.inputs)
         self._model_lock: Any = threading.Lock() if isinstance(self.engine, TorchEngine) else contextlib.nullcontext()
         self.evidence = config.evidence if isinstance(self.engine, TorchEngine) else "none"
         self.evidence_note = "" if self.evidence != "none" or config.evidence == "none" else (
@@ -79,7 +84,8 @@ class Service:
         readable = ".nii, .nii.gz or a zip of one DICOM series" if self.dims == 3 else "PNG, JPEG, TIFF or BMP"
         return {"model": self.hparams["model_name"], "classes": self.classes, "engine": self.engine.name, "input": "3D scan" if self.dims == 3 else "2D slice image",
                 "accepts": accepts, "accepts_text": readable, "needs_age": self.engine.uses_age, "evidence": self.evidence, "evidence_note": self.evidence_note,
-                "preprocessing": self.inputs.model_dump(mode="json"), "max_upload_mb": self.config.max_upload_mb}  # fmt: skip
+                "preprocessing": self.inputs.model_dump(mode="json"), "max_upload_mb": self.config.max_upload_mb,
+                "progression": None if self.progression is None else self.progression.describe()}  # fmt: skip
 
     def run(self, path: Path, age: float | None = None) -> dict[str, Any]:
         """Answer one saved upload (any name: its kind comes from its bytes)."""
@@ -150,7 +156,13 @@ class Service:
             affine = scanner_affine(qc)
             result["evidence"]["nifti_gz"] = _nifti_gz(heat, affine if affine is not None else np.eye(4))
             result["evidence"] |= _emptiness(heat)
+        self._progress(result, array, age)
         return result
+
+    def _progress(self, result: dict[str, Any], array: np.ndarray, age: float | None) -> None:
+        """The progression run's later stages from this input (when serving one)."""
+        if self.progression is not None:
+            result["progression"] = self.progression.answer(array, result["predicted"], lambda image: self._probabilities(image, age), self.classes, _figure)
 
     def _slice(self, path: Path) -> dict[str, Any]:
         from alzmri.data.slices.from_images import prepare_image
@@ -168,6 +180,7 @@ class Service:
         if heat is not None:
             result["images"]["evidence"] = self._planar(array[0], np.asarray(heat).reshape(array.shape[-2:]), f"{self.evidence} evidence for {result['predicted']}")
             result["evidence"] |= _emptiness(heat)
+        self._progress(result, array, None)
         return result
 
     @staticmethod

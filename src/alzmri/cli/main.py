@@ -184,6 +184,7 @@ add_config_command(app, "serve", ServeConfig, "alzmri.cli.commands.serve:run",
     "preprocessing is applied; localhost only unless a --token is given; uploads are never kept unless --keep-uploads.",
     ["alzmri serve runs/RUN/checkpoints/best-loss.ckpt", "alzmri serve best-loss.onnx --workers 2 --queue 8",
      "alzmri serve models:/ad-classifier/1 --tracking-uri sqlite:///runs/mlflow.db   # from the MLflow model registry",
+     "alzmri serve kaggle-classifier/RUN/checkpoints/best-loss.ckpt --progression progression-runs/unpaired   # and the generated later stages",
      "ALZMRI_TOKEN=$(openssl rand -hex 16) alzmri serve best-loss.ckpt --host 0.0.0.0 --port 8080"])
 add_config_command(app, "demo", DemoConfig, "alzmri.cli.commands.demo:run",
     "Run synth → preprocess → split → train → evaluate on a synthetic CN/AD cohort and print the held-out result.",

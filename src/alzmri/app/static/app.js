@@ -93,7 +93,34 @@ function show(result) {
   $("download-nifti").hidden = !nifti;
   if (nifti) $("download-nifti").href = blobUrl(base64Blob(nifti, "application/gzip"));
   $("download-json").href = blobUrl(new Blob([JSON.stringify(result, null, 1)], { type: "application/json" }));
+  showProgression(result.progression);
   $("result").hidden = false;
+}
+
+function showProgression(progression) {
+  $("progression").hidden = !progression;
+  if (!progression) return;
+  $("progression-start").textContent = progression.start_stage || "the input";
+  $("progression-note").textContent = [progression.note, progression.caveat].filter(Boolean).join(". ");
+  const rows = $("progression-steps").querySelector("tbody");
+  rows.replaceChildren();
+  for (const step of progression.steps || []) {
+    const row = document.createElement("tr");
+    for (const cell of [step.stage, step.predicted + " (" + step.probabilities[step.predicted].toFixed(2) + ")", step.mean_abs_change.toFixed(3)]) {
+      const td = document.createElement("td");
+      td.textContent = cell;
+      row.appendChild(td);
+    }
+    rows.appendChild(row);
+  }
+  const picture = progression.image;
+  $("progression-figure").hidden = $("progression-steps").hidden = !picture;
+  $("download-gif").hidden = $("download-progression").hidden = !picture;
+  if (!picture) return;
+  $("progression-image").src = dataUrl(picture, "image/png");
+  $("progression-caption").textContent = "Input, then the image the run generates at each later stage; below, each change from the input";
+  $("download-progression").href = dataUrl(picture, "image/png");
+  $("download-gif").href = blobUrl(base64Blob(progression.gif, "image/gif"));
 }
 
 $("form").addEventListener("submit", async (event) => {
