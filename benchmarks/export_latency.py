@@ -27,6 +27,7 @@ import alzmri.fusion  # noqa: F401  (registers the fusion models)
 from alzmri.evaluation.config import ExportConfig
 from alzmri.evaluation.engines import OnnxEngine, TorchEngine, TorchScriptEngine, load_engine
 from alzmri.evaluation.export import example_inputs, export_model
+from alzmri.io.checkpoint import write_checkpoint
 from alzmri.models import create_model
 from alzmri.preprocessing.config import PreprocessConfig
 
@@ -42,9 +43,7 @@ def checkpoint(folder: Path, model: str, kwargs: dict[str, Any], size: int) -> P
     net = create_model(model, num_classes=3, **kwargs)
     hparams = {"model_name": model, "model_kwargs": {"num_classes": 3, **kwargs}, "classes": ["CN", "MCI", "AD"],
                "preprocess": PreprocessConfig(size=size, spacing=1.5).model_dump(mode="json")}  # fmt: skip
-    path = folder / f"{model}-{size}.ckpt"
-    torch.save({"hyper_parameters": hparams, "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, path)
-    return path
+    return write_checkpoint(folder / f"{model}-{size}.ckpt", net.state_dict(), hparams)
 
 
 def timed(engine: Any, inputs: list[np.ndarray], repeats: int, warmup: int) -> list[float]:

@@ -52,6 +52,7 @@ def default_inputs(folder: Path) -> tuple[Path, Path]:
     """One synthetic scan (``alzmri synth``) and a random-weight ``liu_cnn_compact`` taking it at 64³."""
     import torch
 
+    from alzmri.io.checkpoint import write_checkpoint
     from alzmri.models import create_model
     from alzmri.preprocessing.config import PreprocessConfig
 
@@ -62,9 +63,7 @@ def default_inputs(folder: Path) -> tuple[Path, Path]:
     net = create_model("liu_cnn_compact", num_classes=2, **kwargs)
     hparams = {"model_name": "liu_cnn_compact", "model_kwargs": {"num_classes": 2, **kwargs}, "classes": ["CN", "AD"],
                "preprocess": PreprocessConfig(size=64, spacing=2.0, skull_strip="none").model_dump(mode="json")}  # fmt: skip
-    model = folder / "model.ckpt"
-    torch.save({"hyper_parameters": hparams, "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, model)
-    return model, scan
+    return write_checkpoint(folder / "model.ckpt", net.state_dict(), hparams), scan
 
 
 def main() -> None:

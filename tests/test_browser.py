@@ -56,6 +56,8 @@ def _serving(config: ServeConfig):
 
 @pytest.fixture(scope="module")
 def checkpoint(prepared: dict[str, Path]) -> Path:
+    if os.environ.get("ALZMRI_SCREENSHOT_MODEL"):  # README screenshots of a real model (with ALZMRI_SCREENSHOT_SCAN)
+        return Path(os.environ["ALZMRI_SCREENSHOT_MODEL"])
     return fit(train_config(prepared, epochs=1, run_name="browser")) / "checkpoints" / "best-loss.ckpt"
 
 
@@ -96,7 +98,7 @@ def test_upload_see_the_result_and_download_it(server: str, prepared: dict[str, 
 
     shots = Path(os.environ.get("ALZMRI_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    scan = Path(load_scans(prepared["bids"])["path"].iloc[0])
+    scan = Path(os.environ.get("ALZMRI_SCREENSHOT_SCAN") or load_scans(prepared["bids"])["path"].iloc[0])
     with sync_playwright() as playwright:
         browser = _browser(playwright)
         try:
@@ -106,7 +108,7 @@ def test_upload_see_the_result_and_download_it(server: str, prepared: dict[str, 
             outside: list[str] = []
             page.on("request", lambda request: outside.append(request.url) if not request.url.startswith((server, "data:", "blob:")) else None)
             page.goto(server)
-            expect(page.locator("#model-line")).to_contain_text("liu_cnn_compact")
+            expect(page.locator("#model-line")).to_contain_text(os.environ.get("ALZMRI_SCREENSHOT_MODEL_NAME", "liu_cnn_compact"))
             page.screenshot(path=str(shots / "serve-empty.png"))
             page.set_input_files("#file", str(scan))
             page.click("#submit")

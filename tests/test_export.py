@@ -15,6 +15,7 @@ from alzmri.evaluation.engines import OnnxEngine, TorchScriptEngine, file_kind, 
 from alzmri.evaluation.evaluate import predict
 from alzmri.evaluation.export import example_inputs, export_model
 from alzmri.io.bids import load_scans
+from alzmri.io.checkpoint import write_checkpoint
 from alzmri.models import create_model
 from alzmri.preprocessing.config import PreprocessConfig
 from alzmri.training.fit import fit
@@ -31,8 +32,7 @@ def _checkpoint(path: Path, name: str, kwargs: dict, preprocess: dict, classes: 
     torch.manual_seed(0)
     model = create_model(name, num_classes=len(classes), **kwargs)
     hparams = {"model_name": name, "model_kwargs": {"num_classes": len(classes), **kwargs}, "classes": list(classes), "preprocess": preprocess, **extra}
-    torch.save({"hyper_parameters": hparams, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
-    return path
+    return write_checkpoint(path, model.state_dict(), hparams)
 
 
 VOLUME = PreprocessConfig(size=24, spacing=2.0, skull_strip="none").model_dump(mode="json")

@@ -38,3 +38,22 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise AlzmriError(f"{path} holds no model weights (no state_dict)")
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     return {"hparams": hparams, "state_dict": state}
+
+
+def write_checkpoint(path: str | Path, state_dict: dict[str, Any], hparams: dict[str, Any]) -> Path:
+    """Write a classifier checkpoint in the layout ``alzmri train`` writes (what :func:`read_checkpoint` reads), atomically.
+
+    ``state_dict``: the bare ``nn.Module``'s weights (the ``model.`` prefix is added);
+    ``hparams``: at least :data:`REQUIRED_HPARAMS`.
+    """
+    import torch
+
+    from alzmri.utils.atomic import atomic_path
+
+    missing = [k for k in REQUIRED_HPARAMS if k not in hparams]
+    if missing:
+        raise AlzmriError(f"cannot write checkpoint {path}: hyper-parameters lack {', '.join(missing)}")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save({"hyper_parameters": hparams, "state_dict": {f"model.{k}": v for k, v in state_dict.items()}}, tmp)
+    return path

@@ -98,6 +98,7 @@ def run(config: DemoConfig) -> dict:
         f"  MLflow:       mlflow ui --backend-store-uri sqlite:///{(runs / 'mlflow.db').resolve()}\n"
         f"  TensorBoard:  tensorboard --logdir {runs}\n"
         f"  next:         alzmri cv {cache} --folds 3 --epochs {config.epochs} --lr {config.lr:g} --dropout {config.dropout:g} --out {out / 'cv'}\n"
-        f"  explain:      alzmri explain {run_dir} --cache {cache} --split {split} --truth {bids / 'derivatives' / 'synth'} --regions --target true --method occlusion --occlusion-size 8"
+        f"  explain:      alzmri explain {run_dir} --cache {cache} --split {split} --truth {bids / 'derivatives' / 'synth'} --regions --target true --method occlusion --occlusion-size 8\n"
+        f"  serve:        alzmri serve {run_dir / 'checkpoints' / 'best-loss.ckpt'}  (a page at http://127.0.0.1:8000/: upload a scan of {bids})"
     )
     return metrics
