@@ -66,6 +66,17 @@ def default_inputs(folder: Path) -> tuple[Path, Path]:
     return write_checkpoint(folder / "model.ckpt", net.state_dict(), hparams), scan
 
 
+def _rss_by_quarter(results: list[tuple[int, float, float]], memory: list[tuple[float, float]]) -> dict[str, float]:
+    """The server's resident memory when 25, 50, 75 and 100 % of the requests had been answered: a leak grows with them, a warm-up plateaus."""
+    finished = sorted(r[2] for r in results)
+    out = {}
+    for quarter in (1, 2, 3, 4):
+        when = finished[max(0, len(finished) * quarter // 4 - 1)]
+        before = [m for t, m in memory if t <= when]
+        out[str(len(finished) * quarter // 4)] = round(before[-1], 1) if before else float("nan")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_load")
@@ -141,7 +152,7 @@ def main() -> None:
                "p50_s": statistics.median(latencies), "p95_s": float(np.percentile(latencies, 95)), "max_s": max(latencies),
                "throughput_per_s": len(latencies) / wall, "wall_s": wall, "rss_mb_after_warmup": after_warmup[0] if after_warmup else None,
                "rss_mb_end": memory[-1][1] if memory else None, "rss_mb_peak": max(m for _, m in memory) if memory else None,
-               "cpu": os.cpu_count()}  # fmt: skip
+               "rss_mb_by_requests_done": _rss_by_quarter(results, memory), "cpu": os.cpu_count()}  # fmt: skip
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 

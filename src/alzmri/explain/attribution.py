@@ -375,6 +375,7 @@ def _cam(net: _Net, x: torch.Tensor, target: int | None, layer: str, *, plus: bo
     # at the layer instead of running down to the input (most of the cost at 128³).
     module = net.get_submodule(f"net.{layer}")
     root = module.register_forward_hook(_graph_root)
+    hooks = None
     try:
         hooks = Hooks(net, f"net.{layer}", register_forward=True, register_backward=True)
         cam_class = GradCAMpp if plus else GradCAM
@@ -385,6 +386,14 @@ def _cam(net: _Net, x: torch.Tensor, target: int | None, layer: str, *, plus: bo
             cam_map = cam(x.detach(), class_idx=target)
     finally:
         root.remove()
+        if hooks is not None:
+            # MONAI keeps the layer's activation, gradient and class score on the hooks object, whose
+            # backward-hook closure the activation's autograd graph holds in turn: a cycle through C++
+            # that Python's collector cannot see, so every call leaked the feature maps (found by the
+            # serve load test: ~150 kB per upload). Dropping the tensors breaks it.
+            hooks.activations.clear()
+            hooks.gradients.clear()
+            hooks.score = None
     return cam_map[0, 0]
 
 
