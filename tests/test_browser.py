@@ -137,3 +137,52 @@ def test_upload_see_the_result_and_download_it(server: str, prepared: dict[str, 
             assert not outside, f"the page fetched from elsewhere: {outside}"
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium; 'make test' does it as root)")
+def test_progression_section_shows_the_chain(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import expect, sync_playwright
+
+    from alzmri.generate.config import ProgressionConfig
+    from alzmri.generate.fit import train_progression
+
+    from test_export import _checkpoint
+    from test_progression import STAGES, make_toy_cache, toy_settings
+
+    cache, split = make_toy_cache(tmp_path, origin="images")
+    run = train_progression(ProgressionConfig(cache=cache, split=split, out=tmp_path / "runs", width=4, batch_size=4, epochs=1, progress=False, mlflow=False, samples=1))
+    import torch
+
+    from alzmri.io.checkpoint import read_checkpoint, write_checkpoint
+
+    model = _checkpoint(tmp_path / "stage.ckpt", "small_cnn_2d", {}, toy_settings(16, "images").model_dump(mode="json"), classes=tuple(STAGES))
+    saved = read_checkpoint(model)
+    head = [k for k, v in saved["state_dict"].items() if k.endswith("bias") and v.shape == (len(STAGES),)][-1]
+    saved["state_dict"][head] = torch.tensor([20.0, 0, 0, 0])  # the model says NonDemented: the whole chain follows
+    write_checkpoint(model, saved["state_dict"], saved["hparams"])
+    image = tmp_path / "slice.png"
+    Image.fromarray((np.random.default_rng(1).random((20, 20)) * 255).astype(np.uint8)).save(image)
+    with _serving(ServeConfig(model=model, progression=run, port=_free_port())) as url, sync_playwright() as playwright:
+        browser = _browser(playwright)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            expect(page.locator("#model-line")).to_contain_text("small_cnn_2d")
+            page.set_input_files("#file", str(image))
+            page.click("#submit")
+            expect(page.locator("#progression")).to_be_visible(timeout=60_000)
+            predicted = page.locator("#predicted").inner_text()
+            expect(page.locator("#progression-start")).to_have_text(predicted)
+            expect(page.locator("#progression-note")).to_contain_text("not a prediction of this person's future")
+            assert predicted == STAGES[0]
+            expect(page.locator("#progression-steps tbody tr")).to_have_count(len(STAGES) - 1)
+            expect(page.locator("#progression-steps tbody tr").first).to_contain_text(STAGES[1])
+            assert page.eval_on_selector("#progression-image", "img => img.complete && img.naturalWidth > 100")
+            assert page.get_attribute("#download-gif", "href").startswith("blob:")
+            assert not errors, errors
+        finally:
+            browser.close()
