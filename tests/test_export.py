@@ -46,7 +46,7 @@ def trained(prepared: dict[str, Path]) -> Path:
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_exported_model_predicts_what_pytorch_predicts(trained: Path, prepared: dict[str, Path], tmp_path: Path, fmt: str) -> None:
     out = tmp_path / f"model.{fmt}"
-    result = export_model(ExportConfig(checkpoint=trained, format=fmt, out=out))
+    result = export_model(ExportConfig(checkpoint=trained.parent.parent if fmt == "onnx" else trained, format=fmt, out=out))  # a run folder, or its checkpoint
     assert result["out"] == str(out) and result["max_difference"] <= 1e-4 and result["inputs"] == ["image"]
     assert file_kind(out) == ("onnx" if fmt == "onnx" else "torchscript") and file_kind(trained) == "checkpoint"
     scans = [Path(p) for p in load_scans(prepared["bids"])["path"].iloc[:5]]

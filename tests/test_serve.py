@@ -174,6 +174,15 @@ def test_a_full_server_answers_429(checkpoint: Path) -> None:
         assert first[0].status_code == 200 and _post(client, "c.nii", b"x").status_code == 200  # room again
 
 
+def test_a_run_folder_serves_its_best_checkpoint(checkpoint: Path, tmp_path: Path) -> None:
+    from alzmri.utils.errors import AlzmriError
+
+    with TestClient(create_app(ServeConfig(model=checkpoint.parent.parent, evidence="none"))) as client:  # RUN → RUN/checkpoints/best-loss.ckpt
+        assert client.get("/api/model").json()["classes"] == ["CN", "AD"]
+    with pytest.raises(AlzmriError, match="no checkpoints/best-loss.ckpt"):
+        create_app(ServeConfig(model=tmp_path))
+
+
 def test_token_off_localhost(checkpoint: Path) -> None:
     with pytest.raises(ValueError, match="--token"):
         ServeConfig(model=checkpoint, host="0.0.0.0")
@@ -217,7 +226,11 @@ def _asgi(gate, path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes
 
     async def receive() -> dict:
         read[0] += 1
-        return {"type": "http.request", "body": chunks[read[0] - 1], "more_body": read[0] < len(chunks)}
+        chunk = chunks[read[0] - 1]
+        if isinstance(chunk, float):  # a client that stalls this long before its next chunk
+            await anyio.sleep(chunk)
+            chunk = b""
+        return {"type": "http.request", "body": chunk, "more_body": read[0] < len(chunks)}
 
     async def send(event: dict) -> None:
         sent.append(event)
@@ -226,6 +239,7 @@ def _asgi(gate, path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes
     anyio.run(gate, scope, receive, send)
     import json
 
+    _asgi.headers = dict(sent[0].get("headers", []))
     return sent[0]["status"], json.loads(b"".join(e.get("body", b"") for e in sent[1:])), read[0]
 
 
@@ -238,6 +252,8 @@ def test_gate_decides_before_reading_the_body() -> None:
     auth = [(b"authorization", b"Bearer tok")]
     status, body, read = _asgi(gate, "/api/predict", [b"x" * 10])
     assert (status, read, inner.calls) == (401, 0, 0) and "token" in body["error"]  # no token: nothing read, the app never called
+    assert _asgi.headers[b"connection"] == b"close" and _asgi.headers[b"www-authenticate"] == b"Bearer"
+    assert _asgi(gate, "/api/predict", [b"x"], [(b"authorization", "Bearer tök".encode("utf-8"))])[0] == 401  # non-ASCII: compared as bytes, no crash
     assert admission.enter()  # the one place taken
     status, body, read = _asgi(gate, "/api/predict", [b"x" * 10], auth)
     assert (status, read, inner.calls) == (429, 0, 0) and "busy" in body["error"]
@@ -247,7 +263,10 @@ def test_gate_decides_before_reading_the_body() -> None:
     status, body, read = _asgi(gate, "/api/predict", [b"x" * 60, b"y" * 60, b"z" * 60], auth)  # chunked: no length declared
     assert status == 413 and read == 2 and "limit of 0.0001 MB" in body["error"] and admission.active == 0
     status, _, _ = _asgi(gate, "/api/predict", [b"x"], auth + [(b"content-length", b"101")])
-    assert status == 413
+    assert status == 413 and _asgi.headers[b"connection"] == b"close"
+    slow = Gate(inner, limit=100, token="tok", admission=admission, chunk_timeout=0.2)
+    status, body, read = _asgi(slow, "/api/predict", [b"x" * 10, 2.0, b"y"], auth)  # a client stalls in mid-body
+    assert status == 408 and "stalled" in body["error"] and read == 2 and admission.active == 0
 
 
 def test_chunked_upload_over_the_limit_is_413(client: TestClient, scan: Path) -> None:
@@ -315,6 +334,14 @@ def test_registered_model_is_served_by_its_uri(prepared: dict[str, Path], tmp_pa
     run_dir = fit(train_config(prepared, epochs=1, out=out, run_name="registered", trackers=["mlflow"], register_model="ad-classifier"))
     result = json.loads((run_dir / "result.json").read_text())
     assert result["model_uri"] == "models:/ad-classifier/1"
+    from alzmri.training.fit import hashed_fields
+    from alzmri.training.registry import register_checkpoint
+
+    plain = train_config(prepared, epochs=1, out=out, trackers=["mlflow"])
+    assert hashed_fields(plain) == hashed_fields(plain.model_copy(update={"register_model": "ad-classifier"}))  # registering does not rename (or retrain) a run
+    hp = {"preprocess": {}, "model_name": "liu_cnn_compact", "classes": ["CN", "AD"]}
+    again = register_checkpoint("ad-classifier", run_dir / "checkpoints" / "best-loss.ckpt", result["mlflow_run_id"], result["tracking_uri"], hp)
+    assert again["model_version"] == 1  # the same run registered twice (a repeated end of training): still one version
     store = f"sqlite:///{out / 'mlflow.db'}"
     version = MlflowClient(tracking_uri=store).get_model_version("ad-classifier", "1")
     assert version.tags["alzmri_checkpoint"] == "best-loss.ckpt" and version.tags["alzmri_classes"] == "CN,AD"

@@ -16,7 +16,7 @@ class ServeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(description="Checkpoint (from 'alzmri train'), exported model (from 'alzmri export'), or models:/NAME/VERSION from the MLflow registry ('alzmri train --register-model').",
+    model: str = Field(description="Run folder or checkpoint (from 'alzmri train'), exported model (from 'alzmri export'), or models:/NAME/VERSION from the MLflow registry ('alzmri train --register-model').",
                        min_length=1, json_schema_extra={"argument": True})  # fmt: skip
     tracking_uri: str | None = Field(default_factory=lambda: os.environ.get("MLFLOW_TRACKING_URI") or None,
                                      description="MLflow store holding a models:/ registry model, e.g. sqlite:///runs/mlflow.db (default: $MLFLOW_TRACKING_URI).")  # fmt: skip

@@ -73,7 +73,11 @@ class Admission:
 def _bearer(header: bytes, token: str) -> bool:
     """Whether an ``Authorization`` header carries ``token`` (scheme case-insensitive, RFC 6750)."""
     scheme, _, credentials = header.decode("latin-1").strip().partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode())
+    # header bytes arrive as latin-1 text: compared as the client's bytes against the token's UTF-8
+    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode("latin-1"), token.encode("utf-8"))
+
+
+CLOSE = {"Connection": "close"}  # a refused body is not read to its end: the connection goes
 
 
 class Gate:
@@ -85,58 +89,73 @@ class Gate:
       held until its answer is sent.
     * A body declared or counted (chunked uploads too) past ``limit`` bytes is answered 413: the
       app's own answer to the cut-off body is replaced.
+    * A client that sends nothing for ``chunk_timeout`` seconds in the middle of its body gets 408
+      and gives its place back (else a few slow clients could hold every place).
+    * Refusals carry ``Connection: close``: the rest of a refused body is not read.
     """
 
-    def __init__(self, app: Any, limit: int, token: str, admission: Admission) -> None:
-        self.app, self.limit, self.token, self.admission = app, limit, token, admission
+    def __init__(self, app: Any, limit: int, token: str, admission: Admission, chunk_timeout: float = 30.0) -> None:
+        self.app, self.limit, self.token, self.admission, self.chunk_timeout = app, limit, token, admission, chunk_timeout
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        path = scope.get("path", "")
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        path = path[len(root) :] if root and path.startswith(root) else path  # the route, also behind a proxy prefix
         if self.token and path.startswith("/api/") and path != "/api/health" and not _bearer(headers.get(b"authorization", b""), self.token):
             await _error(401, "this server needs its token: send 'Authorization: Bearer TOKEN' (open the page as /?token=TOKEN)",
-                         {"WWW-Authenticate": "Bearer"})(scope, receive, send)  # fmt: skip
+                         {"WWW-Authenticate": "Bearer", **CLOSE})(scope, receive, send)  # fmt: skip
             return
         too_large = f"the upload is larger than this server's limit of {self.limit / 1e6:g} MB (alzmri serve --max-upload-mb)"
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            await _error(413, too_large)(scope, receive, send)
+            await _error(413, too_large, CLOSE)(scope, receive, send)
             return
         upload = scope.get("method") == "POST" and path == "/api/predict"
         if upload and not self.admission.enter():
-            await _error(429, f"the server is busy ({self.admission.workers} uploads running, {self.admission.queue} waiting); try again shortly")(scope, receive, send)
+            await _error(429, f"the server is busy ({self.admission.workers} uploads running, {self.admission.queue} waiting); try again shortly",
+                         CLOSE)(scope, receive, send)  # fmt: skip
             return
-        seen, over, replaced = 0, False, False
+        seen, refusal, started = 0, None, False
 
         async def counted() -> dict:
-            nonlocal seen, over
-            if over:
+            nonlocal seen, refusal
+            if refusal is not None:
                 return {"type": "http.disconnect"}
-            event = await receive()
+            try:
+                with anyio.fail_after(self.chunk_timeout):
+                    event = await receive()
+            except TimeoutError:
+                refusal = _Refused(408, f"the upload stalled (nothing received for {self.chunk_timeout:g} s); send it again")
+                raise refusal from None
             if event["type"] == "http.request":
                 seen += len(event.get("body", b""))
                 if seen > self.limit:
-                    over = True
-                    raise _Refused(413, too_large)
+                    refusal = _Refused(413, too_large)
+                    raise refusal
             return event
 
         async def answer(event: dict) -> None:
-            nonlocal replaced
-            if over and not replaced and event["type"] == "http.response.start":  # the app's answer to the cut-off body (400, 500): ours instead
-                replaced = True
-                await _error(413, too_large)(scope, receive, send)
-            elif not replaced:
-                await send(event)
+            nonlocal started
+            if event["type"] == "http.response.start":
+                if started:
+                    return
+                started = True
+                if refusal is not None:  # the app's answer to the cut-off body (400, 500): ours instead
+                    await _error(refusal.status, str(refusal), CLOSE)(scope, receive, send)
+                    return
+            elif refusal is not None:
+                return  # the replaced answer's body
+            await send(event)
 
         try:
             await self.app(scope, counted, answer)
         except _Refused as exc:
-            if not replaced:
-                replaced = True
-                await _error(exc.status, str(exc))(scope, receive, send)
+            if not started:
+                started = True
+                await _error(exc.status, str(exc), CLOSE)(scope, receive, send)
         finally:
             if upload:
                 self.admission.leave()

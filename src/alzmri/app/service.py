@@ -26,6 +26,7 @@ from alzmri.data.inputs import spatial_dims
 from alzmri.data.slices.store import SliceSetConfig
 from alzmri.evaluation.engines import TorchEngine, load_engine
 from alzmri.evaluation.predict import checkpoint_preprocess
+from alzmri.io.checkpoint import checkpoint_of
 from alzmri.models import model_info
 from alzmri.training.registry import fetch_registered, is_model_uri
 from alzmri.utils.errors import AlzmriError
@@ -56,7 +57,7 @@ class Service:
             with tempfile.TemporaryDirectory(prefix="alzmri-registry-") as tmp:
                 self.engine = load_engine(fetch_registered(config.model, config.tracking_uri, Path(tmp)), config.engine, config.threads)
         else:
-            self.engine = load_engine(config.model, config.engine, config.threads)
+            self.engine = load_engine(checkpoint_of(config.model) if Path(config.model).is_dir() else config.model, config.engine, config.threads)
         hp = self.engine.hparams
         self.hparams, self.classes = hp, list(hp["classes"])
         self.inputs = checkpoint_preprocess(hp)

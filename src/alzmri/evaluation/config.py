@@ -77,7 +77,7 @@ class ExportConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    checkpoint: Path = Field(description="Checkpoint file (from 'alzmri train').", json_schema_extra={"argument": True})
+    checkpoint: Path = Field(description="Checkpoint file, or a run folder (its checkpoints/best-loss.ckpt), from 'alzmri train'.", json_schema_extra={"argument": True})
     format: Literal["onnx", "torchscript"] = Field("onnx", description="onnx (run by ONNX Runtime) or torchscript (LibTorch; deprecated upstream).")
     out: Path | None = Field(None, description="Where to write the model (default: beside the checkpoint, .onnx or .torchscript.pt).")
 

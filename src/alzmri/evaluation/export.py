@@ -28,6 +28,7 @@ from alzmri.data.inputs import input_channels, spatial_dims
 from alzmri.evaluation.config import ExportConfig
 from alzmri.evaluation.engines import EXTRA_FILE, INPUTS_KEY, METADATA_KEY, TorchEngine, load_engine, model_inputs
 from alzmri.evaluation.predict import checkpoint_preprocess, load_classifier
+from alzmri.io.checkpoint import checkpoint_of
 from alzmri.utils.atomic import atomic_path
 from alzmri.utils.errors import AlzmriError, first_line
 
@@ -127,11 +128,12 @@ def _root(exc: BaseException) -> BaseException:
 
 def export_model(config: ExportConfig) -> dict[str, Any]:
     """Write the exported file and check it against PyTorch; returns where it went and the largest probability difference."""
-    model, hp = load_classifier(config.checkpoint)
+    checkpoint = checkpoint_of(config.checkpoint)  # a run folder: its best-loss.ckpt
+    model, hp = load_classifier(checkpoint)
     names = model_inputs(hp, model)
     suffix = ".onnx" if config.format == "onnx" else ".torchscript.pt"
-    target = Path(config.out) if config.out else Path(config.checkpoint).with_suffix(suffix)
-    if target.resolve() == Path(config.checkpoint).resolve():
+    target = Path(config.out) if config.out else checkpoint.with_suffix(suffix)
+    if target.resolve() == checkpoint.resolve():
         raise AlzmriError(f"--out {target} is the checkpoint itself; choose another file")
     wrapped = _Probabilities(model).eval()
     examples = [torch.from_numpy(a) for a in example_inputs(hp, names)]

@@ -46,6 +46,7 @@ from alzmri.explain.config import ExplainConfig
 from alzmri.explain.depth_profile import depth_profile, plot_depth_profile
 from alzmri.explain.overlay import plot_triplanar, write_sweep_gif
 from alzmri.explain.regions import aggregate_by_class, group_attribution, labels_for_grid, plot_top_regions, region_attribution, region_groups
+from alzmri.io.checkpoint import checkpoint_of
 from alzmri.io.grids import resample_between
 from alzmri.explain.sanity import GRADIENT_METHODS, cascading_randomization, map_similarity, summarize, summarize_label_randomization
 from alzmri.explain.thresholds import components, threshold_map
@@ -60,19 +61,6 @@ from alzmri.utils.atomic import atomic_path, atomic_write_text
 from alzmri.utils.errors import AlzmriError
 from alzmri.utils.hashing import content_digest
 from alzmri.utils.names import check_distinct, join_ids
-
-
-def checkpoint_of(run: Path) -> Path:
-    """The checkpoint behind ``run``: the file itself, or ``RUN/checkpoints/best-loss.ckpt``."""
-    run = Path(run)
-    if run.is_file():
-        return run
-    if not run.is_dir():
-        raise AlzmriError(f"{run} is neither a run folder nor a checkpoint file")
-    checkpoint = run / "checkpoints" / "best-loss.ckpt"
-    if not checkpoint.is_file():
-        raise AlzmriError(f"run folder {run} has no checkpoints/best-loss.ckpt (did training finish a validation epoch?)")
-    return checkpoint
 
 
 def stored_mask(path: Any) -> np.ndarray | None:

@@ -10,6 +10,19 @@ from alzmri.utils.errors import AlzmriError, first_line
 REQUIRED_HPARAMS = ("model_name", "model_kwargs", "classes", "preprocess")
 
 
+def checkpoint_of(run: str | Path) -> Path:
+    """The checkpoint behind ``run``: the file itself, or ``RUN/checkpoints/best-loss.ckpt`` of a run folder."""
+    run = Path(run)
+    if run.is_file():
+        return run
+    if not run.is_dir():
+        raise AlzmriError(f"{run} is neither a run folder nor a model file")
+    checkpoint = run / "checkpoints" / "best-loss.ckpt"
+    if not checkpoint.is_file():
+        raise AlzmriError(f"run folder {run} has no checkpoints/best-loss.ckpt (did training finish a validation epoch?)")
+    return checkpoint
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint's hyper-parameters and model weights.
 

@@ -268,7 +268,8 @@ def _quiet_dicom() -> Iterator[_Messages]:
     Each distinct message is logged once (with a count) as a WARNING of ``alzmri.io.dicom``;
     the yielded object's ``lines()`` gives the same lines, e.g. for ``conversion.log``. Python's
     warning filters are process-wide, so captures in several threads (the server's workers) take
-    turns (preprocessing runs scans in worker processes, not threads).
+    turns, and a warning another thread raises while a capture is open is counted into it rather
+    than printed (preprocessing runs scans in worker processes, not threads).
     """
     with _QUIET_LOCK:
         with _captured() as messages:

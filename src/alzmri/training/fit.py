@@ -46,7 +46,7 @@ from alzmri.utils.names import folder_name
 from alzmri.utils.run_folder import claim_run_dir
 
 # Settings that do not change the trained weights (a run may resume with other values).
-_NOT_HASHED = {"progress", "num_workers", "threads", "run_name", "out", "resume", "device", "trackers", "tracking_uri", "experiment"}
+_NOT_HASHED = {"progress", "num_workers", "threads", "run_name", "out", "resume", "device", "trackers", "tracking_uri", "experiment", "register_model"}
 # Settings added after runs existed: left out of the hash at their default, so those runs keep their names.
 _ADDED_LATER = {"shuffle_labels": False, "head": None, "phases": None, "genetics": None, "encoder": None, "encoder_layer": None, "fusion_dropout": None, "missing_genetics": "drop",
                 "shuffle_genetics": False, "freeze_encoder": None}  # fmt: skip

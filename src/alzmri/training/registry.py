@@ -14,6 +14,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from alzmri.utils.atomic import atomic_write_text
 from alzmri.utils.errors import AlzmriError, first_line
@@ -48,19 +49,23 @@ def register_checkpoint(name: str, checkpoint: Path, run_id: str, tracking_uri: 
 
     client = _client(tracking_uri)
     folder = checkpoint.parent
-    preprocessing = folder / "preprocessing.json"
-    atomic_write_text(preprocessing, json.dumps(hparams.get("preprocess", {}), indent=1, default=str) + "\n")
     try:
-        client.log_artifact(run_id, str(preprocessing), artifact_path="checkpoints")
         try:
             client.create_registered_model(name, description="alzmri classifier (alzmri train --register-model); serve with: alzmri serve models:/NAME/VERSION")
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
+        earlier = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == run_id]
+        if earlier:  # this run is registered already (a resumed or repeated end of training): no second version
+            version = max(earlier, key=lambda v: int(v.version))
+            return {"registered_model": name, "model_version": int(version.version), "model_uri": f"models:/{name}/{version.version}"}
+        preprocessing = folder / "preprocessing.json"
+        atomic_write_text(preprocessing, json.dumps(hparams.get("preprocess", {}), indent=1, default=str) + "\n")
+        client.log_artifact(run_id, str(preprocessing), artifact_path="checkpoints")
         source = f"{client.get_run(run_id).info.artifact_uri}/checkpoints"
         tags = {"alzmri_checkpoint": checkpoint.name, "alzmri_model": str(hparams.get("model_name", "")), "alzmri_classes": ",".join(map(str, hparams.get("classes", [])))}
         version = client.create_model_version(name, source, run_id=run_id, tags=tags, description=f"best checkpoint of run {folder.parent.name}")
-    except MlflowException as exc:
+    except (MlflowException, OSError) as exc:
         raise AlzmriError(f"cannot register the model as {name!r} in {tracking_uri}: {first_line(exc)}") from None
     return {"registered_model": name, "model_version": int(version.version), "model_uri": f"models:/{name}/{version.version}"}
 
@@ -75,9 +80,11 @@ def fetch_registered(uri: str, tracking_uri: str | None, folder: Path) -> Path:
     match = MODEL_URI.match(uri)
     if match is None:
         raise AlzmriError(f"{uri!r} is not a registry model URI: expected models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS")
+    if not NAME.match(match["name"]):
+        raise AlzmriError(f"{uri}: {match['name']!r} is not a model name alzmri registers (letters, digits, '_', '.', '-')")
     if not tracking_uri:
         raise AlzmriError(f"{uri} is in an MLflow registry: say which with --tracking-uri (the training run's store, e.g. sqlite:///runs/mlflow.db) or MLFLOW_TRACKING_URI")
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+    if tracking_uri.startswith("sqlite:///") and not Path(unquote(tracking_uri.removeprefix("sqlite:///").split("?")[0])).is_file():
         raise AlzmriError(f"the MLflow store {tracking_uri} does not exist (the train run's --out folder holds mlflow.db)")
     from mlflow.exceptions import MlflowException
 
