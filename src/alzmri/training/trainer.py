@@ -168,6 +168,7 @@ def train_model(config: TrainConfig, data: dict[str, Any], run_dir: Path, record
 
         result.update(register_checkpoint(config.register_model, best_loss, result["mlflow_run_id"], result["tracking_uri"],
                                           {"preprocess": record["preprocess"], "model_name": config.model, "classes": classes}))  # fmt: skip
+        print(f"registered as {result['model_uri']}  (serve it: alzmri serve {result['model_uri']} --tracking-uri {result['tracking_uri']})")
     return result
 
 
