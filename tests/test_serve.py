@@ -384,16 +384,16 @@ def test_progression_run_beside_the_model(tmp_path: Path) -> None:
         assert base64.b64decode(chain["image"])[:8] == b"\x89PNG\r\n\x1a\n" and base64.b64decode(chain["gif"])[:6] == b"GIF89a"
     else:
         assert "last stage" in chain["note"]
-    from alzmri.app.service import Service, _figure
+    from alzmri.app.service import Service
 
     service = Service(ServeConfig(model=model, progression=run, evidence="none"))  # the chain from each end, whatever the random model predicts
     slice_ = np.load(next((cache / "arrays").glob("*.npy"))).astype(np.float32)
     classify = lambda array: service._probabilities(array, None)  # noqa: E731
-    whole = service.progression.answer(slice_, STAGES[0], classify, service.classes, _figure)
+    whole = service.progression.answer(slice_, STAGES[0], classify, service.classes)
     assert [s["stage"] for s in whole["steps"]] == STAGES[1:] and whole["image"] and whole["gif"]
-    assert "last stage" in service.progression.answer(slice_, STAGES[-1], classify, service.classes, _figure)["note"]
+    assert "last stage" in service.progression.answer(slice_, STAGES[-1], classify, service.classes)["note"]
     with pytest.raises(AlzmriError, match="progression run's images are 1x16x16"):
-        service.progression.answer(np.zeros((1, 8, 8), np.float32), STAGES[0], classify, service.classes, _figure)
+        service.progression.answer(np.zeros((1, 8, 8), np.float32), STAGES[0], classify, service.classes)
     other = _checkpoint(tmp_path / "cn-ad.ckpt", "small_cnn_2d", {}, toy_settings(16, "images").model_dump(mode="json"), classes=("CN", "AD"))
     with pytest.raises(AlzmriError, match="not all classes of the served model"):
         create_app(ServeConfig(model=other, progression=run))

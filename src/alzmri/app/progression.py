@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from alzmri.app.figures import figure, png
 from alzmri.evaluation.progression.evaluate import check_inputs
 from alzmri.generate.data import from_unit, to_unit
 from alzmri.generate.run import ProgressionRun, load_run
@@ -40,12 +41,11 @@ class Progression:
     def describe(self) -> dict[str, Any]:
         return {"stages": self.run.stages, "pairing": self.run.pairing, "epochs": self.run.epoch, "caveat": CAVEAT}
 
-    def answer(self, image: np.ndarray, predicted: str, classify: Callable[[np.ndarray], np.ndarray], classes: list[str], figure: Callable[..., Any]) -> dict[str, Any]:
+    def answer(self, image: np.ndarray, predicted: str, classify: Callable[[np.ndarray], np.ndarray], classes: list[str]) -> dict[str, Any]:
         """The chain from ``image`` (the model's input: ``(H, W)``-slice ``(1, H, W)`` or volume ``(X, Y, Z)``).
 
         Args:
             classify: the served model's probabilities of one image shaped like ``image``.
-            figure: makes a matplotlib figure and axes without pyplot (the service's helper).
         """
         run = self.run
         x = np.asarray(image, np.float32)
@@ -61,35 +61,31 @@ class Progression:
         generated = [g[0] for g in run.chain(unit[None], start=start)]
         steps = []
         for stage, g in zip(run.stages[start + 1 :], generated, strict=True):
-            probs = classify(from_unit(g, run.scale)[0] if image.ndim == run.spatial_dims else from_unit(g, run.scale))
+            probs = classify(from_unit(g, run.scale).reshape(np.shape(image)))
             steps.append({"stage": stage, "predicted": classes[int(np.argmax(probs))], "probabilities": {c: round(float(p), 6) for c, p in zip(classes, probs, strict=True)},
                           "mean_abs_change": round(float(np.abs(g - unit).mean() * run.scale), 6)})  # fmt: skip
         images = [unit, *generated]
         names = run.stages[start:]
         return {"start_stage": predicted, "steps": steps, "caveat": CAVEAT,
-                "image": self._picture(images, names, [s["predicted"] for s in steps], figure), "gif": _gif(images, names)}  # fmt: skip
+                "image": _picture(images, names, [s["predicted"] for s in steps]), "gif": _gif(images, names)}  # fmt: skip
 
-    @staticmethod
-    def _picture(images: list[np.ndarray], names: list[str], predicted: list[str], figure: Callable[..., Any]) -> str:
-        """Input and generated stages on top, each change from the input (generated − input) below."""
-        import io
 
-        columns = len(images)
-        fig, axes = figure(2, columns, figsize=(2.2 * columns, 4.6), squeeze=False)
-        changes = [view(g) - view(images[0]) for g in images[1:]]
-        limit = max([float(np.abs(c).max()) for c in changes] + [1e-3])
-        for j, (image, name) in enumerate(zip(images, names, strict=True)):
-            axes[0, j].imshow(view(image), cmap="gray", vmin=-1, vmax=1)
-            axes[0, j].set_title(f"input ({name})" if j == 0 else f"generated {name}\nmodel says {predicted[j - 1]}", fontsize=8)
-            axes[1, j].set_axis_off()
-            axes[0, j].set_axis_off()
-            if j:
-                axes[1, j].imshow(changes[j - 1], cmap="RdBu_r", vmin=-limit, vmax=limit)
-                axes[1, j].set_title(f"change to {name}", fontsize=8)
-        axes[1, 0].text(0.5, 0.5, f"change maps\nblue darker, red brighter\n(±{limit:.3g} of [-1, 1])", ha="center", va="center", fontsize=8, transform=axes[1, 0].transAxes)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-        return base64.b64encode(buffer.getvalue()).decode()
+def _picture(images: list[np.ndarray], names: list[str], predicted: list[str]) -> str:
+    """Input and generated stages on top, each change from the input (generated − input) below."""
+    columns = len(images)
+    fig, axes = figure(2, columns, figsize=(2.2 * columns, 4.6), squeeze=False)
+    changes = [view(g) - view(images[0]) for g in images[1:]]
+    limit = max([float(np.abs(c).max()) for c in changes] + [1e-3])
+    for j, (image, name) in enumerate(zip(images, names, strict=True)):
+        axes[0, j].imshow(view(image), cmap="gray", vmin=-1, vmax=1)
+        axes[0, j].set_title(f"input ({name})" if j == 0 else f"generated {name}\nmodel says {predicted[j - 1]}", fontsize=8)
+        axes[1, j].set_axis_off()
+        axes[0, j].set_axis_off()
+        if j:
+            axes[1, j].imshow(changes[j - 1], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            axes[1, j].set_title(f"change to {name}", fontsize=8)
+    axes[1, 0].text(0.5, 0.5, f"change maps\nblue darker, red brighter\n(±{limit:.3g} of [-1, 1])", ha="center", va="center", fontsize=8, transform=axes[1, 0].transAxes)
+    return png(fig)
 
 
 def _gif(images: list[np.ndarray], names: list[str]) -> str:

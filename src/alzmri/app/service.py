@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
-import io
 import tempfile
 import threading
 import time
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from alzmri.app.config import ServeConfig
+from alzmri.app import figures
 from alzmri.app.uploads import SUFFIX, VOLUME_KINDS, sniff
 from alzmri.data.inputs import spatial_dims
 from alzmri.data.slices.store import SliceSetConfig
@@ -32,20 +32,6 @@ from alzmri.training.registry import fetch_registered, is_model_uri
 from alzmri.utils.errors import AlzmriError
 
 KIND_NAMES = {"nifti": "NIfTI", "nifti-gz": "gzipped NIfTI", "dicom-zip": "DICOM zip", "png": "PNG image", "jpeg": "JPEG image", "tiff": "TIFF image", "bmp": "BMP image"}
-
-
-def _figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
-    """A figure and its axes without pyplot (whose global state is not safe across the worker threads)."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=kwargs.pop("figsize", None))
-    return figure, figure.subplots(*args, **kwargs)
-
-
-def _png(figure: Any) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 class Service:
@@ -66,14 +52,14 @@ class Service:
             raise AlzmriError(f"{config.model} is a genetics + MRI fusion model ({hp['model_name']}); serving it needs each patient's genetics, which the app does not take yet")
         if isinstance(self.inputs, SliceSetConfig) and (self.inputs.origin != "images" or self.inputs.channels != 1):
             raise AlzmriError("this slice model was trained on slices cut from volumes; serve a model trained on imported images ('alzmri import-slices') or on 3D scans")
-        # Attribution puts hooks on the one shared PyTorch model, which a forward pass in another worker would
-        # run: the model is used by one worker at a time (preprocessing, the slow part, still runs in parallel).
-        # An ONNX Runtime session is safe to call from several threads.
         self.progression = None
         if config.progression is not None:
             from alzmri.app.progression import Progression
 
             self.progression = Progression(config.progression, self.classes, self.inputs)
+        # Attribution puts hooks on the one shared PyTorch model, which a forward pass in another worker would
+        # run: the model is used by one worker at a time (preprocessing, the slow part, still runs in parallel).
+        # An ONNX Runtime session is safe to call from several threads.
         self._model_lock: Any = threading.Lock() if isinstance(self.engine, TorchEngine) else contextlib.nullcontext()
         self.evidence = config.evidence if isinstance(self.engine, TorchEngine) else "none"
         self.evidence_note = "" if self.evidence != "none" or config.evidence == "none" else (
@@ -163,7 +149,7 @@ class Service:
     def _progress(self, result: dict[str, Any], array: np.ndarray, age: float | None) -> None:
         """The progression run's later stages from this input (when serving one)."""
         if self.progression is not None:
-            result["progression"] = self.progression.answer(array, result["predicted"], lambda image: self._probabilities(image, age), self.classes, _figure)
+            result["progression"] = self.progression.answer(array, result["predicted"], lambda image: self._probabilities(image, age), self.classes)
 
     def _slice(self, path: Path) -> dict[str, Any]:
         from alzmri.data.slices.from_images import prepare_image
@@ -192,7 +178,7 @@ class Service:
             centre = list(np.unravel_index(int(np.argmax(np.where(inside, heat, -np.inf))), heat.shape))
         else:
             centre = [int(round(c)) for c in np.argwhere(inside).mean(axis=0)]
-        figure, axes = _figure(1, 3, figsize=(9, 3.2))
+        figure, axes = figures.figure(1, 3, figsize=(9, 3.2))
         for axis, ax in enumerate(axes):
             take = [slice(None)] * 3
             take[axis] = centre[axis]
@@ -204,17 +190,17 @@ class Service:
                 ax.contour(np.rot90(mask[tuple(take)].astype(float)), levels=[0.5], colors="cyan", linewidths=0.8)
             ax.set_axis_off()
         figure.suptitle(title)
-        return _png(figure)
+        return figures.png(figure)
 
     @staticmethod
     def _planar(image: np.ndarray, heat: np.ndarray | None, title: str) -> str:
-        figure, ax = _figure(figsize=(3.4, 3.6))
+        figure, ax = figures.figure(figsize=(3.4, 3.6))
         ax.imshow(image, cmap="gray")
         if heat is not None and heat.max() > 0:
             ax.imshow(np.ma.masked_less(heat / heat.max(), 0.2), cmap="inferno", alpha=0.6, vmin=0, vmax=1)
         ax.set_axis_off()
         ax.set_title(title, fontsize=9)
-        return _png(figure)
+        return figures.png(figure)
 
 
 def gunzip_limited(source: Path, target: Path, limit: int) -> Path:
