@@ -332,8 +332,29 @@ def test_pairs_follow_visit_order_not_names() -> None:
         choose_pairing("paired", one, stages)
 
 
+def test_a_chain_s_truth_at_each_step_comes_after_the_last_step_s() -> None:
+    """A history that goes back and forth (CN, AD, MCI, AD): step 2's truth is the AD visit after step 1's MCI, not the earlier one."""
+    from alzmri.generate.data import chain_starts
+
+    rows = pd.DataFrame({"participant_id": ["d"] * 4, "session_id": ["ses-1", "ses-2", "ses-3", "ses-4"], "diagnosis": ["CN", "AD", "MCI", "AD"], "slice_id": [""] * 4})
+    starts, truths = chain_starts(rows, ["CN", "MCI", "AD"])
+    assert starts.tolist() == [0] and truths.tolist() == [[0, 2, 3]]
+
+
+def test_best_epoch_ignores_diverged_validation_scores() -> None:
+    from alzmri.generate.fit import _is_best
+
+    nan, good = {"val_t1_mse_brain": float("nan")}, {"val_t1_mse_brain": 0.5}
+    assert not _is_best([nan]) and _is_best([nan, good]) and not _is_best([good, nan]) and not _is_best([good, {"val_t1_mse_brain": 0.6}])
+    assert _is_best([{"t1_g": 1.0}])  # unpaired: no validation score, the last epoch is the best
+
+
 def test_evaluation_refuses_the_run_s_own_training_subjects(toy: dict[str, Path], tmp_path: Path) -> None:
     run_dir = train_progression(_config(toy, run_name="straight"))
+    val = set(pd.read_csv(toy["split"] / "val.tsv", sep="\t")["participant_id"])
+    assert set(load_run(run_dir).chosen_on) == val and load_run(run_dir / "checkpoints" / "last.pt").chosen_on == ()
+    chosen = CliRunner().invoke(app, ["evaluate-progression", str(run_dir), "--cache", str(toy["cache"]), "--split", str(toy["split"]), "--data", "val"])
+    assert chosen.exit_code != 0 and "chose this checkpoint's epoch" in chosen.output and "Traceback" not in chosen.output
     leaky = shutil.copytree(toy["split"], tmp_path / "other")  # a clean split of its own, but not the run's: its test subjects trained the run
     (leaky / "test.tsv").write_text((toy["split"] / "train.tsv").read_text())
     (leaky / "train.tsv").write_text((toy["split"] / "test.tsv").read_text())
@@ -381,6 +402,7 @@ def test_enrichment_measures_where_the_change_falls() -> None:
     assert np.allclose(values["ventricles"], 10.0) and np.isnan(values["hippocampus_amygdala"]).all()  # under 5 pixels: undefined
     even = enrichment(np.ones_like(change), brain, masks)
     assert np.allclose(even["ventricles"], 1.0) and np.allclose(enrichment(change, brain, {"none": ~masks["ventricles"]})["none"], 0.0)
+    assert np.isnan(enrichment(np.zeros_like(change), brain, masks)["ventricles"]).all()  # no change at all: no preference, not 0
 
 
 def test_planted_change_is_carried_from_each_scan_onto_the_model_grid(tmp_path: Path) -> None:

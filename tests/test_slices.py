@@ -212,6 +212,26 @@ def test_slice_indices_follow_the_brain() -> None:
         slice_indices(volume, None, "axial", 10, 4, 0)
 
 
+def test_a_subjects_registered_visits_are_cut_at_the_same_slices(tmp_path: Path) -> None:
+    """The brain's centre of mass moves a voxel between two visits (it shrank): both visits still get the same indices."""
+    from alzmri.data.slices.from_volumes import subject_centres
+
+    paths = []
+    for name, (low, high), shape in (("a1", (10, 20), (16, 16, 30)), ("a2", (11, 20), (16, 16, 30)), ("b1", (4, 10), (16, 16, 20))):
+        volume = np.zeros(shape, dtype=np.float32)
+        volume[4:12, 4:12, low:high] = 1.0
+        np.save(tmp_path / f"{name}.npy", volume)
+        paths.append(str(tmp_path / f"{name}.npy"))
+    scans = pd.DataFrame({"participant_id": ["sub-a", "sub-a", "sub-b"], "array": paths})
+    volumes = [np.load(p) for p in paths]
+    alone = [slice_indices(v, None, "axial", 3, 2, 0) for v in volumes]
+    assert alone[0] != alone[1]  # each visit's own centre (14.5 vs 15.0) rounds to other slices
+    shared = subject_centres(scans, lambda scan, volume: None, "axial")
+    assert shared[0] == shared[1] == pytest.approx(14.75) and shared[2] == pytest.approx(6.5)
+    together = [slice_indices(v, None, "axial", 3, 2, 0, shared[i]) for i, v in enumerate(volumes)]
+    assert together[0] == together[1] and together[2] == alone[2]
+
+
 def test_slices_name_their_volume_wherever_they_are_read(prepared: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cache named relative to the working folder: the slices' source volumes stay findable from any other folder."""
     monkeypatch.chdir(prepared["cache"].parent)

@@ -129,3 +129,15 @@ def test_a_checkpoint_write_on_a_full_disk_names_the_file(tmp_path, monkeypatch)
     with pytest.raises(AlzmriError, match=r"no space left on device writing .*last\.ckpt"):
         AtomicCheckpointIO().save_checkpoint({}, tmp_path / "last.ckpt")
     assert not list(tmp_path.iterdir())  # no temporary left
+
+
+def test_strict_json_writes_null_for_nan_and_plain_numbers_for_numpy() -> None:
+    import json
+
+    import numpy as np
+
+    from alzmri.utils.jsonable import strict_json
+
+    value = {"a": float("nan"), "b": [np.float32(0.5), np.int64(3), (np.inf, "x")], 1: {"c": np.array([1.0, np.nan])}, "d": np.bool_(True)}
+    text = json.dumps(strict_json(value), allow_nan=False)
+    assert json.loads(text) == {"a": None, "b": [0.5, 3, [None, "x"]], "1": {"c": [1.0, None]}, "d": True}

@@ -21,7 +21,7 @@ class ReportOptions(BaseModel):
     target_sensitivity: float = Field(0.9, gt=0, le=1, description="Sensitivity the 'sensitivity' threshold rule must reach.")
     prevalence: float = Field(0.1, gt=0, lt=1, description="Prevalence of the positive class for PPV/NPV (e.g. 0.1 screening, 0.5 memory clinic).")
     bootstrap: int = Field(2000, ge=100, description="Subject-level bootstrap resamples for the 95 % intervals.")
-    seed: int = Field(0, description="Seed of the bootstrap and the posterior draws.")
+    seed: int = Field(0, ge=0, description="Seed of the bootstrap and the posterior draws.")
 
     def report_options(self) -> dict[str, object]:
         """Keyword arguments of ``build_report``."""
@@ -130,7 +130,7 @@ class BaselineConfig(ReportOptions, BaselineOptions):
     model: BaselineModel = Field("pca_logreg", description="pca_logreg (scaler, PCA, logistic regression) or linear_svm (scaler, PCA, linear SVM).")
     classes: list[str] | None = Field(None, description="Classes to classify, in this order (default: those in the training split, in clinical order).")
     class_weights: bool = Field(True, description="Weight classes by inverse training frequency.")
-    seed: int = Field(0, description="Seed of the inner folds, the classifier, the bootstrap and the posterior draws.")
+    seed: int = Field(0, ge=0, description="Seed of the inner folds, the classifier, the bootstrap and the posterior draws.")
     out: Path = Field(Path("runs"), description="Folder that holds run folders.")
     run_name: str | None = Field(None, description="Run folder name (default: model name + settings hash, so re-running reports the finished run).")
 
@@ -161,7 +161,7 @@ class CompareConfig(BaseModel):
     b: Path = Field(description="Model B, of the same kind as A.", json_schema_extra={"argument": True})
     subset: str = Field("test", description="Split whose rows are compared (tables with a split column).")
     bootstrap: int = Field(2000, ge=100, description="Subject-level bootstrap resamples for the paired interval.")
-    seed: int = Field(0, description="Seed of the bootstrap.")
+    seed: int = Field(0, ge=0, description="Seed of the bootstrap.")
     out: Path | None = Field(None, description="Also write the result as JSON here.")
 
 
@@ -181,7 +181,7 @@ class EvaluateProgressionConfig(BaseModel):
     truth_level: float = Field(0.1, gt=0, le=1, description="Planted-change strength (fraction of full scale) at which a pixel counts as changed by the truth.")
     out: Path | None = Field(None, description="Output folder (default: RUN/eval-<data>).")
     bootstrap: int = Field(2000, ge=100, description="Subject-level bootstrap resamples for the 95 % intervals.")
-    seed: int = Field(0, description="Seed of the bootstrap.")
+    seed: int = Field(0, ge=0, description="Seed of the bootstrap.")
 
 
 AblationArm = Literal["genetics_only", "mri_only", "fusion_concat", "fusion_xattn", "shuffled_genetics"]

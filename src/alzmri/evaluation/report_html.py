@@ -18,6 +18,7 @@ import pandas as pd
 from alzmri.evaluation.report import build_report, evaluated_rows, headline_rows
 from alzmri.evaluation.report_figures import write_figures
 from alzmri.utils.atomic import atomic_write_text
+from alzmri.utils.jsonable import strict_json
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#1d1d1f;padding:0 16px}
@@ -169,18 +170,6 @@ Every number below is computed from the predictions table alone.</p>
 """
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_report(table: pd.DataFrame, classes: list[str], out: Path, title: str = "alzmri evaluation report", **options: Any) -> dict[str, Any]:
     """Compute the report (see :func:`build_report` for ``options``) and write ``metrics.json``,
     the PNG figures and ``report.html`` into ``out``; returns the report dict (plus ``out``)."""
@@ -189,7 +178,7 @@ def write_report(table: pd.DataFrame, classes: list[str], out: Path, title: str 
     report = build_report(table, classes, **options)
     rows, _ = evaluated_rows(table, options.get("subset", "test"))
     figures = write_figures(rows, classes, report, out, seed=int(options.get("seed", 0)))
-    report = _jsonable(report)
+    report = strict_json(report)
     atomic_write_text(out / "metrics.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / "report.html", render_html(report, figures, title))
     report["out"] = str(out)

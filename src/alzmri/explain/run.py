@@ -60,6 +60,7 @@ from alzmri.preprocessing.pipeline import output_affine, scanner_affine
 from alzmri.utils.atomic import atomic_path, atomic_write_text
 from alzmri.utils.errors import AlzmriError
 from alzmri.utils.hashing import content_digest
+from alzmri.utils.jsonable import strict_json
 from alzmri.utils.names import check_distinct, join_ids
 
 
@@ -248,15 +249,6 @@ def atlas_regions(heat: np.ndarray, brain: np.ndarray, affine: np.ndarray) -> tu
     labels, atlas_names = labels_for_grid(heat.shape, affine)
     coverage = float((labels[brain] != 0).mean()) if brain.any() else 0.0
     return region_attribution(heat, labels, atlas_names), coverage
-
-
-def _json_ready(value: Any) -> Any:
-    """NaN → None and numpy scalars → Python ones, for a strict JSON file."""
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
-        value = value.item()
-    return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
 def _save_nifti(array: np.ndarray, path: Path, affine: np.ndarray | None) -> None:
@@ -452,7 +444,7 @@ def explain(config: ExplainConfig) -> dict[str, Any]:
             **scores, **({"label_randomized_spearman": round(label_similarity[-1], 4)} if shuffled is not None else {}),
             "seen_in_training": seen_in[i],
         })  # fmt: skip
-        atomic_write_text(folder / "summary.json", json.dumps(_json_ready(table[-1]), indent=1) + "\n")
+        atomic_write_text(folder / "summary.json", json.dumps(strict_json(table[-1]), indent=1) + "\n")
         print(f"[{i + 1}/{len(rows)}] {title}: {table[-1]['note']} → {folder}", flush=True)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "method": config.method, "n_scans": len(rows), "out": str(out)}
     write_manifest(pd.DataFrame(table), out / "explain.tsv")

@@ -39,7 +39,7 @@ class ProgressionConfig(BaseModel):
     betas: tuple[float, float] = Field((0.5, 0.999), description="Adam betas (the seed's 0.5, 0.999).")
     oversample: bool = Field(True, description="Draw the smaller stage set of a transition with replacement up to the larger one's size each epoch (the seed's minority-stage oversampling).")
     samples: int = Field(4, ge=0, le=16, description="Validation images shown in the per-epoch sample grid (samples/epoch-NNN.png, logged to MLflow).")
-    seed: int = Field(0, description="Seed of weights, batch order and sampling (a resumed run continues exactly).")
+    seed: int = Field(0, ge=0, description="Seed of weights, batch order and sampling (a resumed run continues exactly).")
     mlflow: bool = Field(True, description="Log losses and sample grids to MLflow (local SQLite store in OUT).")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: sqlite:///OUT/mlflow.db).")
     progress: bool = Field(True, description="Show a progress bar.")

@@ -141,7 +141,8 @@ def chain_starts(rows: pd.DataFrame, stages: list[str]) -> tuple[np.ndarray, np.
     """Where chains start and what they are compared with.
 
     Per subject and slice, the chain starts at its last visit of the first stage; the truth at step
-    ``s`` is the first later visit at stage ``s`` (visit order as in pairing), -1 where there is none.
+    ``s`` is the first visit at stage ``s`` after the start and after step ``s − 1``'s truth (visit
+    order as in pairing), -1 where there is none.
 
     Returns:
         ``(start rows (M,), truth rows (M, len(stages)))``; column 0 is the start itself.
@@ -152,10 +153,12 @@ def chain_starts(rows: pd.DataFrame, stages: list[str]) -> tuple[np.ndarray, np.
         at_first = [j for j, d in enumerate(diagnoses) if d == stages[0]]
         if not at_first:
             continue
-        begin = at_first[-1]
+        begin = after = at_first[-1]
         row = [index[begin]]
-        for stage in stages[1:]:
-            row.append(next((index[j] for j in range(begin + 1, len(diagnoses)) if diagnoses[j] == stage), -1))
+        for stage in stages[1:]:  # each step's truth comes after the previous step's (a history that goes back and forth)
+            found = next((j for j in range(after + 1, len(diagnoses)) if diagnoses[j] == stage), None)
+            row.append(-1 if found is None else index[found])
+            after = after if found is None else found
         starts.append(index[begin])
         truths.append(row)
     return np.array(starts, dtype=int), np.array(truths, dtype=int).reshape(-1, len(stages))

@@ -232,6 +232,9 @@ def prepare(config: ProgressionConfig) -> dict[str, Any]:
         raise AlzmriError(f"the training split has no images of the stages {', '.join(stages)}")
     check_edges(tuple(train.images.shape[2:]))
     val, _ = load_stage_images(val_rows, dims, scale)
+    if len(val) and tuple(val.images.shape[1:]) != tuple(train.images.shape[1:]):
+        raise AlzmriError(f"the validation images are {'x'.join(map(str, val.images.shape[1:]))}, the training images {'x'.join(map(str, train.images.shape[1:]))}: "
+                          "the cache mixes image sizes; re-make it with one --size")  # fmt: skip
     pairs = transition_pairs(train.rows, stages)
     pairing = choose_pairing(config.pairing, pairs, stages)
     if pairing == "unpaired" and config.adversarial_weight == 0:
@@ -290,16 +293,17 @@ def train_progression(config: ProgressionConfig) -> Path:
         record["epoch"] = epoch + 1
         record["seconds"] = round(time.perf_counter() - began, 2)
         history.append(record)
-        state = _state(config, data, transitions, mean_change, history, epoch + 1)
-        if _is_best(history):  # before last.pt: a kill between the two writes repeats this epoch, never skips its best.pt
-            _save(run_dir / BEST, {k: v for k, v in state.items() if k != "training"})
-        _save(checkpoint, state)
+        # The epoch's record (sample grid, MLflow metrics, best.pt) before last.pt: a kill between them repeats this epoch, never skips its record.
         figure = _draw_samples(transitions, val, samples, stages, run_dir / "samples" / f"epoch-{epoch + 1:03d}.png", epoch) if samples else None
         tracker.metrics({k: v for k, v in record.items() if k != "epoch"}, epoch + 1)
         if figure is not None:
             tracker.artifact(figure, "samples")
+        state = _state(config, data, transitions, mean_change, history, epoch + 1)
+        if _is_best(history):
+            _save(run_dir / BEST, {**{k: v for k, v in state.items() if k != "training"}, "chosen_on": state["val_subjects"] if paired else []})
+        _save(checkpoint, state)
         print(_epoch_line(record, len(transitions), config.epochs), flush=True)
-    pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
+    atomic_write_text(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
     best = torch.load(run_dir / BEST, map_location="cpu", weights_only=True)["epoch"] if (run_dir / BEST).is_file() else None
     atomic_write_text(run_dir / "result.json", json.dumps({"run": str(run_dir), "checkpoint": str(checkpoint), "best": str(run_dir / BEST), "best_epoch": best,
                                                            "epochs": len(history), "pairing": pairing, "stages": stages, "mlflow_run_id": tracker.run_id}, indent=2) + "\n")  # fmt: skip
@@ -315,6 +319,7 @@ def _state(config: ProgressionConfig, data: dict[str, Any], transitions: list[Tr
         "pairing": data["pairing"], "scale": data["scale"], "inputs": inputs.model_dump(mode="json"), "spec": data["spec"],
         "shape": list(data["train"].images.shape[1:]), "mean_change": mean_change, "history": history,
         "train_subjects": sorted(set(data["train"].rows["participant_id"].astype(str))),
+        "val_subjects": sorted(set(data["val"].rows["participant_id"].astype(str))),
         "generators": [t.G.state_dict() for t in transitions], "training": [t.state() for t in transitions],
     }  # fmt: skip
 
@@ -330,7 +335,8 @@ def _is_best(history: list[dict[str, float]]) -> bool:
     scores = [val_score(h) for h in history]
     if scores[-1] is None:
         return True
-    return scores[-1] <= min(s for s in scores if s is not None)
+    finite = [s for s in scores if s is not None and np.isfinite(s)]  # a diverged epoch (NaN) is never the best, nor blocks a later one
+    return bool(np.isfinite(scores[-1])) and scores[-1] <= min(finite)
 
 
 def _epoch_line(record: dict[str, float], transitions: int, epochs: int) -> str:

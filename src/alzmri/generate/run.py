@@ -57,6 +57,8 @@ class ProgressionRun:
         epoch: epochs completed.
         history: per-epoch losses and validation numbers.
         train_subjects: the participants the run learned from (an evaluation must not score them).
+        chosen_on: the validation participants this checkpoint's epoch was chosen on (``best.pt`` of a
+            paired run; empty otherwise): scoring them would be optimistic too.
     """
 
     path: Path
@@ -71,6 +73,12 @@ class ProgressionRun:
     epoch: int
     history: list[dict[str, float]]
     train_subjects: tuple[str, ...] = ()
+    chosen_on: tuple[str, ...] = ()
+
+    @property
+    def folder(self) -> Path:
+        """The run folder (where outputs go by default): above ``checkpoints/``, else the checkpoint's own folder."""
+        return self.path.parent.parent if self.path.parent.name == CHECKPOINT.parent.name else self.path.parent
 
     @property
     def spatial_dims(self) -> int:
@@ -137,4 +145,5 @@ def load_run(path: str | Path) -> ProgressionRun:
         path=file, settings=state["settings"], stages=list(state["stages"]), pairing=state["pairing"], scale=float(state["scale"]),
         inputs=state["inputs"], shape=tuple(state["shape"]), generators=generators, mean_change=state["mean_change"].numpy(),
         epoch=int(state["epoch"]), history=list(state["history"]), train_subjects=tuple(state.get("train_subjects", ())),
+        chosen_on=tuple(state.get("chosen_on", ())),
     )  # fmt: skip

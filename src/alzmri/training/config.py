@@ -133,7 +133,7 @@ class TrainConfig(BaseModel):
     freeze_encoder: Path | None = Field(
         None, description="Checkpoint of an earlier image-only run of the encoder model: its weights become the fusion model's image encoder, frozen.",
     )
-    seed: int = Field(0, description="Random seed (weights, batches, augmentation).")
+    seed: int = Field(0, ge=0, description="Random seed (weights, batches, augmentation).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = all cores).")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Where to train: auto picks CUDA, then Apple MPS, then CPU.")

@@ -27,7 +27,7 @@ class DemoConfig(BaseModel):
     out: Path = Field(Path("alzmri-demo"), description="Folder for everything the demo makes (re-running resumes).", json_schema_extra={"argument": True})
     subjects: int = Field(100, ge=20, description="Synthetic subjects.")
     classes: list[Literal["CN", "MCI", "AD"]] = Field(default_factory=lambda: ["CN", "AD"], description="Diagnoses in the cohort.")
-    seed: int = Field(0, description="Seed for the cohort, the split and training.")
+    seed: int = Field(0, ge=0, description="Seed for the cohort, the split and training.")
     atrophy_scale: float = Field(
         3.0, ge=0.0, description="Multiplier on the synthetic AD atrophy (1 = realistic strength; the demo exaggerates it so a CPU-sized model learns it from ~100 scans in minutes)."
     )

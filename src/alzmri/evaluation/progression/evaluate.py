@@ -37,10 +37,11 @@ from alzmri.evaluation.progression.image_metrics import image_metrics
 from alzmri.evaluation.progression.truth import planted_between, planted_strengths
 from alzmri.evaluation.stats.bootstrap import bootstrap_many, mean_metric
 from alzmri.generate.data import chain_starts, from_unit, load_stage_images, stage_members, transition_pairs
-from alzmri.generate.run import ProgressionRun, load_run
+from alzmri.generate.run import CHECKPOINT, ProgressionRun, load_run
 from alzmri.generate.samples import chain_figure
 from alzmri.utils.atomic import atomic_path, atomic_write_text
 from alzmri.utils.errors import AlzmriError
+from alzmri.utils.jsonable import strict_json
 
 METRICS = ("mse", "psnr", "ssim", "ms_ssim", "mse_brain", "psnr_brain", "ssim_brain", "lpips")
 METHODS = ("generator", "no_change", "mean_change")
@@ -94,7 +95,7 @@ def _pair_table(run: ProgressionRun, images: Any, k: int, pairs: np.ndarray, reg
 
 
 def enrichment(change: np.ndarray, brain: np.ndarray, regions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per image and region: mean |change| in the region (inside the brain) over mean |change| in the brain (NaN: under 5 region pixels)."""
+    """Per image and region: mean |change| in the region (inside the brain) over mean |change| in the brain (NaN: under 5 region pixels, or no change)."""
     magnitude = np.abs(change[:, change.shape[1] // 2])
     axes = tuple(range(1, magnitude.ndim))
     whole = (magnitude * brain).sum(axis=axes) / np.maximum(brain.sum(axis=axes), 1)
@@ -103,7 +104,7 @@ def enrichment(change: np.ndarray, brain: np.ndarray, regions: dict[str, np.ndar
         inside = mask & brain
         count = inside.sum(axis=axes)
         value = (magnitude * inside).sum(axis=axes) / np.maximum(count, 1) / np.maximum(whole, 1e-12)
-        out[name] = np.where(count >= 5, value, np.nan)
+        out[name] = np.where((count >= 5) & (whole > 0), value, np.nan)  # no change at all: no preference, not "avoids the region"
     return out
 
 
@@ -187,11 +188,13 @@ def _fid_table(run: ProgressionRun, images: Any, steps: dict[int, np.ndarray], e
                         "fid_no_change": fid(real[k], real[k + 1]),
                         "fid_mean_change": fid(extract(from_unit(np.clip(source + run.mean_change[k], -1, 1), run.scale)), real[k + 1]),
                         "n_generated": len(source), "n_real": len(real[k + 1])})  # fmt: skip
+        starts = extract(from_unit(steps[0], run.scale)) if 0 in steps and len(steps[0]) else None  # the chains' inputs, not every first-stage image
         for s, generated in steps.items():
             if s == 0 or len(real[s]) < 2:
                 continue
             out.append({"features": name, "kind": "chain", "stage": run.stages[s], "from": run.stages[0],
-                        "fid_generator": fid(extract(from_unit(generated, run.scale)), real[s]), "fid_no_change": fid(real[0], real[s]),
+                        "fid_generator": fid(extract(from_unit(generated, run.scale)), real[s]),
+                        "fid_no_change": fid(starts, real[s]) if starts is not None else float("nan"),
                         "fid_mean_change": float("nan"), "n_generated": len(generated), "n_real": len(real[s])})  # fmt: skip
     return out
 
@@ -226,6 +229,10 @@ def evaluate_progression(config: EvaluateProgressionConfig) -> dict[str, Any]:
     seen = sorted(set(rows["participant_id"].astype(str)) & set(run.train_subjects))
     if seen:
         raise AlzmriError(f"{len(seen)} subjects of the {config.data} split were in the run's training data (e.g. {seen[0]}): use the split the run was trained with")
+    chose = sorted(set(rows["participant_id"].astype(str)) & set(run.chosen_on))
+    if chose:
+        raise AlzmriError(f"{len(chose)} subjects of the {config.data} split chose this checkpoint's epoch (the lowest validation MSE, e.g. {chose[0]}): "
+                          f"score the test split, or name the run's {CHECKPOINT} (not chosen on them)")  # fmt: skip
     rows = rows[rows["diagnosis"].isin(run.stages)]
     if rows.empty:
         raise AlzmriError(f"the {config.data} split has no images of the run's stages ({', '.join(run.stages)})")
@@ -250,7 +257,7 @@ def evaluate_progression(config: EvaluateProgressionConfig) -> dict[str, Any]:
         if run.spatial_dims != 2 or min(run.shape[1:]) < 32 or run.shape[0] not in (1, 3):
             raise AlzmriError(f"LPIPS is for 2D images of 1 or 3 channels and at least 32² (AlexNet's five levels); the run's images are {'x'.join(map(str, run.shape))}")
         lpips = load_lpips(list(config.lpips))
-    out = Path(config.out) if config.out else run.path.parent.parent / f"eval-{config.data}"
+    out = Path(config.out) if config.out else run.folder / f"eval-{config.data}"
     out.mkdir(parents=True, exist_ok=True)
 
     labels = atlas_labels(images.rows, inputs, Path(config.cache), run.shape)
@@ -301,7 +308,7 @@ def _write_tables(out: Path, pairs: pd.DataFrame, chain: pd.DataFrame, summary: 
         if not table.empty:
             with atomic_path(out / name) as tmp:
                 table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(strict_json(summary), indent=2) + "\n")
 
 
 def _figures(out: Path, run: ProgressionRun, images: Any, steps: dict[int, np.ndarray], chain: pd.DataFrame) -> None:

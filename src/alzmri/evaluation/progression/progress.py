@@ -85,7 +85,7 @@ def progress(config: ProgressConfig) -> Path:
     unit = to_unit(array, run.scale)[None]
     generated = [g[0] for g in run.chain(unit, start=start)]
     names = run.stages[start:]
-    out = Path(config.out) if config.out else run.path.parent.parent / f"progress-{config.scan.name.split('.')[0]}"
+    out = Path(config.out) if config.out else run.folder / f"progress-{config.scan.name.split('.')[0]}"
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"input": str(config.scan), "run": str(run.path), "start_stage": names[0], "stages": names, "files": []}
     images = [unit[0], *generated]
