@@ -16,7 +16,8 @@ no change; cortical thinning ×0.3 on top, i.e. ×1.2: at ×4 the temporal and p
 visit of a subject shares one grid), cut into axial slices around the hippocampi, split by subject.
 A 4-stage classifier (``small_cnn_2d``) is trained on the same split. Progression runs: alzmri's
 default (paired, residual, L1, ROI), the same without ROI, the seed's recipe (no residual, no
-L1: adversarial loss only) with and without ROI, and L1 regression alone (no adversarial loss). Each is scored by ``alzmri evaluate-progression``
+L1: adversarial loss only) with and without ROI, L1 regression alone (no adversarial loss), and the default with an
+identity term |G(x) − x| of weight 10 or 30 (a sparsity prior on the change map). Each is scored by ``alzmri evaluate-progression``
 on the test subjects against their true later visits, beside no change and mean change.
 
 **kaggle** — the Kaggle 4-class OASIS slices (``../shared/data``), imported at ``--kaggle-size``,
@@ -42,13 +43,18 @@ SYNTH = ["--longitudinal", "--subjects", "60", "--voxel-size", "2", "--atrophy-s
 PREPROCESS = ["--steps", "reorient,resample,n4,skull_strip,register,resize,normalize", "--skull-strip", "none",
               "--interpolation", "linear", "--size", "96", "--spacing", "2"]  # fmt: skip
 SLICES = ["--plane", "axial", "--n", "3", "--step", "4", "--structure", "Hippocampus"]
-RUNS = {
-    "default": [],
-    "default-no-roi": ["--no-roi"],
-    "seed-roi": ["--no-residual", "--l1-weight", "0"],
-    "seed": ["--no-residual", "--l1-weight", "0", "--no-roi"],
-    "l1-only": ["--adversarial-weight", "0"],
+RUNS = {  # every recipe spelled out, so a change of alzmri's defaults does not change what a name means
+    "identity-30": ["--identity-weight", "30"],  # alzmri's default since 2026-12-02 (paired, residual, L1 100, identity 30, ROI)
+    "identity-30-no-roi": ["--identity-weight", "30", "--no-roi"],
+    "default": ["--identity-weight", "0"],  # the default before: no identity term
+    "default-no-roi": ["--identity-weight", "0", "--no-roi"],
+    "seed-roi": ["--identity-weight", "0", "--no-residual", "--l1-weight", "0"],
+    "seed": ["--identity-weight", "0", "--no-residual", "--l1-weight", "0", "--no-roi"],
+    "l1-only": ["--identity-weight", "0", "--adversarial-weight", "0"],
+    "identity-10": ["--identity-weight", "10"],
 }
+LABELS = {"identity-30": "default (identity 30)", "identity-30-no-roi": "default, no ROI", "default": "no identity (the default before)",
+          "default-no-roi": "no identity, no ROI"}  # fmt: skip
 
 
 def alzmri(*args: Any, done: Path | None = None) -> float:
@@ -143,9 +149,9 @@ def _planted_table(out: Path, runs: list[str]) -> list[str]:
     for name in runs:
         for folder, level in (("eval-test", "≥ 0.1"), ("eval-test-core", "≥ 0.5")):
             summary = json.loads((out / "runs" / name / folder / "summary.json").read_text())
-            cells = [f"{_estimate(b, 'enrichment_planted__generator')} / {_estimate(b, 'enrichment_planted__truth')}"
+            cells = [f"{_ci(b.get('enrichment_planted__generator'), 2)} / {_estimate(b, 'enrichment_planted__truth')}"
                      for block in (summary["transitions"], summary["chain"]) for b in block.values()]  # fmt: skip
-            lines.append(f"| {name} | {level} | {' | '.join(cells)} |")
+            lines.append(f"| {LABELS.get(name, name)} | {level} | {' | '.join(cells)} |")
     return lines + [""]
 
 
@@ -165,7 +171,7 @@ def synthetic_tables(out: Path, runs: list[str]) -> str:
                 lines.append(f"| {label} | {fid[kind]:.2f} | {_ci(pooled[f'mse__{kind}'], 4)} | {_ci(pooled[f'psnr__{kind}'], 2)} | {_ci(pooled[f'ssim__{kind}'])} | {_ci(pooled[f'ms_ssim__{kind}'])} | – | – |")
             baseline_done = True
         stage = summary["predicted_stage"]
-        lines.append(f"| {name} (best epoch {json.loads((out / 'runs' / name / 'result.json').read_text())['best_epoch']}) | {fid['generator']:.2f} | "
+        lines.append(f"| {LABELS.get(name, name)} (best epoch {json.loads((out / 'runs' / name / 'result.json').read_text())['best_epoch']}) | {fid['generator']:.2f} | "
                      f"{_ci(pooled['mse__generator'], 4)} | {_ci(pooled['psnr__generator'], 2)} | {_ci(pooled['ssim__generator'])} | {_ci(pooled['ms_ssim__generator'])} | "
                      f"{_ci(pooled['psnr__generator_minus_no_change'], 2)} | {_ci(stage['advances_every_step'], 2)} |")  # fmt: skip
     lines += ["", "The chain from the NonDemented image, against the true visit at each stage (PSNR gain over no change, dB; "
@@ -181,7 +187,7 @@ def synthetic_tables(out: Path, runs: list[str]) -> str:
         last = chain[list(chain)[-1]]
         regions = [f"{last[f'enrichment_{r}__generator']['estimate']:.2f} / {last[f'enrichment_{r}__truth']['estimate']:.2f}" if f"enrichment_{r}__generator" in last else "–"
                    for r in ("ventricles", "hippocampus_amygdala", "entorhinal_parahippocampal", "cortex")]  # fmt: skip
-        lines.append(f"| {name} | {' | '.join(gains)} | {expected} | {' | '.join(regions)} |")
+        lines.append(f"| {LABELS.get(name, name)} | {' | '.join(gains)} | {expected} | {' | '.join(regions)} |")
     lines += _planted_table(out, runs)
     return "\n".join(lines) + "\n"
 
@@ -208,7 +214,8 @@ def main() -> None:
         for name in result["runs"]:
             shutil.copy(args.out / "runs" / name / "eval-test" / "report.md", args.results / f"synthetic-{name}.md")
         for figure in ("chain_examples.png", "predicted_stage.png"):
-            shutil.copy(args.out / "runs" / "default" / "eval-test" / figure, args.results / f"synthetic-default-{figure}")
+            for name in result["runs"]:
+                shutil.copy(args.out / "runs" / name / "eval-test" / figure, args.results / f"synthetic-{name}-{figure}")
         (args.results / "synthetic-tables.md").write_text(synthetic_tables(args.out, list(result["runs"])))
     if "kaggle" in parts:
         result = kaggle(args.out, args.kaggle, args.kaggle_size, args.kaggle_epochs, args.kaggle_steps, args.classifier_epochs)

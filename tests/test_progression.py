@@ -341,6 +341,14 @@ def test_a_chain_s_truth_at_each_step_comes_after_the_last_step_s() -> None:
     assert starts.tolist() == [0] and truths.tolist() == [[0, 2, 3]]
 
 
+def test_identity_term_defaults_on_for_pairs_and_off_unpaired(toy: dict[str, Path]) -> None:
+    config = _config(toy)
+    assert config.identity_for(True) == 30 and config.identity_for(False) == 0
+    assert _config(toy, identity_weight=0).identity_for(True) == 0 and _config(toy, identity_weight=5).identity_for(False) == 5
+    run = train_progression(_config(toy, run_name="identity", epochs=1))
+    assert "t1_g_identity" in load_run(run).history[0] and json.loads((run / "result.json").read_text())["identity_weight"] == 30
+
+
 def test_best_epoch_ignores_diverged_validation_scores() -> None:
     from alzmri.generate.fit import _is_best
 

@@ -8,7 +8,7 @@ Adam 2e-4, betas 0.5/0.999: the seed's recipe):
   fool ``D`` plus ``l1_weight · |G(x) − y|`` (pix2pix);
 * unpaired: CycleGAN: a backward generator ``F`` and a discriminator of stage ``k``, cycle terms
   ``cycle_weight · (|F(G(x)) − x| + |G(F(y)) − y|)``;
-* both: ``identity_weight · |G(x) − x|``; with ``roi`` every discriminator loss is weighted by the
+* both: ``identity_weight · |G(x) − x|`` (default 30 paired, 0 unpaired: :meth:`ProgressionConfig.identity_for`); with ``roi`` every discriminator loss is weighted by the
   brain share of each patch.
 
 After each epoch the whole state (weights, optimisers, history) is written atomically to
@@ -114,9 +114,10 @@ def train_step(t: Transition, x: torch.Tensor, y: torch.Tensor, mx: torch.Tensor
         cycle = masked_l1(t.F(fake_y), x) + masked_l1(t.G(fake_x), y)
         loss_g = loss_g + config.cycle_weight * cycle
         parts["g_cycle"] = _value(cycle)
-    if config.identity_weight:
+    weight = config.identity_for(paired)
+    if weight:
         identity = masked_l1(fake_y, x) + (masked_l1(fake_x, y) if fake_x is not None else 0.0)
-        loss_g = loss_g + config.identity_weight * identity
+        loss_g = loss_g + weight * identity
         parts["g_identity"] = _value(identity)
     loss_g.backward()
     t.opt_g.step()
@@ -269,10 +270,10 @@ def train_progression(config: ProgressionConfig) -> Path:
         print(f"resuming {run_dir} after epoch {start}")
     mean_change = torch.from_numpy(mean_changes(train, stages, data["pairs"] if paired else None))
     tracker = ProgressionTracker(config.mlflow, config.out, run_dir, config.tracking_uri)
-    tracker.params({**config.hashed(), "pairing": pairing, "stages": ",".join(stages), "train_images": len(train)})
+    tracker.params({**config.hashed(), "identity_weight": config.identity_for(paired), "pairing": pairing, "stages": ",".join(stages), "train_images": len(train)})
     counts = [len(p) for p in data["pairs"]] if paired else [f"{len(data['members'][k])}/{len(data['members'][k + 1])}" for k in range(len(stages) - 1)]
     print(f"{run_dir.name}: {pairing} ({'same-subject pairs' if paired else 'images per side'} per transition: {', '.join(map(str, counts))}); "
-          f"{' → '.join(stages)}; ROI {'on' if config.roi else 'off'}; residual {'on' if config.residual else 'off'}")  # fmt: skip
+          f"{' → '.join(stages)}; ROI {'on' if config.roi else 'off'}; residual {'on' if config.residual else 'off'}; identity weight {config.identity_for(paired):g}")  # fmt: skip
     samples = _sample_rows(val, stages, config.samples, paired)
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
@@ -306,7 +307,7 @@ def train_progression(config: ProgressionConfig) -> Path:
     atomic_write_text(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
     best = torch.load(run_dir / BEST, map_location="cpu", weights_only=True)["epoch"] if (run_dir / BEST).is_file() else None
     atomic_write_text(run_dir / "result.json", json.dumps({"run": str(run_dir), "checkpoint": str(checkpoint), "best": str(run_dir / BEST), "best_epoch": best,
-                                                           "epochs": len(history), "pairing": pairing, "stages": stages, "mlflow_run_id": tracker.run_id}, indent=2) + "\n")  # fmt: skip
+                                                           "epochs": len(history), "pairing": pairing, "identity_weight": config.identity_for(paired), "stages": stages, "mlflow_run_id": tracker.run_id}, indent=2) + "\n")  # fmt: skip
     tracker.artifact(run_dir / "history.csv")
     tracker.finish()
     return run_dir
