@@ -197,6 +197,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/alzmri-progression"))
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "progression")
     parser.add_argument("--parts", default="synthetic,kaggle")
+    parser.add_argument("--prefix", default="synthetic", help="name prefix of the synthetic part's result files")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--runs", default=",".join(RUNS))
     parser.add_argument("--classifier-epochs", type=int, default=30)
@@ -210,13 +211,13 @@ def main() -> None:
     parts = args.parts.split(",")
     if "synthetic" in parts:
         result = synthetic(args.out, args.epochs, args.runs.split(","), args.classifier_epochs)
-        (args.results / "synthetic.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        (args.results / f"{args.prefix}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
         for name in result["runs"]:
-            shutil.copy(args.out / "runs" / name / "eval-test" / "report.md", args.results / f"synthetic-{name}.md")
+            shutil.copy(args.out / "runs" / name / "eval-test" / "report.md", args.results / f"{args.prefix}-{name}.md")
+        first = next(iter(result["runs"]))  # the pictures of the first recipe named (they are large)
         for figure in ("chain_examples.png", "predicted_stage.png"):
-            for name in result["runs"]:
-                shutil.copy(args.out / "runs" / name / "eval-test" / figure, args.results / f"synthetic-{name}-{figure}")
-        (args.results / "synthetic-tables.md").write_text(synthetic_tables(args.out, list(result["runs"])))
+            shutil.copy(args.out / "runs" / first / "eval-test" / figure, args.results / f"{args.prefix}-{first}-{figure}")
+        (args.results / f"{args.prefix}-tables.md").write_text(synthetic_tables(args.out, list(result["runs"])))
     if "kaggle" in parts:
         result = kaggle(args.out, args.kaggle, args.kaggle_size, args.kaggle_epochs, args.kaggle_steps, args.classifier_epochs)
         (args.results / "kaggle.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
