@@ -59,7 +59,7 @@ def slice_indices(volume: np.ndarray, mask: np.ndarray | None, plane: str, n: in
 
 
 def subject_centres(scans: pd.DataFrame, masks: Any, plane: str) -> dict[int, float]:
-    """Per scan (row position), the mean brain centre of its subject's scans of the same grid shape.
+    """Per scan (row position) of a subject with several, the mean brain centre of its subject's scans of the same grid shape.
 
     On registered caches a subject's visits are voxel-aligned, so they must be cut at the same
     indices: a centre of mass that moves by a voxel as the brain shrinks would otherwise shift every
@@ -67,7 +67,10 @@ def subject_centres(scans: pd.DataFrame, masks: Any, plane: str) -> dict[int, fl
     ``slice_id``).
     """
     found: dict[tuple[str, tuple[int, ...]], list[tuple[int, float]]] = {}
+    repeated = scans["participant_id"].duplicated(keep=False).to_numpy()  # a subject seen once keeps its own centre: not read twice
     for position, (_, scan) in enumerate(scans.iterrows()):
+        if not repeated[position]:
+            continue
         volume = np.asarray(load_array(scan["array"]), dtype=np.float32)
         centre = brain_centre(volume, masks(scan, volume), plane)
         found.setdefault((str(scan["participant_id"]), volume.shape), []).append((position, centre))
