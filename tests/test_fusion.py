@@ -27,6 +27,23 @@ def test_cross_attention_runs_both_ways_over_many_tokens() -> None:
     assert volume(torch.randn(2, 1, 24, 24, 24), torch.randn(2, 6), torch.ones(2, dtype=torch.bool)).shape == (2, 2)
 
 
+def test_value_contributions_add_up_to_the_attention_output() -> None:
+    from alzmri.fusion.attention import value_contributions, weighted_value_norms
+
+    torch.manual_seed(0)
+    attention = torch.nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    queries, keys = torch.randn(3, 5, 8), torch.randn(3, 7, 8)
+    keys[:, 2] *= 10  # one key with a large value vector: it passes more on than its weight says
+    output, weights = attention(queries, keys, keys, need_weights=True, average_attn_weights=False)
+    parts = value_contributions(attention, keys, weights)
+    assert parts.shape == (3, 5, 7, 8)
+    assert torch.allclose(parts.sum(dim=2) + attention.out_proj.bias, output, atol=1e-5)
+    norms = weighted_value_norms(attention, keys, weights)
+    assert norms.shape == (3, 5, 7) and (norms >= 0).all()
+    share, weight = norms / norms.sum(-1, keepdim=True), weights.mean(dim=1)
+    assert (share[:, :, 2] > weight[:, :, 2]).float().mean() > 0.9
+
+
 def test_missing_genetics_become_the_learned_token() -> None:
     torch.manual_seed(0)
     tokens = GeneticTokens(GROUPS, 8)

@@ -184,6 +184,7 @@ def test_ablation_runs_every_arm_on_the_same_folds(prepared: dict[str, Path], tm
     ranking = pd.read_csv(out / "attention_genetic_fusion_xattn.tsv", sep="\t")
     assert sorted(ranking["column"]) == ["apoe", "rs1", "rs2", "rs3", "site"]
     assert list(ranking["attention"]) == sorted(ranking["attention"], reverse=True)
+    assert sorted(ranking["value_norm_rank"]) == [1, 2, 3, 4, 5] and abs(ranking["value_norm_share"].sum() - 1) < 1e-4
     assert {r["column"] for r in result["attention"]["shuffled_genetics"]} == set(ranking["column"])
     # the shuffled arm scored with the rows permuted as in its training: its predictions are the model's on other people's genes
     from alzmri.data.dataset import CachedVolumeDataset, select_scans
@@ -221,6 +222,7 @@ def test_explain_a_fusion_checkpoint_writes_attention(fusion_run: dict[str, Path
     ranking = pd.read_csv(out / "attention_genetic.tsv", sep="\t")
     assert sorted(ranking["column"]) == ["apoe", "rs1", "rs2", "rs3", "site"]
     assert list(ranking["attention"]) == sorted(ranking["attention"], reverse=True) and ranking["rank"].tolist() == sorted(ranking["rank"])
+    assert abs(ranking["value_norm_share"].sum() - 1) < 1e-4 and sorted(ranking["value_norm_rank"]) == [1, 2, 3, 4, 5]
     cells = pd.read_csv(out / "attention_cells.tsv", sep="\t")
     grid = result["attention"]["grid"]
     assert len(cells) == cells["class"].nunique() * 5 * int(np.prod(grid))

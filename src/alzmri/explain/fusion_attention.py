@@ -3,7 +3,9 @@
 Written by ``alzmri explain`` for a cross-attention fusion checkpoint, next to the Grad-CAM maps:
 
     attention_genetic.tsv   genetic columns ranked by the attention the image tokens give them
-                            (overall and per class; ``uniform`` = attention spread evenly)
+                            (overall and per class; ``uniform`` = attention spread evenly) and
+                            by their share of the attention-weighted value norms (how much each
+                            column passes to the image tokens, not only how much it is looked at)
     attention_cells.tsv     per class, genetic column and image cell: the column's attention on
                             that cell and the cell's centre on the model grid (voxel x, y, z)
     attention_heatmap.png   per class, the most-attended columns (rows) × image cells (columns)
@@ -119,4 +121,6 @@ def explain_attention(model: torch.nn.Module, rows: list[dict[str, Any]], featur
                                            title=f"{name} ({len(chosen)} scans): image-token attention from the genetic tokens, in the brain"))  # fmt: skip
     top = ranking.head(5)
     print("most-attended genetic columns: " + ", ".join(f"{r.column} ({r.attention:.3f})" for r in top.itertuples()) + f" (uniform {1 / len(columns):.3f})")
+    passed = ranking.sort_values("value_norm_rank").head(5)
+    print("most passed on (attention-weighted value norm): " + ", ".join(f"{r.column} ({r.value_norm_share:.3f})" for r in passed.itertuples()))
     return {"ranking": ranking.head(TOP_COLUMNS).to_dict("records"), "pictures": [str(p) for p in pictures], "grid": list(grid)}
