@@ -16,8 +16,18 @@ The scans are preprocessed like the demo (2 mm, 32³); ``alzmri ablate-fusion`` 
 genetics_only, mri_only (resnet10_3d), fusion_concat, fusion_xattn and shuffled_genetics on the
 same subject-level 5 folds (the fusion encoder: resnet10_3d read at ``layer3``, 2³ = 8 image
 tokens at 32³) and compares them on the pooled out-of-fold predictions. Everything is cached in
-``--out`` (re-running resumes). Writes ``fusion_study.json`` and ``fusion_study.md`` under
-``benchmarks/results/fusion_study``.
+``--out`` (re-running resumes). Writes ``PREFIX[-seedS][-frozen].json`` and ``.md`` under
+``benchmarks/results/fusion_study`` (``--prefix``, default ``fusion_study``).
+
+Several seeds (other folds and initialisations, the same cohort), then their mean::
+
+    for s in 0 1 2; do .venv/bin/python benchmarks/fusion_study.py --atrophy 0.8 --frozen --seed $s --prefix mid-mri; done
+    .venv/bin/python benchmarks/fusion_study.py --frozen --combine-seeds 0 1 2 --prefix mid-mri
+
+``--combine-seeds`` averages each arm's out-of-fold probabilities over the seeds (every subject
+is scored, in every seed, by a model that never saw it), compares the arms on those, lists each
+seed's AUC, and recomputes each seed's attention ranking from its fold checkpoints
+(``PREFIX-seeds0-1-2[-frozen].json/.md``).
 """
 
 from __future__ import annotations
@@ -74,8 +84,13 @@ def planted_effect(column: str, causal: set[str]) -> str:
     return "APOE" if column == "apoe" else ("causal SNP" if column in causal else "null")
 
 
-def seed_dir(out: Path, seed: int) -> Path:
-    return out / ("ablation" if seed == 0 else f"ablation-seed{seed}")
+def run_tag(lr: float, seed: int) -> str:
+    """The part of an ablation folder's (and results file's) name that says its learning rate and seed."""
+    return ("" if lr == 3e-4 else f"-lr{lr:g}") + ("" if seed == 0 else f"-seed{seed}")
+
+
+def seed_dir(out: Path, lr: float, seed: int) -> Path:
+    return out / f"ablation{run_tag(lr, seed)}"
 
 
 def combine_seeds(args: argparse.Namespace) -> None:
@@ -89,22 +104,23 @@ def combine_seeds(args: argparse.Namespace) -> None:
     suffix = FROZEN if args.frozen else ""
     arms = ["genetics_only", "mri_only", "fusion_concat", "fusion_xattn", "shuffled_genetics"]
     folder = {arm: arm if arm in ("genetics_only", "mri_only") else arm + suffix for arm in arms}
-    combined = args.out / f"seeds-mean{suffix}"
+    lr_part = run_tag(args.lr, 0)
+    combined = args.out / f"seeds-mean{lr_part}{suffix}"
     truth = json.loads((args.out / "bids" / "derivatives" / "synth" / "genetics_truth.json").read_text())
     causal = set(truth["causal_snps"])
     per_seed, rows, folders = {}, [], {}
     for arm in arms:
         tables = []
         for seed in args.combine_seeds:
-            path = seed_dir(args.out, seed) / folder[arm] / "oof_predictions.tsv"
+            path = seed_dir(args.out, args.lr, seed) / folder[arm] / "oof_predictions.tsv"
             if not path.is_file():
                 raise SystemExit(f"{path} is missing: run the study with --seed {seed} first")
             table, classes = read_predictions(path)
             tables.append(table.set_index(["participant_id", "session_id"]).sort_index())
             per_seed[(arm, seed)] = arm_metrics(table, classes, args.bootstrap, seed)["auc"]["estimate"]
         probs = [f"prob_{c}" for c in classes]
-        if any(not t.index.equals(tables[0].index) for t in tables):
-            raise SystemExit(f"the seeds' {arm} predictions do not score the same scans")
+        if any(not t.index.equals(tables[0].index) or not t["diagnosis"].equals(tables[0]["diagnosis"]) for t in tables):
+            raise SystemExit(f"the seeds' {arm} predictions do not score the same scans with the same labels")
         mean = tables[0].copy()
         mean[probs] = sum(t[probs] for t in tables) / len(tables)
         mean["predicted"] = mean[probs].idxmax(axis=1).str.removeprefix("prob_")
@@ -113,15 +129,19 @@ def combine_seeds(args: argparse.Namespace) -> None:
         write_manifest(mean.reset_index().drop(columns=["fold"], errors="ignore"), folders[arm] / "oof_predictions.tsv")
         rows.append({"arm": arm, **arm_metrics(mean.reset_index(), classes, args.bootstrap, 0)})
     comparisons = compare_arms(folders, list(PAIRS), args.bootstrap, 0)
+    records = [args.results / f"{args.prefix}{run_tag(args.lr, seed)}{suffix}.json" for seed in args.combine_seeds]
+    cohorts = [json.loads(r.read_text())["cohort"] for r in records if r.is_file()]
+    if len(cohorts) != len(records) or any(c != cohorts[0] for c in cohorts):
+        raise SystemExit(f"the seeds' results ({', '.join(map(str, records))}) are missing or record different cohorts")
+    cohort = cohorts[0]
     rankings = {}
     for arm in ("fusion_xattn", "shuffled_genetics"):
         for seed in args.combine_seeds:
-            ranking = attention_ranking(seed_dir(args.out, seed) / folder[arm], args.out / "cache", seed_dir(args.out, seed) / "folds")
+            ranking = attention_ranking(seed_dir(args.out, args.lr, seed) / folder[arm], args.out / "cache", seed_dir(args.out, args.lr, seed) / "folds")
             rankings[(arm, seed)] = ranking.set_index("column")
-    summary = {"seeds": args.combine_seeds, "frozen": args.frozen, "cohort": {k: getattr(args, k) for k in ("subjects", "atrophy", "snps", "causal", "odds_ratio")},
-               "per_seed_auc": {f"{a}/{s}": v for (a, s), v in per_seed.items()}, "arms": rows, "comparisons": comparisons,
+    summary = {"seeds": args.combine_seeds, "frozen": args.frozen, "cohort": cohort, "per_seed_auc": {f"{a}/{s}": v for (a, s), v in per_seed.items()}, "arms": rows, "comparisons": comparisons,
                "attention": {f"{a}/{s}": t.reset_index().to_dict("records") for (a, s), t in rankings.items()}, "truth": truth}  # fmt: skip
-    name = f"{args.prefix}-seeds{'-'.join(map(str, args.combine_seeds))}{suffix}"
+    name = f"{args.prefix}{lr_part}-seeds{'-'.join(map(str, args.combine_seeds))}{suffix}"
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     text = seeds_markdown(rows, comparisons, per_seed, rankings, args.combine_seeds, causal)
@@ -188,7 +208,7 @@ def main() -> None:
 
     start = time.perf_counter()
     cache, genetics = build_cohort(args.out, args)
-    lr_tag = ("" if args.lr == 3e-4 else f"-lr{args.lr:g}") + ("" if args.seed == 0 else f"-seed{args.seed}")
+    lr_tag = run_tag(args.lr, args.seed)
     tag = lr_tag + ("-frozen" if args.frozen else "")
     config = FusionAblationConfig(cache=cache, genetics=genetics, out=args.out / f"ablation{lr_tag}", folds=args.folds, epochs=args.epochs, patience=args.patience, lr=args.lr,
                                   encoder_from_mri_only=args.frozen,

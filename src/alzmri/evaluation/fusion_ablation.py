@@ -130,8 +130,8 @@ def attention_ranking(arm_dir: Path, cache: Path, split_root: Path) -> pd.DataFr
     every = pd.concat(tables, ignore_index=True)
     mean = every.drop(columns=["rank", "value_norm_rank", "fold"]).groupby("column", sort=False).mean(numeric_only=True)
     mean["mean_fold_rank"] = every.groupby("column")["rank"].mean()
-    mean["rank"] = mean["attention"].rank(ascending=False, method="min").astype(int)
-    mean["value_norm_rank"] = mean["value_norm_share"].rank(ascending=False, method="min").astype(int)
+    mean["rank"] = mean["attention"].rank(ascending=False, method="min", na_option="bottom").astype(int)
+    mean["value_norm_rank"] = mean["value_norm_share"].rank(ascending=False, method="min", na_option="bottom").astype(int)
     return mean.sort_values("rank").reset_index()
 
 

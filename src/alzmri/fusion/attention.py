@@ -47,8 +47,8 @@ def value_contributions(attention: torch.nn.MultiheadAttention, keys: torch.Tens
         keys: ``(N, K, W)`` the keys (= values) it attended to.
         weights: ``(N, heads, Q, K)`` its per-head attention weights for that call.
     """
-    if not attention._qkv_same_embed_dim:
-        raise ValueError("value_contributions needs keys and values of the attention's own width")
+    if not attention._qkv_same_embed_dim or attention.bias_k is not None or attention.add_zero_attn:
+        raise ValueError("value_contributions needs keys and values of the attention's own width, without added bias or zero keys")
     n, k, width = keys.shape
     heads = attention.num_heads
     w_v = attention.in_proj_weight[2 * width :]
