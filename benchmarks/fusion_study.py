@@ -105,6 +105,11 @@ def combine_seeds(args: argparse.Namespace) -> None:
     arms = ["genetics_only", "mri_only", "fusion_concat", "fusion_xattn", "shuffled_genetics"]
     folder = {arm: arm if arm in ("genetics_only", "mri_only") else arm + suffix for arm in arms}
     lr_part = run_tag(args.lr, 0)
+    records = [args.results / f"{args.prefix}{run_tag(args.lr, seed)}{suffix}.json" for seed in args.combine_seeds]
+    cohorts = [json.loads(r.read_text())["cohort"] for r in records if r.is_file()]
+    if len(cohorts) != len(records) or any(c != cohorts[0] for c in cohorts):
+        raise SystemExit(f"the seeds' results ({', '.join(map(str, records))}) are missing or record different cohorts")
+    cohort = cohorts[0]
     combined = args.out / f"seeds-mean{lr_part}{suffix}"
     truth = json.loads((args.out / "bids" / "derivatives" / "synth" / "genetics_truth.json").read_text())
     causal = set(truth["causal_snps"])
@@ -129,11 +134,6 @@ def combine_seeds(args: argparse.Namespace) -> None:
         write_manifest(mean.reset_index().drop(columns=["fold"], errors="ignore"), folders[arm] / "oof_predictions.tsv")
         rows.append({"arm": arm, **arm_metrics(mean.reset_index(), classes, args.bootstrap, 0)})
     comparisons = compare_arms(folders, list(PAIRS), args.bootstrap, 0)
-    records = [args.results / f"{args.prefix}{run_tag(args.lr, seed)}{suffix}.json" for seed in args.combine_seeds]
-    cohorts = [json.loads(r.read_text())["cohort"] for r in records if r.is_file()]
-    if len(cohorts) != len(records) or any(c != cohorts[0] for c in cohorts):
-        raise SystemExit(f"the seeds' results ({', '.join(map(str, records))}) are missing or record different cohorts")
-    cohort = cohorts[0]
     rankings = {}
     for arm in ("fusion_xattn", "shuffled_genetics"):
         for seed in args.combine_seeds:
@@ -151,6 +151,8 @@ def combine_seeds(args: argparse.Namespace) -> None:
 
 def seeds_markdown(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], per_seed: dict[tuple[str, int], float],
                    rankings: dict[tuple[str, int], Any], seeds: list[int], causal: set[str]) -> str:  # fmt: skip
+    from alzmri.fusion.attention import add_ranks
+
     lines = ["| arm | AUC per seed (" + ", ".join(map(str, seeds)) + ") | AUC of the seed-mean prediction [95 % CI] | balanced accuracy [95 % CI] |", "|---|---|---|---|"]
     for r in rows:
         auc, bacc = r["auc"], r["balanced_accuracy"]
@@ -162,9 +164,7 @@ def seeds_markdown(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]]
                      f"| {c['bacc_diff']:+.3f} [{c['bacc_diff_low']:+.3f}, {c['bacc_diff_high']:+.3f}] | {c['mcnemar_p']:.2g} |")  # fmt: skip
     for arm in ("fusion_xattn", "shuffled_genetics"):
         tables = [rankings[(arm, s)] for s in seeds]
-        mean = sum(t[["attention", "value_norm_share"]] for t in tables) / len(tables)
-        mean["rank"] = mean["attention"].rank(ascending=False, method="min").astype(int)
-        mean["value_norm_rank"] = mean["value_norm_share"].rank(ascending=False, method="min").astype(int)
+        mean = add_ranks(sum(t[["attention", "value_norm_share"]] for t in tables) / len(tables))
         uniform = 1 / len(mean)
         lines += ["", f"{arm}: genetic columns, attention and value-norm share averaged over the seeds (uniform = {uniform:.4f})", "",
                   "| column | planted effect | attention (rank) | value-norm share (rank) | attention rank per seed | value-norm rank per seed |", "|---|---|---|---|---|---|"]  # fmt: skip

@@ -110,7 +110,7 @@ def attention_ranking(arm_dir: Path, cache: Path, split_root: Path) -> pd.DataFr
     from alzmri.data.genetics import WithGenetics
     from alzmri.data.splits import read_split_dir
     from alzmri.evaluation.predict import checkpoint_genetics, load_classifier
-    from alzmri.fusion.attention import collect_attention, genetic_ranking
+    from alzmri.fusion.attention import add_ranks, collect_attention, genetic_ranking
     from alzmri.preprocessing.cache import read_cache
 
     scans_all, _ = read_cache(cache)
@@ -130,9 +130,7 @@ def attention_ranking(arm_dir: Path, cache: Path, split_root: Path) -> pd.DataFr
     every = pd.concat(tables, ignore_index=True)
     mean = every.drop(columns=["rank", "value_norm_rank", "fold"]).groupby("column", sort=False).mean(numeric_only=True)
     mean["mean_fold_rank"] = every.groupby("column")["rank"].mean()
-    mean["rank"] = mean["attention"].rank(ascending=False, method="min", na_option="bottom").astype(int)
-    mean["value_norm_rank"] = mean["value_norm_share"].rank(ascending=False, method="min", na_option="bottom").astype(int)
-    return mean.sort_values("rank").reset_index()
+    return add_ranks(mean).sort_values("rank").reset_index()
 
 
 def ablate(config: FusionAblationConfig) -> dict[str, Any]:

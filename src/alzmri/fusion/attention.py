@@ -83,6 +83,13 @@ def collect_attention(model: torch.nn.Module, dataset: Dataset, batch_size: int 
     return Attention(np.concatenate(labels), np.concatenate(present).astype(bool), np.concatenate(g2i), np.concatenate(i2g), np.concatenate(norms))
 
 
+def add_ranks(table: pd.DataFrame) -> pd.DataFrame:
+    """``rank`` by ``attention`` and ``value_norm_rank`` by ``value_norm_share`` (1 = highest; ties share the best rank, NaN last), in place."""
+    for score, rank in (("attention", "rank"), ("value_norm_share", "value_norm_rank")):
+        table[rank] = table[score].rank(ascending=False, method="min", na_option="bottom").astype(int)
+    return table
+
+
 def genetic_ranking(attention: Attention, columns: list[str], classes: list[str]) -> pd.DataFrame:
     """One row per genetic column: mean attention from the image tokens (overall and per class) and its rank (1 = most attended).
 
@@ -101,8 +108,7 @@ def genetic_ranking(attention: Attention, columns: list[str], classes: list[str]
     for k, name in enumerate(classes):
         rows = received[labels == k]
         table[f"attention_{name}"] = rows.mean(axis=0) if len(rows) else np.nan
-    table["rank"] = table["attention"].rank(ascending=False, method="min", na_option="bottom").astype(int)
-    table["value_norm_rank"] = table["value_norm_share"].rank(ascending=False, method="min", na_option="bottom").astype(int)
+    add_ranks(table)
     table["uniform"] = 1.0 / len(columns)  # what attention spread evenly over the columns would give
     return table.sort_values("rank").reset_index(drop=True)
 
